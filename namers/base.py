@@ -1,0 +1,36 @@
+"""What a namer is: something that turns the path under `/#/<prefix>` into a name tree."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from dtab.path import Path
+
+from dtab.addr import BoundName
+from dtab.observable import Activity
+
+# A namer's leaf is either bound (endpoints known) or a further path to evaluate
+# against the dtab again (a rewriting namer such as domainToPathPfx).
+Name = BoundName | Path
+
+
+@runtime_checkable
+class Namer(Protocol):
+    """`lookup` receives the path *after* the namer's own prefix.
+
+    It returns an Activity of a NameTree of names: Pending while unknown,
+    Ok(Neg) when the name does not exist here (use `Neg.because(reason)` so
+    the delegator and the 502 text can say why), Ok(Leaf(BoundName)) when it
+    does. The Activity changes when the answer does; the binding cache
+    follows it. Lookups must be cheap to repeat: namers cache per name.
+    """
+
+    def lookup(self, path: Path) -> Activity: ...
+
+
+class ManagedNamer(Namer, Protocol):
+    """A namer with background work (watches, file polling)."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
