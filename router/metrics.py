@@ -128,33 +128,116 @@ class Histogram:
 Metric = Counter | Gauge | Histogram
 
 
-class Metrics:
-    """The process-wide registry. Create one per process; pass scopes down."""
+class _Node:
+    """One scope segment in the registry tree: maybe a metric, maybe children."""
+
+    __slots__ = ("metric", "children")
 
     def __init__(self) -> None:
-        self._metrics: dict[Key, Metric] = {}
+        self.metric: Metric | None = None
+        self.children: dict[str, _Node] = {}
+
+
+class Metrics:
+    """The process-wide registry. Create one per process; pass scopes down.
+
+    Stored as a tree of scope segments so that removing a scope (an idle client
+    or service expiring) costs the size of that scope, not of the registry, and
+    leaves no empty branches behind: a flood of distinct names that come and go
+    cannot grow it without bound. Exporters walk the same tree (`?tree=1`,
+    `?q=`, Prometheus label lifting).
+    """
+
+    def __init__(self) -> None:
+        self._root = _Node()
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
 
     def scope(self, *segments: str) -> Scope:
         return Scope(self, tuple(segments))
 
+    def _node(self, key: Key) -> _Node:
+        node = self._root
+        for seg in key:
+            child = node.children.get(seg)
+            if child is None:
+                child = node.children[seg] = _Node()
+            node = child
+        return node
+
     def _get(self, key: Key, factory: Callable[[], Metric]) -> Metric:
-        metric = self._metrics.get(key)
-        if metric is None:
-            metric = self._metrics[key] = factory()
-        return metric
+        node = self._node(key)
+        if node.metric is None:
+            node.metric = factory()
+            self._size += 1
+        return node.metric
+
+    def _set(self, key: Key, metric: Metric) -> None:
+        node = self._node(key)
+        if node.metric is None:
+            self._size += 1
+        node.metric = metric
+
+    def get(self, key: Key) -> Metric | None:
+        node: _Node | None = self._root
+        for seg in key:
+            node = node.children.get(seg) if node else None
+        return node.metric if node else None
 
     def items(self) -> Iterator[tuple[Key, Metric]]:
-        return iter(list(self._metrics.items()))
+        """Every (key, metric), depth first; a list copy, so removal while iterating is safe."""
+        return iter(list(_walk(self._root, ())))
+
+    def resolve(self, parts: list[str]) -> tuple[Key, _Node] | None:
+        """Find the subtree a flat `a/b/c` query names; segments may themselves contain `/`."""
+        return _resolve(self._root, (), [p for p in parts if p])
 
     def remove_prefix(self, prefix: Key) -> None:
-        n = len(prefix)
-        for key in [k for k in self._metrics if k[:n] == prefix]:
-            del self._metrics[key]
+        path = [self._root]
+        for seg in prefix:
+            child = path[-1].children.get(seg)
+            if child is None:
+                return
+            path.append(child)
+        if not prefix:
+            self._root = _Node()
+            self._size = 0
+            return
+        removed = path.pop()
+        self._size -= sum(1 for _ in _walk(removed, ()))
+        del path[-1].children[prefix[-1]]
+        # Prune ancestors left with neither a metric nor children.
+        for depth in range(len(path) - 1, 0, -1):
+            node = path[depth]
+            if node.metric is not None or node.children:
+                break
+            del path[depth - 1].children[prefix[depth - 1]]
 
     def snapshot_histograms(self) -> None:
-        for metric in list(self._metrics.values()):
+        for _key, metric in self.items():
             if isinstance(metric, Histogram):
                 metric.snapshot()
+
+
+def _walk(node: _Node, key: Key) -> Iterator[tuple[Key, Metric]]:
+    if node.metric is not None:
+        yield key, node.metric
+    for seg, child in list(node.children.items()):
+        yield from _walk(child, key + (seg,))
+
+
+def _resolve(node: _Node, key: Key, parts: list[str]) -> tuple[Key, _Node] | None:
+    if not parts:
+        return key, node
+    for j in range(1, len(parts) + 1):
+        child = node.children.get("/".join(parts[:j]))
+        if child is not None:
+            found = _resolve(child, key + ("/".join(parts[:j]),), parts[j:])
+            if found is not None:
+                return found
+    return None
 
 
 class Scope:
@@ -181,7 +264,7 @@ class Scope:
 
     def gauge(self, fn: Callable[[], float], *name: str) -> Gauge:
         gauge = Gauge(fn)
-        self.registry._metrics[self.prefix + name] = gauge
+        self.registry._set(self.prefix + name, gauge)
         return gauge
 
     def remove(self) -> None:

@@ -1,0 +1,139 @@
+"""`/admin/metrics/prometheus`: our registry in Linkerd's label form (reference §4.3).
+
+A prometheus-client Collector walks the registry on each scrape. Scope segments
+join with `:`, characters outside `[a-zA-Z0-9:]` become `_`, the telemeter's
+`prefix` goes in front, and the router, server, service and client scopes are
+lifted into labels: `rt:server:requests{rt="outgoing",server="127.0.0.1/4140"}`.
+`failures/<exn>` becomes `...:failures{exception="a:b"}`.
+
+Counters and gauges are untyped, as Linkerd exported them (so the names stay
+exactly Linkerd's). A histogram is a summary: quantiles and `_avg` come from
+the last minute snapshot, while `_count`/`_sum` are cumulative so `rate()` works.
+Metrics removed between scrapes (expired clients) simply stop appearing.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+
+from prometheus_client import generate_latest
+from prometheus_client.core import Metric as PromMetric
+from prometheus_client.registry import CollectorRegistry
+
+from router.admin.metrics_json import gauge_value
+from router.metrics import Counter, Gauge, Histogram, Key, Metrics
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_DISALLOWED = re.compile(r"[^a-zA-Z0-9:]")
+_QUANTILES = (
+    ("0", "min"),
+    ("0.5", "p50"),
+    ("0.9", "p90"),
+    ("0.95", "p95"),
+    ("0.99", "p99"),
+    ("0.999", "p9990"),
+    ("0.9999", "p9999"),
+    ("1", "max"),
+)
+_LIFTS = {
+    ("rt",): "rt",
+    ("rt", "service"): "service",
+    ("rt", "client"): "client",
+    ("rt", "client", "service"): "service",
+    ("rt", "server"): "server",
+}
+
+
+def lift(key: Key) -> tuple[list[str], dict[str, str]]:
+    """Split a registry key into name segments and labels, Linkerd's way."""
+    prefix: list[str] = []
+    labels: dict[str, str] = {}
+    segs = list(key)
+    i = 0
+    while i < len(segs):
+        seg = segs[i]
+        label = _LIFTS.get(tuple(prefix))
+        if label is not None and label not in labels and i < len(segs) - 1:
+            if label == "server" and i + 2 < len(segs) and segs[i + 1].isdigit():
+                seg = f"{seg}/{segs[i + 1]}"  # ServerStats scopes ip and port separately
+                i += 1
+            labels[label] = seg
+        elif seg in ("failures", "exn") and 0 < len(segs) - 1 - i and "exception" not in labels:
+            prefix.append("failures" if seg == "failures" else "exceptions")
+            labels["exception"] = ":".join(segs[i + 1 :])
+            break
+        else:
+            prefix.append(seg)
+        i += 1
+    return prefix, labels
+
+
+def metric_name(prefix: str, segments: list[str]) -> str:
+    name = prefix + _DISALLOWED.sub("_", ":".join(segments))
+    if not name or name[0].isdigit():
+        name = "_" + name
+    return name
+
+
+class RegistryCollector:
+    """A prometheus-client collector over our own registry (no copies kept)."""
+
+    def __init__(self, metrics: Metrics, prefix: str = "") -> None:
+        self.metrics = metrics
+        self.prefix = prefix
+
+    def collect(self) -> Iterator[PromMetric]:
+        families: dict[str, PromMetric] = {}
+        seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+
+        def family(name: str, kind: str) -> PromMetric | None:
+            fam = families.get(name)
+            if fam is None:
+                fam = families[name] = PromMetric(name, f"l5d metric {name}", kind)
+            elif fam.type != kind:
+                return None
+            return fam
+
+        def sample(fam: PromMetric, name: str, labels: dict[str, str], value: float) -> None:
+            ident = (name, tuple(sorted(labels.items())))
+            if ident in seen:
+                return
+            seen.add(ident)
+            fam.add_sample(name, labels, value)
+
+        for key, metric in self.metrics.items():
+            segments, labels = lift(key)
+            name = metric_name(self.prefix, segments)
+            if isinstance(metric, Counter):
+                fam = family(name, "unknown")
+                if fam is not None:
+                    sample(fam, name, labels, metric.value)
+            elif isinstance(metric, Gauge):
+                value = gauge_value(key, metric)
+                fam = family(name, "unknown")
+                if fam is not None and value is not None:
+                    sample(fam, name, labels, value)
+            elif isinstance(metric, Histogram):
+                fam = family(name, "summary")
+                if fam is None:
+                    continue
+                last = metric.last
+                if last.get("count", 0):
+                    for q, field in _QUANTILES:
+                        sample(fam, name, {**labels, "quantile": q}, last[field])
+                    avg = family(name + "_avg", "unknown")
+                    if avg is not None:
+                        sample(avg, name + "_avg", labels, last["avg"])
+                sample(fam, name + "_count", labels, metric.total_count + metric.count)
+                sample(fam, name + "_sum", labels, metric.total_sum + metric.sum)
+        yield from families.values()
+
+
+def render(metrics: Metrics, prefix: str = "") -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RegistryCollector(metrics, prefix))
+    return generate_latest(registry)

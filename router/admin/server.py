@@ -1,0 +1,239 @@
+"""The admin server (aiohttp) on `admin.port`, loopback unless `admin.ip` is set.
+
+`start_admin(linker)` binds it and starts the histogram snapshot task; the
+returned `AdminHandle.close()` stops both. Every handler reads the linker's
+live state: routers, metrics registry, config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from router.admin import delegator, metrics_json, prometheus
+from router.admin.security import Security, setting
+from router.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_ENV = "L5D_HISTOGRAM_SNAPSHOT_SECS"
+DEFAULT_SNAPSHOT_SECS = 60.0
+STATIC = resources.files("router.admin") / "static"
+
+ENDPOINTS = (
+    ("/", "dashboard: success rate, request rate and latency per router"),
+    ("/delegator", "dtab playground: why a name routes where it does"),
+    ("/delegator.json", "delegation tree (GET path, dtab, namespace; or POST JSON)"),
+    ("/admin/ping", "liveness: pong"),
+    ("/admin/metrics.json", "metrics (?tree=1, ?q=a/b, ?pretty=1)"),
+    ("/config.json", "the loaded config"),
+    ("/client_state.json", "clients and their addresses"),
+    ("/bound-names.json", "bound names the namers know"),
+    ("/admin/shutdown", "POST: drain and exit"),
+)
+
+
+@dataclass
+class AdminHandle:
+    runner: web.AppRunner
+    host: str
+    port: int
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        await self.runner.cleanup()
+
+
+async def snapshot_loop(metrics: Metrics, interval: float) -> None:
+    """Snapshot (and reset) every histogram each `interval` seconds, as Linkerd does."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            metrics.snapshot_histograms()
+        except Exception:
+            log.exception("histogram snapshot failed")
+
+
+def snapshot_interval() -> float:
+    raw = os.environ.get(SNAPSHOT_ENV)
+    if not raw:
+        return DEFAULT_SNAPSHOT_SECS
+    try:
+        value = float(raw)
+    except ValueError:
+        log.error("%s=%r is not a number of seconds; using %s", SNAPSHOT_ENV, raw, 60)
+        return DEFAULT_SNAPSHOT_SECS
+    return value if value > 0 else DEFAULT_SNAPSHOT_SECS
+
+
+def prometheus_telemeters(telemetry: Any) -> list[tuple[str, str]]:
+    """(path, prefix) of each configured io.l5d.prometheus telemeter."""
+    out = []
+    for tele in telemetry or []:
+        if setting(tele, "kind", None) == "io.l5d.prometheus":
+            params = setting(tele, "params", None) or {}
+            path = setting(tele, "path", None) or params.get("path", "/admin/metrics/prometheus")
+            prefix = setting(tele, "prefix", None) or params.get("prefix", "")
+            out.append((str(path), str(prefix)))
+    return out
+
+
+def _router_info(router: Any) -> dict[str, Any]:
+    dtab = getattr(router, "base_dtab", None)
+    return {
+        "label": getattr(router, "label", "?"),
+        "dtab": dtab.show if hasattr(dtab, "show") else str(dtab or ""),
+    }
+
+
+def _page(name: str, linker: Any) -> web.Response:
+    """A static page with the routers (label, dtab) embedded, so it needs no extra endpoint."""
+    html = (STATIC / name).read_text(encoding="utf-8")
+    data = json.dumps({"routers": [_router_info(r) for r in getattr(linker, "routers", [])]})
+    data = data.replace("</", "<\\/")
+    html = html.replace(
+        "<!--L5D_DATA-->", f'<script id="l5d-data" type="application/json">{data}</script>'
+    )
+    return web.Response(text=html, content_type="text/html")
+
+
+def _clients_of(router: Any) -> Any:
+    for attr in ("clients", "client_cache"):
+        cache = getattr(router, attr, None)
+        if cache is not None and hasattr(cache, "snapshot"):
+            return cache
+    return None
+
+
+def build_app(linker: Any) -> web.Application:
+    admin_cfg = getattr(getattr(linker, "config", None), "admin", None)
+    security = Security.from_config(setting(admin_cfg, "security", None))
+    metrics: Metrics = linker.metrics
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        if not security.allows(request.path):
+            return web.Response(status=404, text=f"Not found: {request.path}")
+        return await handler(request)
+
+    app = web.Application(middlewares=[guard])
+    app["linker"] = linker
+
+    async def ping(_: web.Request) -> web.Response:
+        return web.Response(text="pong")
+
+    async def index(_: web.Request) -> web.Response:
+        lines = [f"{path}  {what}" for path, what in ENDPOINTS]
+        lines += [f"{path}  prometheus exposition" for path, _ in prometheus_telemeters(
+            setting(getattr(linker, "config", None), "telemetry", None))]
+        return web.Response(text="\n".join(lines) + "\n")
+
+    async def metrics_handler(request: web.Request) -> web.Response:
+        q = request.query
+        status, body = metrics_json.render(
+            metrics,
+            q=q.get("q"),
+            as_tree=q.get("tree") in ("1", "true"),
+            pretty=q.get("pretty") in ("1", "true"),
+        )
+        return web.Response(status=status, text=body, content_type="application/json")
+
+    async def config_json(_: web.Request) -> web.Response:
+        data = getattr(linker, "config_json", None)
+        if data is None and hasattr(getattr(linker, "config", None), "to_json"):
+            data = linker.config.to_json()
+        return web.json_response(data or {})
+
+    async def client_state(_: web.Request) -> web.Response:
+        out: dict[str, Any] = {}
+        for router in getattr(linker, "routers", []):
+            cache = _clients_of(router)
+            if cache is not None:
+                out.update(cache.snapshot())
+        return web.json_response(out)
+
+    async def bound_names(_: web.Request) -> web.Response:
+        names = linker.bound_names()
+        if inspect.isawaitable(names):
+            names = await names
+        return web.json_response(list(names))
+
+    grace_ms = int(setting(admin_cfg, "shutdownGraceMs", 10000))
+
+    async def shutdown(request: web.Request) -> web.Response:
+        if request.method != "POST":
+            return web.Response(status=405, text="POST to shut down")
+        log.info("shutdown requested from the admin port; draining up to %d ms", grace_ms)
+        app["shutdown_task"] = asyncio.get_running_loop().create_task(linker.shutdown(grace_ms))
+        return web.Response(text=f"shutting down (grace {grace_ms} ms)\n")
+
+    async def dashboard(_: web.Request) -> web.Response:
+        return _page("dashboard.html", linker)
+
+    async def delegator_page(_: web.Request) -> web.Response:
+        return _page("delegator.html", linker)
+
+    app.router.add_get("/", dashboard)
+    app.router.add_get("/delegator", delegator_page)
+    app.router.add_route("*", "/delegator.json", delegator.handle)
+    app.router.add_get("/admin/ping", ping)
+    app.router.add_get("/admin", index)
+    app.router.add_get("/admin/index.txt", index)
+    app.router.add_get("/admin/metrics.json", metrics_handler)
+    app.router.add_get("/config.json", config_json)
+    app.router.add_get("/client_state.json", client_state)
+    app.router.add_get("/bound-names.json", bound_names)
+    app.router.add_route("*", "/admin/shutdown", shutdown)
+    app.router.add_static("/files/", str(STATIC))
+
+    for path, prefix in prometheus_telemeters(
+        setting(getattr(linker, "config", None), "telemetry", None)
+    ):
+        async def prom(_: web.Request, prefix: str = prefix) -> web.Response:
+            body = prometheus.render(metrics, prefix)
+            return web.Response(body=body, headers={"Content-Type": prometheus.CONTENT_TYPE})
+
+        app.router.add_get(path, prom)
+    return app
+
+
+async def start_admin(linker: Any, *, snapshot_secs: float | None = None) -> AdminHandle:
+    """Bind the admin server and start snapshotting histograms."""
+    admin_cfg = getattr(getattr(linker, "config", None), "admin", None)
+    host = setting(admin_cfg, "ip", "127.0.0.1")
+    port = int(setting(admin_cfg, "port", 9990))
+    runner = web.AppRunner(build_app(linker), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as e:
+        await runner.cleanup()
+        raise OSError(e.errno, f"admin server cannot bind {host}:{port}: {e.strerror}") from e
+    if port == 0:
+        port = runner.addresses[0][1]
+    interval = snapshot_secs if snapshot_secs is not None else snapshot_interval()
+    handle = AdminHandle(runner, host, port)
+    handle.tasks.append(asyncio.get_running_loop().create_task(
+        snapshot_loop(linker.metrics, interval)))
+    log.info("admin serving on http://%s:%d", host, port)
+    return handle
