@@ -1,0 +1,340 @@
+"""`io.l5d.k8s`: Kubernetes Endpoints as names (Linkerd's EndpointsNamer, in asyncio).
+
+`/#/io.l5d.k8s/<namespace>/<port name or number>/<service>[/<label value>]/residual`.
+The first three (four with `labelSelector`) segments are lowercased, as in
+Linkerd. Only ready addresses (`subsets[].addresses`, never
+`notReadyAddresses`) are routed to; each Address carries the pod's `nodeName`
+so the daemonset transformer can find the router on that node.
+
+A port name is looked up among the Endpoints' port names. A port number is
+first mapped through the Service (`port` -> `targetPort`, which may itself be
+a name); a number no Service port claims is used as is.
+
+Each way of not resolving is a Neg with a reason people can read in the
+delegator and the 502 text: the service does not exist, it has no port of
+that name, it has no ready endpoints. While the API server is unreachable the
+last known answer stays (see watch.py); names nobody observes any more are
+dropped after `idleTtlSecs`, which releases their watches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from dtab.addr import (
+    ADDR_PENDING,
+    Addr,
+    AddrBound,
+    Address,
+    AddrNeg,
+    BoundName,
+)
+from dtab.errors import ParamError
+from dtab.nametree import Leaf, Neg
+from dtab.observable import PENDING, Activity, ActivityState, Ok, Unsubscribe, Var
+from dtab.path import Path
+from namers.k8s.api import ApiTarget
+from namers.k8s.watch import Absent, ObjState, Present, WatchHub, WatchKey, WatchLease, shared_hub
+
+log = logging.getLogger("l5d.k8s")
+
+KIND = "io.l5d.k8s"
+DEFAULT_IDLE_TTL = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Resolved:
+    """What one (ns, port, svc[, label]) resolves to right now."""
+
+    addr: Addr
+    neg_reason: str | None  # set: the tree is Neg with this reason
+
+
+def resolve_endpoints(
+    endpoints: ObjState,
+    service: ObjState | None,
+    port: str,
+    where: str,
+) -> _Resolved | None:
+    """The addresses of `port` in an Endpoints object (None while not yet known).
+
+    `where` names the service for reasons, e.g. `default/hello`. `service` is
+    the Service's state, consulted for numbered ports only.
+    """
+    if not isinstance(endpoints, Present | Absent):
+        return None
+    if isinstance(endpoints, Absent):
+        reason = f"k8s service {where} not found (no Endpoints object)"
+        return _Resolved(AddrNeg(reason), reason)
+    subsets: list[dict[str, Any]] = endpoints.obj.get("subsets") or []
+    target: int | str
+    if port.isdigit():
+        if service is not None and not isinstance(service, Present | Absent):
+            return None
+        target = _target_port(service, int(port))
+    else:
+        target = port
+    addrs: set[Address] = set()
+    names: set[str] = set()
+    not_ready = 0
+    for subset in subsets:
+        ports = subset.get("ports") or []
+        names.update(p.get("name") or str(p.get("port")) for p in ports)
+        if isinstance(target, int):
+            number: int | None = target
+        else:
+            number = next((p.get("port") for p in ports if p.get("name") == target), None)
+        if number is None:
+            continue
+        not_ready += len(subset.get("notReadyAddresses") or [])
+        for a in subset.get("addresses") or []:
+            meta = {"nodeName": a["nodeName"]} if a.get("nodeName") else {}
+            addrs.add(Address(a["ip"], int(number), meta=meta))
+    if isinstance(target, str) and target not in names and subsets:
+        known = ", ".join(sorted(names)) or "none"
+        reason = f"k8s service {where} has no port named '{target}' (ports: {known})"
+        return _Resolved(AddrNeg(reason), reason)
+    if not addrs:
+        extra = f" ({not_ready} not ready)" if not_ready else ""
+        reason = f"k8s service {where} has no ready endpoints for port {port}{extra}"
+        return _Resolved(AddrNeg(reason), reason)
+    return _Resolved(AddrBound(frozenset(addrs)), None)
+
+
+def _target_port(service: ObjState | None, number: int) -> int | str:
+    if isinstance(service, Present):
+        for p in (service.obj.get("spec") or {}).get("ports") or []:
+            if p.get("port") == number:
+                tp = p.get("targetPort", number)
+                return int(tp) if isinstance(tp, int) or str(tp).isdigit() else str(tp)
+    return number
+
+
+def _set(var: Var[Any], value: Any) -> None:
+    """`var.set`, but also refresh a Neg's reason when only the reason changed.
+
+    Negs are equal whatever their reason, so `set` would keep the stale text
+    ("not found" after the service was deleted, when it used to say "no ready
+    endpoints"); nothing observable changed, so observers are not called.
+    """
+    if value == var.value and repr(value) != repr(var.value):
+        var._value = value
+    else:
+        var.set(value)
+
+
+class _Entry:
+    """The shared state of one bound id: watches, the addr Var, Activities per residual."""
+
+    def __init__(
+        self,
+        namer: K8sNamer,
+        id_: Path,
+        ns: str,
+        port: str,
+        svc: str,
+        label: str | None,
+    ) -> None:
+        self.id = id_
+        self.where = f"{ns}/{svc}" + (f" with {namer.label_selector}={label}" if label else "")
+        self.port = port
+        selector = f"{namer.label_selector}={label}" if label is not None else None
+        hub = namer.hub
+        self.leases: list[WatchLease] = [hub.acquire(WatchKey("endpoints", ns, svc, selector))]
+        if port.isdigit():
+            self.leases.append(hub.acquire(WatchKey("services", ns, svc)))
+        self.addr: Var[Addr] = Var(ADDR_PENDING)
+        self.resolved: _Resolved | None = None
+        self.activities: dict[Path, Activity] = {}
+        self.names: dict[Path, BoundName] = {}
+        self.last_used = time.monotonic()
+        self._unsubs: list[Unsubscribe] = [
+            lease.state.observe(self._changed) for lease in self.leases
+        ]
+        self._changed(None)
+
+    def _changed(self, _: object) -> None:
+        eps = self.leases[0].state.value
+        svc = self.leases[1].state.value if len(self.leases) > 1 else None
+        resolved = resolve_endpoints(eps, svc, self.port, self.where)
+        if resolved is None:
+            return  # not known yet, or (after an outage) keep the last answer
+        _set(self.addr, resolved.addr)
+        for residual, act in self.activities.items():
+            _set(act, self._tree(resolved, residual))
+        self.resolved = resolved
+
+    def _tree(self, resolved: _Resolved, residual: Path) -> ActivityState:
+        if resolved.neg_reason is not None:
+            return Ok(Neg.because(resolved.neg_reason))
+        name = self.names.get(residual)
+        if name is None:
+            name = self.names[residual] = BoundName(self.id, self.addr, residual)
+        return Ok(Leaf(name))
+
+    def activity(self, residual: Path) -> Activity:
+        self.last_used = time.monotonic()
+        act = self.activities.get(residual)
+        if act is None:
+            resolved = self.resolved
+            act = Activity(PENDING if resolved is None else self._tree(resolved, residual))
+            self.activities[residual] = act
+        return act
+
+    @property
+    def in_use(self) -> bool:
+        return self.addr.observed or any(a.observed for a in self.activities.values())
+
+    def close(self) -> None:
+        for unsub in self._unsubs:
+            unsub()
+        self._unsubs = []
+        for lease in self.leases:
+            lease.release()
+
+
+class K8sNamer:
+    """The `io.l5d.k8s` namer. `lookup` is cheap to repeat: entries are cached per id."""
+
+    def __init__(
+        self,
+        target: ApiTarget,
+        *,
+        prefix: Path | None = None,
+        label_selector: str | None = None,
+        idle_ttl: float = DEFAULT_IDLE_TTL,
+        hub: WatchHub | None = None,
+    ) -> None:
+        self.target = target
+        self.prefix = prefix if prefix is not None else Path.of(KIND)
+        self.label_selector = label_selector
+        self.idle_ttl = idle_ttl
+        self._hub = hub
+        self._entries: dict[tuple[str, str, str, str | None], _Entry] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def hub(self) -> WatchHub:
+        if self._hub is None:
+            self._hub = shared_hub(self.target)
+        return self._hub
+
+    @property
+    def segments(self) -> int:
+        return 4 if self.label_selector else 3
+
+    def lookup(self, path: Path) -> Activity:
+        n = self.segments
+        if len(path) < n:
+            form = "<namespace>/<port>/<service>" + ("/<label value>" if n == 4 else "")
+            reason = f"{KIND} needs /{form}, got {path.show}"
+            return Activity.ok(Neg.because(reason))
+        elems = [e.lower() for e in path.elems[:n]]
+        ns, port, svc = elems[:3]
+        label = elems[3] if n == 4 else None
+        key = (ns, port, svc, label)
+        entry = self._entries.get(key)
+        if entry is None:
+            id_ = Path.of("#", *self.prefix.elems, *elems)
+            entry = self._entries[key] = _Entry(self, id_, ns, port, svc, label)
+            self._ensure_sweeper()
+        return entry.activity(path.drop(n))
+
+    def _ensure_sweeper(self) -> None:
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.get_running_loop().create_task(
+                self._sweep_forever(), name=f"{KIND} idle sweeper"
+            )
+
+    async def _sweep_forever(self) -> None:
+        interval = max(0.05, min(self.idle_ttl / 4, 30.0))
+        while self._entries:
+            await asyncio.sleep(interval)
+            self.sweep()
+
+    def sweep(self) -> None:
+        """Drop entries nobody has observed for `idle_ttl` (their watches are released)."""
+        now = time.monotonic()
+        for key, entry in list(self._entries.items()):
+            if entry.in_use:
+                entry.last_used = now
+            elif now - entry.last_used >= self.idle_ttl:
+                log.info("%s: %s idle for %.0fs; releasing", KIND, entry.id.show, self.idle_ttl)
+                del self._entries[key]
+                entry.close()
+
+    def state_json(self) -> dict[str, Any]:
+        """What /namer_state/io.l5d.k8s.json shows: each id and its addresses."""
+        return {e.id.show: e.addr.value.to_json() for e in self._entries.values()}
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            try:
+                await self._sweeper
+            except asyncio.CancelledError:
+                pass
+            self._sweeper = None
+        for entry in self._entries.values():
+            entry.close()
+        self._entries.clear()
+
+
+def _int_param(params: dict[str, Any], key: str, default: int | None) -> int | None:
+    value = params.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise ParamError(key, f"expected a port number (1-65535), got {value!r}")
+    return value
+
+
+def target_from_params(
+    params: dict[str, Any], host_key: str = "host", port_key: str = "port"
+) -> ApiTarget:
+    """host/port (kubectl proxy), kubeconfig, or neither (in-cluster)."""
+    host = params.get(host_key)
+    if host is not None and (not isinstance(host, str) or not host):
+        raise ParamError(host_key, f"expected a host name, got {host!r}")
+    port = _int_param(params, port_key, None)
+    kubeconfig = params.get("kubeconfig")
+    if kubeconfig is not None and (not isinstance(kubeconfig, str) or not kubeconfig):
+        raise ParamError("kubeconfig", f"expected a file path, got {kubeconfig!r}")
+    return ApiTarget(host=host, port=port, kubeconfig=kubeconfig)
+
+
+KNOWN_PARAMS = {"kind", "prefix", "experimental", "transformers", "host", "port",
+                "labelSelector", "kubeconfig", "idleTtlSecs"}
+
+
+def build(params: dict[str, Any]) -> K8sNamer:
+    """The registry's builder for `kind: io.l5d.k8s`."""
+    for key in params:
+        if key not in KNOWN_PARAMS:
+            raise ParamError(key, f"unknown parameter for {KIND}; known: "
+                             + ", ".join(sorted(KNOWN_PARAMS - {"kind"})))
+    label = params.get("labelSelector")
+    if label is not None and (not isinstance(label, str) or not label or "=" in label):
+        raise ParamError("labelSelector", f"expected a label name such as 'version', got {label!r}")
+    idle = params.get("idleTtlSecs", DEFAULT_IDLE_TTL)
+    if isinstance(idle, bool) or not isinstance(idle, int | float) or idle <= 0:
+        raise ParamError("idleTtlSecs", f"expected a positive number of seconds, got {idle!r}")
+    prefix_param = params.get("prefix")
+    prefix = None
+    if prefix_param is not None:
+        if not isinstance(prefix_param, str) or not prefix_param.startswith("/"):
+            raise ParamError("prefix", f"expected a path such as /io.l5d.k8s, got {prefix_param!r}")
+        prefix = Path.read(prefix_param)
+    return K8sNamer(
+        target_from_params(params),
+        prefix=prefix,
+        label_selector=label,
+        idle_ttl=float(idle),
+    )

@@ -1,0 +1,360 @@
+"""A fake Kubernetes API server that speaks the wire protocol kubernetes_asyncio uses.
+
+Real behaviour we need to reproduce, because it is what breaks routers in
+production (reference §5 pain point 3):
+- lists carry `metadata.resourceVersion`; a watch resumes from a version;
+- watches are chunked streams of `{"type": ..., "object": ...}` lines;
+- a version older than the compacted history gets a `410 Gone` (as an ERROR
+  event inside a 200 stream, which is what the real server sends for watches);
+- connections drop, and the whole server goes away and comes back.
+
+Test controls: `upsert`, `delete`, `expire_history`, `drop_watches`,
+`go_down`, `come_up`; counters of live watches per object so tests can show
+one watch shared by many names and idle watches being stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from tests.util import free_port
+
+KINDS = {"endpoints": "Endpoints", "services": "Service", "pods": "Pod"}
+
+
+@dataclass
+class _Event:
+    rv: int
+    kind: str
+    namespace: str
+    name: str
+    type: str
+    obj: dict[str, Any]
+
+
+@dataclass
+class _Watcher:
+    kind: str
+    namespace: str
+    name: str | None
+    labels: dict[str, str]
+    queue: asyncio.Queue[_Event | None] = field(default_factory=asyncio.Queue)
+
+    def matches(self, ev: _Event) -> bool:
+        if ev.kind != self.kind or ev.namespace != self.namespace:
+            return False
+        if self.name is not None and ev.name != self.name:
+            return False
+        return _labels_match(ev.obj, self.labels)
+
+
+def _labels_match(obj: dict[str, Any], selector: dict[str, str]) -> bool:
+    labels = obj.get("metadata", {}).get("labels") or {}
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def _parse_selector(s: str | None, what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if not s:
+        return out
+    for part in s.split(","):
+        k, sep, v = part.partition("=")
+        if not sep:
+            raise web.HTTPBadRequest(text=f"unsupported {what}: {s}")
+        out[k.strip()] = v.strip().lstrip("=")
+    return out
+
+
+def _status(code: int, reason: str, message: str) -> dict[str, Any]:
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+
+
+class FakeApiServer:
+    """An aiohttp app on a loopback port; state lives in memory, controlled by the test."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self._rv = 100
+        self._objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._events: list[_Event] = []
+        self._oldest_rv = 0  # versions below this are "compacted": 410 Gone
+        self._watchers: list[_Watcher] = []
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self.watch_requests: list[tuple[str, str, str | None, str | None]] = []
+        self.list_requests: list[tuple[str, str, str | None]] = []
+        self.gone_sent = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    # ---- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/api/v1/namespaces/{ns}/{kind}", self._collection)
+        app.router.add_get("/api/v1/namespaces/{ns}/{kind}/{name}", self._get)
+        app.router.add_get("/api/v1/watch/namespaces/{ns}/{kind}/{name}", self._legacy_watch)
+        app.router.add_get("/api", self._versions)
+        self._runner = web.AppRunner(
+            app, shutdown_timeout=0.1, handle_signals=False, handler_cancellation=True
+        )
+        await self._runner.setup()
+        await self.come_up()
+
+    async def come_up(self) -> None:
+        assert self._runner is not None
+        self._site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await self._site.start()
+
+    async def go_down(self) -> None:
+        """Stop listening and cut every open watch: the API server is unreachable."""
+        self.drop_watches()
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+        assert self._runner is not None and self._runner.server is not None
+        # Keep-alive connections would otherwise still answer lists: cut them too.
+        for transport in list(self._runner.server._connections.values()):
+            transport.abort()
+
+    async def close(self) -> None:
+        self.drop_watches()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # ---- test controls -------------------------------------------------------------
+
+    def upsert(self, kind: str, obj: dict[str, Any]) -> int:
+        """Add or replace an object; emits ADDED or MODIFIED. Returns the new version."""
+        meta = obj.setdefault("metadata", {})
+        ns = meta.setdefault("namespace", "default")
+        key = (kind, ns, meta["name"])
+        etype = "MODIFIED" if key in self._objects else "ADDED"
+        self._rv += 1
+        meta["resourceVersion"] = str(self._rv)
+        obj.setdefault("kind", KINDS[kind])
+        obj.setdefault("apiVersion", "v1")
+        self._objects[key] = obj
+        self._emit(_Event(self._rv, kind, ns, meta["name"], etype, obj))
+        return self._rv
+
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        obj = self._objects.pop((kind, namespace, name))
+        self._rv += 1
+        obj = json.loads(json.dumps(obj))
+        obj["metadata"]["resourceVersion"] = str(self._rv)
+        self._emit(_Event(self._rv, kind, namespace, name, "DELETED", obj))
+
+    def expire_history(self) -> None:
+        """Compact: any watch resuming from a version we have now will get 410 Gone."""
+        self._rv += 1
+        self._oldest_rv = self._rv
+        self._events.clear()
+
+    def drop_watches(self) -> None:
+        """Cut every open watch stream (the connection ends mid-stream)."""
+        for w in list(self._watchers):
+            w.queue.put_nowait(None)
+
+    def live_watches(self, kind: str = "endpoints", namespace: str | None = None,
+                     name: str | None = None) -> int:
+        return sum(
+            1
+            for w in self._watchers
+            if w.kind == kind
+            and (namespace is None or w.namespace == namespace)
+            and (name is None or w.name == name)
+        )
+
+    def _emit(self, ev: _Event) -> None:
+        self._events.append(ev)
+        for w in self._watchers:
+            if w.matches(ev):
+                w.queue.put_nowait(ev)
+
+    # ---- handlers -------------------------------------------------------------------
+
+    async def _versions(self, request: web.Request) -> web.Response:
+        return web.json_response({"kind": "APIVersions", "versions": ["v1"]})
+
+    def _kind(self, request: web.Request) -> str:
+        kind = request.match_info["kind"]
+        if kind not in KINDS:
+            raise web.HTTPNotFound(
+                text=json.dumps(_status(404, "NotFound", f"the server could not find {kind}")),
+                content_type="application/json",
+            )
+        return kind
+
+    async def _get(self, request: web.Request) -> web.Response:
+        kind = self._kind(request)
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        obj = self._objects.get((kind, ns, name))
+        if obj is None:
+            return web.json_response(
+                _status(404, "NotFound", f'{kind} "{name}" not found'), status=404
+            )
+        return web.json_response(obj)
+
+    async def _collection(self, request: web.Request) -> web.StreamResponse:
+        kind = self._kind(request)
+        ns = request.match_info["ns"]
+        q = request.query
+        fields = _parse_selector(q.get("fieldSelector"), "fieldSelector")
+        name = fields.pop("metadata.name", None)
+        if fields:
+            raise web.HTTPBadRequest(text=f"unsupported fieldSelector {fields}")
+        labels = _parse_selector(q.get("labelSelector"), "labelSelector")
+        if q.get("watch") in ("true", "1", "True"):
+            return await self._watch(request, kind, ns, name, labels, q.get("resourceVersion"))
+        self.list_requests.append((kind, ns, name))
+        items = [
+            obj
+            for (k, n, nm), obj in sorted(self._objects.items())
+            if k == kind and n == ns and (name is None or nm == name)
+            and _labels_match(obj, labels)
+        ]
+        return web.json_response(
+            {
+                "kind": KINDS[kind] + "List",
+                "apiVersion": "v1",
+                "metadata": {"resourceVersion": str(self._rv)},
+                "items": items,
+            }
+        )
+
+    async def _legacy_watch(self, request: web.Request) -> web.StreamResponse:
+        kind = self._kind(request)
+        return await self._watch(
+            request, kind, request.match_info["ns"], request.match_info["name"], {},
+            request.query.get("resourceVersion"),
+        )
+
+    async def _watch(
+        self,
+        request: web.Request,
+        kind: str,
+        ns: str,
+        name: str | None,
+        labels: dict[str, str],
+        rv_text: str | None,
+    ) -> web.StreamResponse:
+        self.watch_requests.append((kind, ns, name, rv_text))
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        w = _Watcher(kind, ns, name, labels)
+        if rv_text:
+            rv = int(rv_text)
+            if rv < self._oldest_rv:
+                self.gone_sent += 1
+                msg = f"too old resource version: {rv} ({self._oldest_rv})"
+                line = {"type": "ERROR", "object": _status(410, "Expired", msg)}
+                await resp.write(json.dumps(line).encode() + b"\n")
+                return resp
+            for ev in self._events:
+                if ev.rv > rv and w.matches(ev):
+                    w.queue.put_nowait(ev)
+        timeout = float(request.query.get("timeoutSeconds", "0") or 0) or None
+        self._watchers.append(w)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        try:
+            while True:
+                wait = None if deadline is None else max(0.0, deadline - loop.time())
+                try:
+                    ev = await asyncio.wait_for(w.queue.get(), wait)
+                except TimeoutError:
+                    break  # the server-side timeout: a clean end of the stream
+                if ev is None:
+                    # A dropped connection: cut the transport mid-stream.
+                    if request.transport is not None:
+                        request.transport.abort()
+                    return resp
+                line = {"type": ev.type, "object": ev.obj}
+                await resp.write(json.dumps(line).encode() + b"\n")
+        finally:
+            self._watchers.remove(w)
+        await resp.write_eof()
+        return resp
+
+
+# ---- object builders ---------------------------------------------------------------
+
+
+def endpoints(
+    name: str,
+    ready: list[tuple[str, str]] | None = None,
+    ports: dict[str, int] | None = None,
+    *,
+    not_ready: list[tuple[str, str]] | None = None,
+    namespace: str = "default",
+    labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """An Endpoints object; `ready`/`not_ready` are (ip, nodeName) pairs."""
+    subset: dict[str, Any] = {
+        "ports": [{"name": n, "port": p, "protocol": "TCP"} for n, p in (ports or {}).items()]
+    }
+
+    def addr(ip: str, node: str) -> dict[str, Any]:
+        return {
+            "ip": ip,
+            "nodeName": node,
+            "targetRef": {"kind": "Pod", "namespace": namespace, "name": f"{name}-{ip}"},
+        }
+
+    if ready:
+        subset["addresses"] = [addr(ip, node) for ip, node in ready]
+    if not_ready:
+        subset["notReadyAddresses"] = [addr(ip, node) for ip, node in not_ready]
+    meta: dict[str, Any] = {"name": name, "namespace": namespace}
+    if labels:
+        meta["labels"] = labels
+    subsets = [subset] if (ready or not_ready) else []
+    return {"metadata": meta, "subsets": subsets}
+
+
+def service(
+    name: str,
+    ports: list[tuple[str, int, int | str]],
+    *,
+    namespace: str = "default",
+) -> dict[str, Any]:
+    """A Service; `ports` are (name, port, targetPort)."""
+    return {
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "ports": [
+                {"name": n, "port": p, "targetPort": t, "protocol": "TCP"} for n, p, t in ports
+            ]
+        },
+    }
+
+
+@pytest.fixture
+async def fake_k8s() -> AsyncIterator[FakeApiServer]:
+    server = FakeApiServer()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
