@@ -27,7 +27,7 @@ class Address:
     host: str
     port: int
     weight: float = 1.0
-    meta: Mapping[str, Any] = field(default=_EMPTY_META, hash=False)
+    meta: Mapping[str, Any] = field(default_factory=lambda: _EMPTY_META, hash=False)
 
     @property
     def hostport(self) -> str:
@@ -46,7 +46,7 @@ class Address:
 @dataclass(frozen=True, slots=True)
 class AddrBound:
     addresses: frozenset[Address]
-    meta: Mapping[str, Any] = field(default=_EMPTY_META, hash=False, compare=False)
+    meta: Mapping[str, Any] = field(default_factory=lambda: _EMPTY_META, hash=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         addrs = sorted(self.addresses, key=lambda a: (a.host, a.port))
