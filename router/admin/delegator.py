@@ -21,6 +21,7 @@ from dtab.path import Path
 log = logging.getLogger(__name__)
 
 TIMEOUT_S = 2.0
+LINKER: web.AppKey[Any] = web.AppKey("linker", object)
 
 
 def _text(status: int, text: str) -> web.Response:
@@ -67,7 +68,7 @@ async def delegate_response(linker: Any, namespace: str | None, dtab: str | None
 
 
 async def handle(request: web.Request) -> web.Response:
-    linker = request.app["linker"]
+    linker = request.app[LINKER]
     if request.method == "POST":
         ctype = request.content_type
         if ctype != "application/json":

@@ -136,7 +136,8 @@ def build_app(linker: Any) -> web.Application:
         return await handler(request)
 
     app = web.Application(middlewares=[guard])
-    app["linker"] = linker
+    app[delegator.LINKER] = linker
+    background: set[asyncio.Task[Any]] = set()
 
     async def ping(_: web.Request) -> web.Response:
         return web.Response(text="pong")
@@ -183,7 +184,9 @@ def build_app(linker: Any) -> web.Application:
         if request.method != "POST":
             return web.Response(status=405, text="POST to shut down")
         log.info("shutdown requested from the admin port; draining up to %d ms", grace_ms)
-        app["shutdown_task"] = asyncio.get_running_loop().create_task(linker.shutdown(grace_ms))
+        task = asyncio.get_running_loop().create_task(linker.shutdown(grace_ms))
+        background.add(task)
+        task.add_done_callback(background.discard)
         return web.Response(text=f"shutting down (grace {grace_ms} ms)\n")
 
     async def dashboard(_: web.Request) -> web.Response:
