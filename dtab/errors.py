@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class DtabParseError(ValueError):
     """A path, dentry, dtab or name tree that does not parse.
@@ -29,3 +31,36 @@ class ParamError(ValueError):
         super().__init__(f"{key}: {message}")
         self.key = key
         self.detail = message
+
+
+class DelegationLoopError(Exception):
+    """Binding a path went deeper than the limit: almost always a dtab loop.
+
+    `chain` is the sequence of paths one branch was rewritten through; the
+    message shows the repeating part (or the start and end of a chain that only
+    grows) and the dtab, so the person who wrote the loop can find it.
+    """
+
+    def __init__(self, path: Any, chain: tuple[Any, ...], max_depth: int, dtab: str) -> None:
+        self.path = path
+        self.chain = chain
+        self.max_depth = max_depth
+        self.dtab = dtab
+        super().__init__(
+            f"binding {path.show} exceeded the limit of {max_depth} delegation steps: "
+            f"{describe_chain(chain)} (dtab: {dtab if len(dtab) <= 500 else dtab[:500] + '...'})"
+        )
+
+
+def describe_chain(chain: tuple[Any, ...]) -> str:
+    """`loop /a -> /b -> /a` for a cycle, else the first and last steps of the chain."""
+    seen: dict[Any, int] = {}
+    for i, p in enumerate(chain):
+        if p in seen:
+            cycle = chain[seen[p] : i + 1]
+            return "loop " + " -> ".join(x.show for x in cycle)
+        seen[p] = i
+    shown = [x.show if len(x.show) <= 60 else x.show[:57] + "..." for x in chain]
+    if len(shown) > 6:
+        shown = shown[:3] + ["..."] + shown[-3:]
+    return f"chain of {len(chain)} paths " + " -> ".join(shown)
