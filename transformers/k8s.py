@@ -1,0 +1,206 @@
+"""The per-host mesh transformers: `io.l5d.k8s.daemonset` and `io.l5d.k8s.localnode`.
+
+outgoing (daemonset): each pod address becomes the l5d router pod on that
+pod's node, at the router's `incoming` port, so the hop goes node to node.
+"Same node" is the pod's /24 by default (the classic one-subnet-per-node
+layout) or, with `hostNetwork: true`, the address's `nodeName` metadata,
+which is what works on CNI networks (reference §5 pain point 2).
+
+incoming (localnode): keep only addresses on this node, by POD_IP's /24 or,
+with `hostNetwork: true`, by NODE_NAME. Both come from the Downward API.
+
+The daemonset's own endpoints are watched through the same shared `WatchHub`
+as the `io.l5d.k8s` namer (namers/k8s), so one API connection serves both.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from typing import Any
+
+from dtab.addr import ADDR_PENDING, AddrBound, Address, AddrNeg
+from dtab.errors import ParamError
+from dtab.observable import Var
+from dtab.path import Path
+from namers.k8s.api import ApiTarget
+from namers.k8s.namer import resolve_endpoints, target_from_params
+from namers.k8s.watch import WatchHub, WatchKey, WatchLease, shared_hub
+from transformers.simple import AddrTransformer, check_keys, prefix_param, required
+
+DAEMONSET = "io.l5d.k8s.daemonset"
+LOCALNODE = "io.l5d.k8s.localnode"
+
+
+def subnet24(ip: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """The /24 of an IPv4 address (Linkerd's netmask 255.255.255.0); None for others."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    if addr.version != 4:
+        return ipaddress.ip_network(f"{ip}/128")
+    return ipaddress.ip_network(f"{ip}/24", strict=False)
+
+
+def _where(a: Address) -> str:
+    node = a.meta.get("nodeName")
+    return f"{a.host} ({node})" if node else a.host
+
+
+class DaemonSetTransformer(AddrTransformer):
+    kind = DAEMONSET
+
+    def __init__(
+        self,
+        namespace: str,
+        service: str,
+        port: str,
+        *,
+        host_network: bool = False,
+        target: ApiTarget | None = None,
+        hub: WatchHub | None = None,
+        prefix: Path | None = None,
+    ) -> None:
+        super().__init__(prefix or Path.of(DAEMONSET, namespace, port, service))
+        self.namespace = namespace
+        self.service = service
+        self.port = port
+        self.host_network = host_network
+        self.target = target or ApiTarget()
+        self._hub = hub
+        self._lease: WatchLease | None = None
+
+    def sources(self) -> tuple[Var[Any], ...]:
+        if self._lease is None:
+            hub = self._hub or shared_hub(self.target)
+            self._lease = hub.acquire(WatchKey("endpoints", self.namespace, self.service))
+        return (self._lease.state,)
+
+    def rewrite(self, addr: Any, *extra: Any) -> Any:
+        (ds_state,) = extra
+        if not isinstance(addr, AddrBound):
+            return addr
+        where = f"{self.namespace}/{self.service}"
+        ds = resolve_endpoints(ds_state, None, self.port, where)
+        if ds is None:
+            return ADDR_PENDING
+        if not isinstance(ds.addr, AddrBound):
+            return AddrNeg(f"{DAEMONSET}: {ds.neg_reason}")
+        gateways: dict[Any, Address] = {}
+        for gw in ds.addr.addresses:
+            key = gw.meta.get("nodeName") if self.host_network else subnet24(gw.host)
+            if key is not None:
+                gateways[key] = gw
+        out: set[Address] = set()
+        missed: list[Address] = []
+        for a in addr.addresses:
+            key = a.meta.get("nodeName") if self.host_network else subnet24(a.host)
+            gw = gateways.get(key)
+            if gw is None:
+                missed.append(a)
+            else:
+                out.add(gw)
+        if not out and missed:
+            how = "node" if self.host_network else "/24"
+            shown = ", ".join(_where(a) for a in sorted(missed, key=lambda a: a.host)[:5])
+            return AddrNeg(
+                f"{DAEMONSET}: no {where} router pod (port {self.port}) on the same {how} "
+                f"as any of: {shown}"
+            )
+        return AddrBound(frozenset(out), addr.meta)
+
+    def close(self) -> None:
+        super().close()
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
+
+
+class LocalNodeTransformer(AddrTransformer):
+    kind = LOCALNODE
+
+    def __init__(
+        self, *, host_network: bool, pod_ip: str | None = None, node_name: str | None = None,
+        prefix: Path | None = None,
+    ) -> None:
+        self.host_network = host_network
+        self.node_name = node_name
+        self.pod_ip = pod_ip
+        if host_network:
+            assert node_name, "NODE_NAME is required with hostNetwork"
+            self.here = node_name
+            self.subnet = None
+        else:
+            assert pod_ip, "POD_IP is required"
+            self.here = pod_ip
+            self.subnet = subnet24(pod_ip)
+        super().__init__(prefix or Path.of(LOCALNODE, self.here))
+
+    def _local(self, a: Address) -> bool:
+        if self.host_network:
+            return a.meta.get("nodeName") == self.node_name
+        return subnet24(a.host) == self.subnet
+
+    def rewrite(self, addr: Any, *extra: Any) -> Any:
+        if not isinstance(addr, AddrBound):
+            return addr
+        out = frozenset(a for a in addr.addresses if self._local(a))
+        if not out and addr.addresses:
+            how = f"node {self.node_name}" if self.host_network else f"subnet {self.subnet}"
+            return AddrNeg(
+                f"{LOCALNODE}: none of the {len(addr.addresses)} addresses is on {how}"
+            )
+        return AddrBound(out, addr.meta)
+
+
+def _bool(params: dict[str, Any], key: str) -> bool:
+    value = params.get(key, False)
+    if not isinstance(value, bool):
+        raise ParamError(key, f"expected true or false, got {value!r}")
+    return value
+
+
+def _name(params: dict[str, Any], key: str, kind: str) -> str:
+    value = required(params, key, kind)
+    if not isinstance(value, str) or not value or "/" in value:
+        raise ParamError(key, f"expected a Kubernetes name, got {value!r}")
+    return value.lower()
+
+
+def build_daemonset(params: dict[str, Any]) -> DaemonSetTransformer:
+    check_keys(DAEMONSET, params,
+               {"namespace", "service", "port", "hostNetwork", "k8sHost", "k8sPort",
+                "kubeconfig"})
+    ns = _name(params, "namespace", DAEMONSET)
+    svc = _name(params, "service", DAEMONSET)
+    port = _name(params, "port", DAEMONSET)
+    if port.isdigit():
+        raise ParamError("port", "expected the port *name* of the daemonset's service "
+                         f"(e.g. incoming), got {port!r}")
+    target = target_from_params(params, "k8sHost", "k8sPort")
+    return DaemonSetTransformer(
+        ns, svc, port, host_network=_bool(params, "hostNetwork"), target=target,
+        prefix=prefix_param(params, Path.of(DAEMONSET, ns, port, svc)),
+    )
+
+
+def build_localnode(
+    params: dict[str, Any], env: dict[str, str] | None = None
+) -> LocalNodeTransformer:
+    check_keys(LOCALNODE, params, {"hostNetwork"})
+    env = dict(os.environ) if env is None else env
+    host_network = _bool(params, "hostNetwork")
+    if host_network:
+        node = env.get("NODE_NAME")
+        if not node:
+            raise ParamError("hostNetwork", f"{LOCALNODE} with hostNetwork: true needs the "
+                             "NODE_NAME environment variable (Downward API spec.nodeName)")
+        return LocalNodeTransformer(host_network=True, node_name=node,
+                                    prefix=prefix_param(params, Path.of(LOCALNODE, node)))
+    ip = env.get("POD_IP")
+    if not ip or subnet24(ip) is None:
+        raise ParamError("kind", f"{LOCALNODE} needs the POD_IP environment variable set to an "
+                         f"IP (Downward API status.podIP), got {ip!r}")
+    return LocalNodeTransformer(host_network=False, pod_ip=ip,
+                                prefix=prefix_param(params, Path.of(LOCALNODE, ip)))
