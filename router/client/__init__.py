@@ -1,0 +1,1 @@
+"""Clients: one per bound name, load balanced over keep-alive connection pools."""

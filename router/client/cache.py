@@ -1,0 +1,160 @@
+"""One client per bound id: a balancer over its endpoints, their pools, and its stats.
+
+Clients appear when traffic first reaches a bound name and expire after
+`idle_s` without requests, taking their metrics with them (Linkerd's
+bindingCache `idleTtlSecs`). `snapshot()` is what `/client_state.json` shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dtab.addr import AddrBound, AddrFailed, AddrNeg, AddrPending, BoundName
+from router.client.balancer import Balancer, build_balancer
+from router.client.pool import Endpoint
+from router.metrics import Scope
+from router.stats import ClientStats
+
+log = logging.getLogger(__name__)
+
+_KNOWN_KINDS = {"p2c", "roundRobin", "ewma"}
+
+
+class Client:
+    """The traffic side of a bound name."""
+
+    __slots__ = ("id", "name", "bound", "balancer", "stats", "last_used", "_gauges_scope")
+
+    def __init__(self, bound: BoundName, balancer: Balancer, stats: ClientStats) -> None:
+        self.id = bound.id
+        self.name = bound.id.show
+        self.bound = bound
+        self.balancer = balancer
+        self.stats = stats
+        self.last_used = time.monotonic()
+        balancer.on_new_endpoint = self._new_endpoint
+        for ep in balancer.endpoints:
+            self._new_endpoint(ep)
+        stats.scope.gauge(lambda: balancer.size, "loadbalancer", "size")
+        stats.scope.gauge(lambda: balancer.available, "loadbalancer", "available")
+        stats.scope.gauge(
+            lambda: sum(e.open_connections for e in balancer.endpoints), "connections"
+        )
+
+    def _new_endpoint(self, ep: Endpoint) -> None:
+        hist = self.stats.connect_latency
+        connects = self.stats.connects
+
+        def on_connect(ms: float) -> None:
+            hist.add(ms)
+            connects.value += 1
+
+        ep.on_connect = on_connect
+
+    def state(self) -> dict[str, Any]:
+        addr = self.bound.addr.value
+        if isinstance(addr, AddrBound):
+            st = "bound"
+        elif isinstance(addr, AddrNeg):
+            st = "neg"
+        elif isinstance(addr, AddrPending):
+            st = "pending"
+        elif isinstance(addr, AddrFailed):
+            st = "failed"
+        else:
+            st = type(addr).__name__.lower()
+        return {"state": st, "addresses": [e.hostport for e in self.balancer.endpoints]}
+
+    def close(self) -> None:
+        self.balancer.close()
+        self.stats.remove()
+
+
+class ClientCache:
+    """Clients by bound id. `config_for(id)` gives the client params (`.load_balancer`)."""
+
+    def __init__(self, router_scope: Scope, config_for: Callable[[Any], Any] | None = None,
+                 idle_s: float = 600.0) -> None:
+        self.scope = router_scope
+        self.config_for = config_for
+        self.idle_s = idle_s
+        self.clients: dict[Any, Client] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def get(self, bound: BoundName) -> Client:
+        client = self.clients.get(bound.id)
+        if client is None:
+            client = self.clients[bound.id] = self._build(bound)
+        elif client.bound.addr is not bound.addr:
+            client.bound = bound
+            client.balancer.follow(bound.addr)
+        return client
+
+    def _build(self, bound: BoundName) -> Client:
+        kind, params = "p2c", None
+        if self.config_for is not None:
+            cfg = self.config_for(bound.id)
+            lb = getattr(cfg, "load_balancer", None) if cfg is not None else None
+            if isinstance(cfg, dict):
+                lb = cfg.get("loadBalancer")
+            if lb is not None:
+                kind = (lb.get("kind") if isinstance(lb, dict) else getattr(lb, "kind", None)) \
+                    or "p2c"
+                params = lb
+        if kind not in _KNOWN_KINDS:
+            log.warning("loadBalancer kind %r for %s is served by p2c", kind, bound.id.show)
+        balancer = build_balancer(kind, bound.addr, params)
+        stats = ClientStats(self.scope, bound.id.show, self.idle_s)
+        self._ensure_sweeper()
+        return Client(bound, balancer, stats)
+
+    def _ensure_sweeper(self) -> None:
+        if self._sweeper is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        interval = max(min(self.idle_s / 2, 60.0), 0.05)
+
+        def sweep() -> None:
+            self._sweeper = None
+            try:
+                self.expire()
+            except Exception:  # a bug here must not stop future sweeps silently
+                log.exception("client cache sweep failed")
+            if self.clients:
+                self._sweeper = loop.call_later(interval, sweep)
+
+        self._sweeper = loop.call_later(interval, sweep)
+
+    def expire(self, now: float | None = None) -> list[str]:
+        """Close clients idle for longer than `idle_s` (none with requests in flight)."""
+        now = time.monotonic() if now is None else now
+        dead = [
+            cid for cid, c in self.clients.items()
+            if now - c.last_used > self.idle_s and not any(e.pending for e in c.balancer.endpoints)
+        ]
+        names = []
+        for cid in dead:
+            client = self.clients.pop(cid)
+            names.append(client.name)
+            client.close()
+        for c in self.clients.values():
+            c.stats.services.expire(now)
+        return names
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        return {c.name: c.state() for c in self.clients.values()}
+
+    def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for c in list(self.clients.values()):
+            c.close()
+        self.clients.clear()

@@ -1,0 +1,284 @@
+"""Keep-alive HTTP/1.1 connections to one endpoint, and the protocol that reads responses.
+
+The pool is per endpoint (one `Address`); the balancer owns the endpoints.
+An `UpstreamConnection` serves one exchange at a time (no pipelining towards
+backends): it parses the response with httptools and hands head, body chunks
+and completion straight to the exchange's sink, which writes them downstream
+as they arrive, so no body is ever held whole. Backpressure runs both ways:
+when this connection's write buffer fills, the sink pauses the downstream
+reader; when the downstream write buffer fills, the sink pauses this reader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Protocol
+
+import httptools
+
+from dtab.addr import Address
+
+log = logging.getLogger(__name__)
+
+
+class UpstreamError(Exception):
+    """A backend failed mid-exchange: reset, closed early, or sent something that is not HTTP."""
+
+    def __init__(self, endpoint: str, message: str, cause: str = "ChannelClosedException") -> None:
+        super().__init__(f"{message} (endpoint {endpoint})")
+        self.endpoint = endpoint
+        self.cause = cause
+
+
+class ConnectFailed(Exception):
+    def __init__(self, endpoint: str, error: BaseException) -> None:
+        super().__init__(f"Unable to establish connection to {endpoint}: {error}")
+        self.endpoint = endpoint
+        self.error = error
+
+
+class ResponseSink(Protocol):
+    """What an upstream connection reports to; implemented by the proxy's exchange."""
+
+    def on_response_head(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], has_body: bool,
+        content_length: bytes | None,
+    ) -> None: ...
+
+    def on_response_body(self, chunk: bytes) -> None: ...
+
+    def on_response_complete(self, keep_alive: bool) -> None: ...
+
+    def on_upstream_error(self, error: UpstreamError) -> None: ...
+
+    def upstream_pause_writing(self) -> None: ...
+
+    def upstream_resume_writing(self) -> None: ...
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One TCP connection to a backend, reused across exchanges while it keeps alive."""
+
+    __slots__ = ("endpoint", "transport", "parser", "sink", "closed", "_headers", "_reason",
+                 "_no_body", "_until_close", "_in_body", "_head_done", "_connected")
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.transport: asyncio.Transport | None = None
+        self.parser: httptools.HttpResponseParser | None = None
+        self.sink: ResponseSink | None = None
+        self.closed = False
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._reason = b""
+        self._no_body = False
+        self._until_close = False
+        self._in_body = False
+        self._head_done = False
+
+    # --- lifecycle -------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.endpoint.open_connections += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed:
+            self.closed = True
+            self.endpoint.open_connections -= 1
+        self.endpoint.forget(self)
+        sink = self.sink
+        if sink is not None:
+            self.sink = None
+            if self._until_close and self._head_done and exc is None:
+                sink.on_response_complete(False)
+            else:
+                what = "reset" if exc is not None else "closed"
+                stage = "mid-response" if self._head_done else "before responding"
+                sink.on_upstream_error(
+                    UpstreamError(self.endpoint.hostport, f"connection {what} {stage}")
+                )
+
+    def eof_received(self) -> bool:
+        return False  # close our side too; connection_lost decides what it meant
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.sink = None
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.sink = None
+            self.transport.abort()
+
+    # --- one exchange ----------------------------------------------------
+    def start(self, sink: ResponseSink, head: bytes, *, no_body: bool) -> None:
+        """Send a request head; the response goes to `sink`. `no_body` for HEAD requests."""
+        self.sink = sink
+        self.parser = httptools.HttpResponseParser(self)
+        self._headers = []
+        self._reason = b""
+        self._no_body = no_body
+        self._until_close = False
+        self._in_body = False
+        self._head_done = False
+        self.transport.write(head)  # type: ignore[union-attr]
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def pause_writing(self) -> None:
+        if self.sink is not None:
+            self.sink.upstream_pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.sink is not None:
+            self.sink.upstream_resume_writing()
+
+    def data_received(self, data: bytes) -> None:
+        if self.sink is None:
+            log.warning("unexpected %d bytes from idle connection to %s; closing",
+                        len(data), self.endpoint.hostport)
+            self.abort()
+            return
+        try:
+            self.parser.feed_data(data)  # type: ignore[union-attr]
+        except httptools.HttpParserError as e:
+            self._fail(UpstreamError(self.endpoint.hostport, f"invalid HTTP response: {e}",
+                                     "ProtocolException"))
+        except httptools.HttpParserUpgrade:
+            self._fail(UpstreamError(self.endpoint.hostport, "unexpected protocol upgrade",
+                                     "ProtocolException"))
+
+    def _fail(self, err: UpstreamError) -> None:
+        sink = self.sink
+        self.sink = None
+        if self.transport is not None:
+            self.transport.abort()
+        if sink is not None:
+            sink.on_upstream_error(err)
+
+    # --- httptools callbacks ----------------------------------------------
+    def on_status(self, status: bytes) -> None:
+        self._reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        status = parser.get_status_code()  # type: ignore[union-attr]
+        if status < 200:
+            # 1xx interim responses are not forwarded (we never send Expect upstream).
+            self._headers = []
+            self._reason = b""
+            return
+        content_length = None
+        chunked = False
+        for k, v in self._headers:
+            lk = k.lower()
+            if lk == b"content-length":
+                content_length = v
+            elif lk == b"transfer-encoding" and b"chunked" in v.lower():
+                chunked = True
+        no_body = self._no_body or status in (204, 304)
+        self._until_close = not no_body and not chunked and content_length is None
+        self._head_done = True
+        sink = self.sink
+        if sink is None:
+            return
+        sink.on_response_head(status, self._reason, self._headers, not no_body,
+                              None if chunked else content_length)
+        if no_body and self._no_body and self.sink is sink:
+            # A HEAD response: llhttp would wait for the announced body, so finish here.
+            self._complete(parser.should_keep_alive())  # type: ignore[union-attr]
+
+    def on_body(self, body: bytes) -> None:
+        if self.sink is not None:
+            self.sink.on_response_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._head_done:
+            return  # end of a 1xx
+        if self._no_body and self.sink is None:
+            return
+        self._complete(self.parser.should_keep_alive())  # type: ignore[union-attr]
+
+    def _complete(self, keep_alive: bool) -> None:
+        sink = self.sink
+        self.sink = None
+        self._head_done = False
+        if sink is not None:
+            sink.on_response_complete(keep_alive and not self._until_close)
+
+
+class Endpoint:
+    """One backend address: its idle connections and its load (for the balancer)."""
+
+    __slots__ = ("address", "host", "port", "hostport", "weight", "idle", "pending",
+                 "open_connections", "down", "removed", "cost", "stamp", "on_connect",
+                 "connect_timeout_s")
+
+    def __init__(self, address: Address, *, connect_timeout_s: float = 10.0) -> None:
+        self.address = address
+        self.host = address.host
+        self.port = address.port
+        self.hostport = address.hostport
+        self.weight = address.weight if address.weight > 0 else 1.0
+        self.idle: list[UpstreamConnection] = []
+        self.pending = 0  # requests in flight (least-loaded / EWMA)
+        self.open_connections = 0
+        self.down = False  # last connect failed; the balancer avoids it while others are up
+        self.removed = False
+        self.cost = 0.0  # peak-EWMA latency estimate, ms
+        self.stamp = time.monotonic()
+        self.on_connect = None  # callback(latency_ms) for client stats
+        self.connect_timeout_s = connect_timeout_s
+
+    def take_idle(self) -> UpstreamConnection | None:
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                return conn
+        return None
+
+    async def connect(self) -> UpstreamConnection:
+        loop = asyncio.get_running_loop()
+        t0 = time.monotonic()
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port),
+                self.connect_timeout_s,
+            )
+        except (TimeoutError, OSError) as e:
+            self.down = True
+            raise ConnectFailed(self.hostport, e) from e
+        self.down = False
+        if self.on_connect is not None:
+            self.on_connect((time.monotonic() - t0) * 1000.0)
+        return conn  # type: ignore[return-value]
+
+    def release(self, conn: UpstreamConnection, reusable: bool) -> None:
+        """Return a connection after a finished exchange (or close it if it cannot be reused)."""
+        if reusable and not conn.closed and not self.removed:
+            self.idle.append(conn)
+        else:
+            conn.close()
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        try:
+            self.idle.remove(conn)
+        except ValueError:
+            pass
+
+    def close(self) -> None:
+        """The endpoint left the address set: close idle connections; busy ones close on release."""
+        self.removed = True
+        idle, self.idle = self.idle, []
+        for conn in idle:
+            conn.close()
+
+    def __repr__(self) -> str:
+        return f"Endpoint({self.hostport}, pending={self.pending}, cost={self.cost:.2f})"

@@ -1,0 +1,68 @@
+"""The HTTP data path: `await start_http_router(router)` serves every `servers:` entry."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from router.client.cache import ClientCache
+from router.http.server import HttpServer, RouterRuntime
+
+log = logging.getLogger(__name__)
+
+
+class HttpRouterHandle:
+    """A running router: its servers and clients, and a graceful `close`."""
+
+    def __init__(self, runtime: RouterRuntime, servers: list[HttpServer]) -> None:
+        self.runtime = runtime
+        self.servers = servers
+
+    @property
+    def clients(self) -> ClientCache:
+        return self.runtime.clients
+
+    @property
+    def ports(self) -> list[int]:
+        return [s.port for s in self.servers]
+
+    async def close(self, grace_s: float = 10.0) -> None:
+        """Stop accepting, let in-flight requests finish for up to `grace_s`, then close all."""
+        for s in self.servers:
+            s.stop_accepting()
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and any(s.busy for s in self.servers):
+            await asyncio.sleep(0.02)
+        for s in self.servers:
+            busy = s.busy
+            if busy:
+                log.warning("%s: closing %d connections with requests still in flight",
+                            s.label, busy)
+            s.close_all()
+            if s.aserver is not None:
+                await s.aserver.wait_closed()
+        self.runtime.close()
+
+
+async def start_http_router(router: Any) -> HttpRouterHandle:
+    """Listen on each of `router.config.servers`; returns once all are bound."""
+    runtime = RouterRuntime(router)
+    servers = [HttpServer(runtime, cfg) for cfg in router.config.servers]
+    started: list[HttpServer] = []
+    try:
+        for s in servers:
+            await s.start()
+            started.append(s)
+    except BaseException:
+        for s in started:
+            s.stop_accepting()
+            s.close_all()
+        runtime.close()
+        raise
+    runtime.start_sweeping()
+    return HttpRouterHandle(runtime, servers)
+
+
+__all__ = ["HttpRouterHandle", "start_http_router"]

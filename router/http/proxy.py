@@ -1,0 +1,524 @@
+"""One request through the router: identify -> bind -> pick a leaf -> client -> forward.
+
+`route(ex)` is the only coroutine per request: it does the parts that may
+wait (binding, connecting). Everything after the request head reaches the
+backend is callback-driven: the upstream connection hands response head,
+body chunks and completion to the `Exchange`, which writes them downstream
+as they arrive. Bodies are never held whole. Before a backend is chosen, a
+request body is buffered up to `BODY_BUFFER_LIMIT` and the client is paused
+beyond that; `Exchange.body_chunks` is where a bounded replay buffer for
+retries will hang later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+from dtab.addr import AddrBound, AddrFailed, AddrNeg, AddrPending, BoundName
+from dtab.nametree import Alt, Leaf, Union
+from router.client.pool import ConnectFailed, Endpoint, UpstreamConnection, UpstreamError
+from router.http.dtab_headers import local_dtab
+from router.http.errors import (
+    ErrorResponse,
+    RouteError,
+    connection_failed_message,
+    max_call_depth_message,
+    no_route_message,
+    unknown_destination_message,
+)
+from router.http.headers import HOP_BY_HOP, L5D_PREFIX, serialize
+
+if TYPE_CHECKING:
+    from router.http.server import HttpServer, ServerConnection
+    from router.stats import RequestStats
+
+log = logging.getLogger(__name__)
+
+BODY_BUFFER_LIMIT = 256 * 1024
+_REQUEST_OWNED = frozenset(
+    {b"l5d-dtab", b"l5d-ctx-dtab", b"l5d-dst-service", b"l5d-dst-client", b"l5d-dst-residual",
+     b"l5d-reqid"}
+)
+_VIA = (b"Via", b"1.1 linkerd")
+_CHUNKED = (b"Transfer-Encoding", b"chunked")
+_rng = random.Random()
+_REQID_PREFIX = os.urandom(4).hex()
+_reqid_counter = 0
+
+
+def _reqid() -> bytes:
+    global _reqid_counter
+    _reqid_counter = (_reqid_counter + 1) & 0xFFFFFFFF
+    return f"{_REQID_PREFIX}{_reqid_counter:08x}".encode()
+
+
+class Exchange:
+    """One request/response pair on a downstream connection, and its upstream once chosen."""
+
+    __slots__ = (
+        "conn", "server", "head", "version", "keep_alive", "body_mode", "content_length",
+        "body_chunks", "body_buffered", "request_done", "upstream", "endpoint", "client",
+        "balancer", "head_sent", "chunked_down", "close_after", "discard_body", "finished",
+        "start", "svc_stats", "client_stats", "client_svc_stats", "task", "expect_continue",
+        "status", "upstream_paused",
+    )
+
+    def __init__(self, conn: ServerConnection, head: Any, keep_alive: bool, body_mode: int,
+                 content_length: bytes | None, expect_continue: bool) -> None:
+        self.conn = conn
+        self.server: HttpServer = conn.server
+        self.head = head
+        self.version = head.version
+        self.keep_alive = keep_alive
+        self.body_mode = body_mode  # 0 none, 1 content-length, 2 chunked
+        self.content_length = content_length
+        self.body_chunks: list[bytes] = []
+        self.body_buffered = 0
+        self.request_done = body_mode == 0
+        self.upstream: UpstreamConnection | None = None
+        self.endpoint: Endpoint | None = None
+        self.client: Any = None
+        self.balancer: Any = None
+        self.head_sent = False
+        self.chunked_down = False
+        self.close_after = False
+        self.discard_body = False
+        self.finished = False
+        self.start = time.monotonic()
+        self.svc_stats: RequestStats | None = None
+        self.client_stats: RequestStats | None = None
+        self.client_svc_stats: RequestStats | None = None
+        self.task: asyncio.Task | None = None
+        self.expect_continue = expect_continue
+        self.status = 0
+        self.upstream_paused = False
+
+    # --- request body, from the downstream parser ---------------------------
+    def feed_body(self, chunk: bytes) -> None:
+        up = self.upstream
+        if up is not None:
+            if self.body_mode == 2:
+                up.transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))  # type: ignore[union-attr]
+            else:
+                up.write(chunk)
+            return
+        if self.finished:
+            return
+        self.body_chunks.append(chunk)
+        self.body_buffered += len(chunk)
+        if self.body_buffered > BODY_BUFFER_LIMIT:
+            self.conn.pause_reading(self.conn.PAUSE_BODY)
+
+    def body_complete(self) -> None:
+        self.request_done = True
+        up = self.upstream
+        if up is not None and self.body_mode == 2:
+            up.write(b"0\r\n\r\n")
+
+    # --- the routed part -----------------------------------------------------
+    def attach(self, conn: UpstreamConnection, ep: Endpoint, head_bytes: bytes) -> None:
+        """Send the request head and any buffered body to a chosen backend connection."""
+        self.upstream = conn
+        self.endpoint = ep
+        self.balancer.started(ep)
+        conn.start(self, head_bytes, no_body=self.head.method == "HEAD")
+        if self.body_chunks:
+            chunks, self.body_chunks = self.body_chunks, []
+            self.body_buffered = 0
+            for c in chunks:
+                self.feed_body(c)
+            self.conn.resume_reading(self.conn.PAUSE_BODY)
+        if self.request_done and self.body_mode == 2:
+            conn.write(b"0\r\n\r\n")
+
+    # --- response, from the upstream connection -------------------------------
+    def on_response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
+                         has_body: bool, content_length: bytes | None) -> None:
+        self.status = status
+        srv = self.server
+        out: list[tuple[bytes, bytes]] = []
+        named: set[bytes] | None = None
+        l5d_err = False
+        clear = srv.clear_context
+        for k, v in headers:
+            lk = k.lower()
+            if lk in HOP_BY_HOP:
+                if lk == b"connection":
+                    named = named or set()
+                    named.update(t.strip().lower() for t in v.split(b","))
+                elif lk == b"content-length" and not has_body:
+                    out.append((k, v))  # HEAD: the length of the body not sent
+                continue
+            if clear and lk.startswith(L5D_PREFIX):
+                if lk == b"l5d-err":
+                    l5d_err = True
+                continue
+            out.append((k, v))
+        if named:
+            out = [(k, v) for k, v in out if k.lower() not in named]
+        out.append(_VIA)
+        if has_body:
+            if l5d_err:
+                self.discard_body = True
+                out.append((b"Content-Length", b"0"))
+            elif content_length is not None:
+                out.append((b"Content-Length", content_length))
+            elif self.version == "1.1":
+                self.chunked_down = True
+                out.append(_CHUNKED)
+            else:
+                self.close_after = True
+        if self.close_after or not self.keep_alive:
+            out.append((b"Connection", b"close"))
+        elif self.version == "1.0":
+            out.append((b"Connection", b"keep-alive"))
+        line = b"HTTP/1.1 %d %s" % (status, reason or b"OK")
+        data = serialize(line, out)
+        self.head_sent = True
+        self.conn.write(data)
+
+    def on_response_body(self, chunk: bytes) -> None:
+        if self.discard_body:
+            return
+        if self.chunked_down:
+            self.conn.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"), len(chunk) + 8)
+        else:
+            self.conn.write(chunk)
+
+    def on_response_complete(self, keep_alive: bool) -> None:
+        if self.chunked_down and not self.discard_body:
+            self.conn.write(b"0\r\n\r\n")
+        up = self.upstream
+        ep = self.endpoint
+        self.upstream = None
+        now = time.monotonic()
+        latency = (now - self.start) * 1000.0
+        if up is not None and ep is not None:
+            ep.release(up, keep_alive and self.request_done)
+            self.balancer.finished(ep, latency)
+        self._record(self.status, latency, now)
+        self.finished = True
+        self.conn.exchange_done(self, not self.close_after)
+
+    def on_upstream_error(self, error: UpstreamError) -> None:
+        ep = self.endpoint
+        up = self.upstream
+        self.upstream = None
+        now = time.monotonic()
+        latency = (now - self.start) * 1000.0
+        if ep is not None:
+            self.balancer.finished(ep, latency)
+        if up is not None:
+            up.abort()
+        log.warning("%s %s: backend %s failed: %s", self.server.label, self.head.target,
+                    error.endpoint, error)
+        if self.head_sent:
+            self._record_failure(error.cause, latency, None, now)
+            self.finished = True
+            self.conn.abort_exchange(self)
+        else:
+            self.respond_error(RouteError(502, str(error), error.cause))
+
+    def upstream_pause_writing(self) -> None:
+        self.conn.pause_reading(self.conn.PAUSE_UPSTREAM)
+
+    def upstream_resume_writing(self) -> None:
+        self.conn.resume_reading(self.conn.PAUSE_UPSTREAM)
+
+    # --- outcomes -------------------------------------------------------------
+    def respond_error(self, err: RouteError) -> None:
+        """A router-made response (§1.13), then on to the next request if the framing allows."""
+        if self.finished:
+            return
+        now = time.monotonic()
+        latency = (now - self.start) * 1000.0
+        clear = self.server.clear_context
+        resp = ErrorResponse(err.status, err.message)
+        keep = self.keep_alive and self.request_done
+        data = resp.encode(
+            keep_alive=keep, with_body=self.head.method != "HEAD" and not clear,
+            l5d_err=not clear, http10_keep_alive=keep and self.version == "1.0",
+        )
+        self.head_sent = True
+        self.conn.write(data)
+        self._record_failure(err.cause, latency, err.status, now)
+        self.finished = True
+        self.conn.exchange_done(self, keep)
+
+    def cancel(self) -> None:
+        """The downstream connection went away mid-exchange."""
+        if self.finished:
+            return
+        self.finished = True
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        up, ep = self.upstream, self.endpoint
+        self.upstream = None
+        now = time.monotonic()
+        latency = (now - self.start) * 1000.0
+        if up is not None:
+            up.abort()
+            if ep is not None:
+                self.balancer.finished(ep, latency)
+        self._record_failure("ChannelClosedException", latency, None, now)
+
+    def _record(self, status: int, latency: float, now: float) -> None:
+        self.server.stats.record(status, latency)
+        s = self.svc_stats
+        if s is not None:
+            s.record(status, latency)
+            s.last_used = now
+        c = self.client_stats
+        if c is not None:
+            c.record(status, latency)
+            cs = self.client_svc_stats
+            if cs is not None:
+                cs.record(status, latency)
+                cs.last_used = now
+
+    def _record_failure(self, cause: str, latency: float, status: int | None, now: float) -> None:
+        self.server.stats.record_failure(cause, latency, status)
+        s = self.svc_stats
+        if s is not None:
+            s.record_failure(cause, latency, None)
+            s.last_used = now
+        c = self.client_stats
+        if c is not None:
+            c.record_failure(cause, latency, status)
+            cs = self.client_svc_stats
+            if cs is not None:
+                cs.record_failure(cause, latency, None)
+                cs.last_used = now
+
+
+def pick_leaf(tree: Any, rng: random.Random = _rng) -> tuple[BoundName | None, str | None]:
+    """A bound name from a bound tree: weighted choice in unions, first usable in alts."""
+    while True:
+        if isinstance(tree, Leaf):
+            return tree.value, None
+        if isinstance(tree, Union):
+            branches = [w for w in tree.weighted if _usable(w.tree) and w.weight > 0]
+            if not branches:
+                return None, _reason(tree)
+            if len(branches) == 1:
+                tree = branches[0].tree
+                continue
+            total = sum(w.weight for w in branches)
+            x = rng.random() * total
+            for w in branches:
+                x -= w.weight
+                if x < 0:
+                    tree = w.tree
+                    break
+            else:
+                tree = branches[-1].tree
+            continue
+        if isinstance(tree, Alt):
+            for t in tree.trees:
+                if _usable(t):
+                    tree = t
+                    break
+            else:
+                return None, _reason(tree)
+            continue
+        return None, _reason(tree)
+
+
+def _usable(tree: Any) -> bool:
+    if isinstance(tree, Leaf):
+        return True
+    if isinstance(tree, Union):
+        return any(_usable(w.tree) and w.weight > 0 for w in tree.weighted)
+    if isinstance(tree, Alt):
+        return any(_usable(t) for t in tree.trees)
+    return False
+
+
+def _reason(tree: Any) -> str | None:
+    r = getattr(tree, "reason", None)
+    return r if isinstance(r, str) and r else None
+
+
+async def _wait_addr(bound: BoundName, timeout_s: float) -> Any:
+    """Wait while a bound name's address is Pending (a namer still listing)."""
+    fut = asyncio.get_running_loop().create_future()
+
+    def on_change(value: Any) -> None:
+        if not isinstance(value, AddrPending) and not fut.done():
+            fut.set_result(value)
+
+    unsubscribe = bound.addr.observe(on_change)
+    try:
+        return await asyncio.wait_for(fut, timeout_s)
+    except TimeoutError:
+        return bound.addr.value
+    finally:
+        unsubscribe()
+
+
+async def route(ex: Exchange) -> None:
+    """Route one exchange; every failure becomes the matching §1.13 response."""
+    try:
+        await _route(ex)
+    except RouteError as e:
+        ex.respond_error(e)
+    except asyncio.CancelledError:
+        raise
+    except Exception as e:  # a bug or an unexpected failure: fail this request, log it
+        log.exception("%s: routing %s failed", ex.server.label, ex.head.describe())
+        ex.respond_error(RouteError(502, str(e) or type(e).__name__, type(e).__name__))
+
+
+async def _route(ex: Exchange) -> None:
+    srv = ex.server
+    rt = srv.runtime
+    router = rt.router
+    head = ex.head
+
+    # One pass over the request headers: what to forward, and what the router reads.
+    clear = srv.clear_context
+    fwd: list[tuple[bytes, bytes]] = []
+    ctx_dtabs: list[bytes] = []
+    user_dtabs: list[bytes] = []
+    named: set[bytes] | None = None
+    hops = 0
+    for k, v in head.headers:
+        lk = k.lower()
+        if lk.startswith(L5D_PREFIX):
+            if clear:
+                continue
+            if lk in _REQUEST_OWNED:
+                if lk == b"l5d-ctx-dtab":
+                    ctx_dtabs.append(v)
+                elif lk == b"l5d-dtab":
+                    user_dtabs.append(v)
+                continue
+        elif lk in HOP_BY_HOP:
+            if lk == b"connection":
+                named = named or set()
+                named.update(t.strip().lower() for t in v.split(b","))
+            continue
+        elif lk == b"via":
+            hops += sum(1 for p in v.split(b",") if p.strip())
+        elif lk == b"expect":
+            continue
+        fwd.append((k, v))
+    if named:
+        fwd = [(k, v) for k, v in fwd if k.lower() not in named]
+    head.headers = fwd
+
+    if hops > srv.max_call_depth:
+        raise RouteError(400, max_call_depth_message(srv.max_call_depth), "MaxCallDepthExceeded")
+
+    local = local_dtab(ctx_dtabs, user_dtabs) if (ctx_dtabs or user_dtabs) else None
+
+    try:
+        ident = router.identify(head)
+    except rt.identification_error as e:
+        reason = getattr(e, "reason", None) or str(e)
+        raise RouteError(400, unknown_destination_message(head.describe(), reason),
+                         "UnknownDestination") from e
+    name = ident.path
+    if ident.target is not None:
+        head.target = ident.target
+    service = name.show
+    svc_stats = rt.services.get(service)
+    ex.svc_stats = svc_stats
+
+    base = router.base_dtab
+    full = base if local is None or len(local) == 0 else base + local
+    try:
+        tree = await router.bind(full, name)
+    except RouteError:
+        raise
+    except asyncio.CancelledError:
+        raise
+    except Exception as e:
+        raise RouteError(502, str(e) or type(e).__name__, type(e).__name__) from e
+
+    local_show = local.show if local is not None and len(local) else ""
+    bound, reason = pick_leaf(tree)
+    if bound is None:
+        raise RouteError(502, no_route_message(service, base, local or (), reason),
+                         "NoBrokersAvailableException")
+
+    client = rt.clients.get(bound)
+    client.last_used = svc_stats.last_used = time.monotonic()
+    ex.client = client
+    ex.client_stats = client.stats
+    ex.client_svc_stats = client.stats.services.get(service)
+    balancer = ex.balancer = client.balancer
+
+    addr = bound.addr.value
+    if isinstance(addr, AddrPending):
+        addr = await _wait_addr(bound, rt.binding_timeout_s)
+        if isinstance(addr, AddrPending):
+            raise RouteError(
+                502,
+                f"Exceeded {rt.binding_timeout_s:g}.seconds binding timeout while connecting "
+                f"to {client.name} for name: {service}",
+                "BindingTimeoutException",
+            )
+    if isinstance(addr, AddrFailed):
+        raise RouteError(502, f"{client.name}: {addr.cause}", "AddrFailed")
+    if isinstance(addr, AddrNeg):
+        raise RouteError(502, no_route_message(service, base, local or (), addr.reason or reason),
+                         "NoBrokersAvailableException")
+    if not isinstance(addr, AddrBound) or not balancer.endpoints:
+        raise RouteError(502, no_route_message(service, base, local or (),
+                                               f"{client.name} has no endpoints"),
+                         "NoBrokersAvailableException")
+
+    # The request head for the backend.
+    hdrs = fwd
+    hdrs.append(_VIA)
+    if local_show:
+        hdrs.append((b"l5d-ctx-dtab", local_show.encode("latin-1")))
+    hdrs.append((b"l5d-dst-service", service.encode("latin-1")))
+    hdrs.append((b"l5d-dst-client", client.name.encode("latin-1")))
+    if len(bound.residual):
+        hdrs.append((b"l5d-dst-residual", bound.residual.show.encode("latin-1")))
+    hdrs.append((b"l5d-reqid", _reqid()))
+    if ex.body_mode == 1:
+        hdrs.append((b"Content-Length", ex.content_length))  # type: ignore[arg-type]
+    elif ex.body_mode == 2:
+        hdrs.append(_CHUNKED)
+    head_bytes = serialize(
+        f"{head.method} {head.target} HTTP/1.1".encode("latin-1"), hdrs
+    )
+
+    # Pick an endpoint and a connection; a refused connection is requeued elsewhere.
+    tried: set[Endpoint] = set()
+    last_err: ConnectFailed | None = None
+    for _ in range(3):
+        ep = balancer.pick()
+        if ep is None or ep in tried:
+            break
+        tried.add(ep)
+        conn = ep.take_idle()
+        if conn is None:
+            try:
+                conn = await ep.connect()
+            except ConnectFailed as e:
+                last_err = e
+                log.info("%s: %s", srv.label, e)
+                continue
+        if ex.finished:  # the client went away while we connected
+            ep.release(conn, True)
+            return
+        ex.attach(conn, ep, head_bytes)
+        return
+    addr_text = last_err.endpoint if last_err else "(none)"
+    raise RouteError(
+        502,
+        connection_failed_message(
+            addr_text, service, client.name, [e.hostport for e in balancer.endpoints],
+            str(last_err.error) if last_err else "",
+        ),
+        "ConnectionFailedException",
+    )

@@ -1,0 +1,343 @@
+"""The accepting side: an asyncio.Protocol per downstream connection, parsed by httptools.
+
+Requests on one connection are served strictly in order. A pipelined request
+that arrives while another is in flight is queued (head and body as parsed)
+and the socket is paused, so a pipelining client costs at most one read
+buffer, never unbounded memory. Absolute-form targets (`GET http://hello/x`,
+what `http_proxy` users send) become origin-form with `Host` taken from the
+URL. Reading pauses for three independent reasons (queue, body buffer,
+backend backpressure), tracked as bits so one resuming does not undo another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any
+
+import httptools
+
+from router.client.cache import ClientCache
+from router.http.errors import ErrorResponse
+from router.http.proxy import Exchange, route
+from router.identifiers import IdentificationError
+from router.request import RequestHead
+from router.stats import ServerStats, ServiceStats, ServiceStatsCache
+
+log = logging.getLogger(__name__)
+
+MAX_HEAD_BYTES = 64 * 1024  # whole request head; beyond it the request is refused
+
+
+class RouterRuntime:
+    """What every server of one router shares: the router, its clients and service stats."""
+
+    def __init__(self, router: Any) -> None:
+        self.router = router
+        cfg = getattr(router, "config", None)
+        idle_s = _idle_ttl(cfg)
+        self.clients = ClientCache(router.metrics, getattr(router, "client_config", None), idle_s)
+        self.services = ServiceStatsCache(lambda name: ServiceStats(router.metrics, name), idle_s)
+        self.binding_timeout_s = float(getattr(cfg, "binding_timeout_ms", 10_000) or 10_000) / 1000
+        self.identification_error: type[Exception] = IdentificationError
+        self._sweeper: asyncio.TimerHandle | None = None
+        self.idle_s = idle_s
+
+    def start_sweeping(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = max(min(self.idle_s / 2, 60.0), 0.05)
+
+        def sweep() -> None:
+            try:
+                self.services.expire()
+            except Exception:
+                log.exception("service stats sweep failed")
+            self._sweeper = loop.call_later(interval, sweep)
+
+        self._sweeper = loop.call_later(interval, sweep)
+
+    def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        self.clients.close()
+
+
+def _idle_ttl(cfg: Any) -> float:
+    ttl = getattr(cfg, "binding_cache_idle_ttl_secs", None)
+    return float(ttl) if ttl else 600.0
+
+
+class HttpServer:
+    """One `servers:` entry: a listening socket and its connections."""
+
+    def __init__(self, runtime: RouterRuntime, server_cfg: Any) -> None:
+        router = runtime.router
+        self.runtime = runtime
+        self.label = router.label
+        self.ip = getattr(server_cfg, "ip", None) or "127.0.0.1"
+        self.port = int(server_cfg.port)
+        self.clear_context = bool(getattr(server_cfg, "clear_context", False))
+        depth = getattr(server_cfg, "max_call_depth", None)
+        if depth is None:
+            depth = getattr(getattr(router, "config", None), "max_call_depth", None)
+        self.max_call_depth = int(depth) if depth is not None else 1000
+        self.stats = ServerStats(router.metrics, self.ip, self.port)
+        self.connections: set[ServerConnection] = set()
+        self.aserver: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.aserver = await loop.create_server(
+            lambda: ServerConnection(self), self.ip, self.port, reuse_address=True, backlog=1024
+        )
+        if self.port == 0:
+            self.port = self.aserver.sockets[0].getsockname()[1]
+
+    @property
+    def busy(self) -> int:
+        return sum(1 for c in self.connections if c.current is not None)
+
+    def stop_accepting(self) -> None:
+        if self.aserver is not None:
+            self.aserver.close()
+        for c in list(self.connections):
+            c.draining = True
+            if c.current is None:
+                c.close()
+
+    def close_all(self) -> None:
+        for c in list(self.connections):
+            c.abort()
+
+
+class ServerConnection(asyncio.Protocol):
+    PAUSE_QUEUE = 1
+    PAUSE_BODY = 2
+    PAUSE_UPSTREAM = 4
+
+    __slots__ = ("server", "stats", "transport", "parser", "peer", "current", "parsing", "queue",
+                 "_url", "_headers", "_head_bytes", "_paused", "_closed", "draining",
+                 "_writing_paused", "_broken")
+
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self.stats = server.stats
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.peer: tuple[str, int] = ("", 0)
+        self.current: Exchange | None = None
+        self.parsing: Exchange | None = None
+        self.queue: deque[Exchange] = deque()
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
+        self._paused = 0
+        self._closed = False
+        self.draining = False
+        self._writing_paused = False
+        self._broken = False
+
+    # --- transport events ------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer = (peer[0], peer[1])
+        self.server.connections.add(self)
+        self.stats.connects.value += 1
+        self.stats.open_connections += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self.server.connections.discard(self)
+        self.stats.open_connections -= 1
+        cur = self.current
+        self.current = None
+        if cur is not None:
+            cur.cancel()
+        for ex in self.queue:
+            ex.finished = True
+        self.queue.clear()
+
+    def data_received(self, data: bytes) -> None:
+        self.stats.received_bytes.value += len(data)
+        if self._broken:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # Upgrade is hop-by-hop and not proxied: serve the request, then close.
+            self._broken = True
+            if self.parsing is not None:
+                self.parsing.keep_alive = False
+        except httptools.HttpParserError as e:
+            self._bad_request(f"Invalid HTTP request: {e}")
+
+    def eof_received(self) -> bool:
+        # Half-closed by the client: finish what is in flight, then close.
+        if self.current is None:
+            return False
+        self.draining = True
+        return True
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        cur = self.current
+        if cur is not None and cur.upstream is not None and cur.upstream.transport is not None:
+            cur.upstream.transport.pause_reading()
+            cur.upstream_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        cur = self.current
+        if cur is not None and cur.upstream_paused:
+            cur.upstream_paused = False
+            if cur.upstream is not None and cur.upstream.transport is not None:
+                cur.upstream.transport.resume_reading()
+
+    # --- writing -------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        if not self._closed:
+            self.stats.sent_bytes.value += len(data)
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    def writelines(self, parts: tuple[bytes, ...], n: int) -> None:
+        if not self._closed:
+            self.stats.sent_bytes.value += n
+            self.transport.writelines(parts)  # type: ignore[union-attr]
+
+    def pause_reading(self, reason: int) -> None:
+        if not self._paused and not self._closed:
+            self.transport.pause_reading()  # type: ignore[union-attr]
+        self._paused |= reason
+
+    def resume_reading(self, reason: int) -> None:
+        if not self._paused & reason:
+            return
+        self._paused &= ~reason
+        if not self._paused and not self._closed:
+            self.transport.resume_reading()  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        if not self._closed and self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if not self._closed and self.transport is not None:
+            self.transport.abort()
+
+    # --- httptools callbacks -------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._head_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_bytes += len(url)
+        if self._head_bytes > MAX_HEAD_BYTES:
+            raise ValueError("request line too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+        self._head_bytes += len(name) + len(value)
+        if self._head_bytes > MAX_HEAD_BYTES:
+            raise ValueError("request headers too large")
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        headers = self._headers
+        target = self._url.decode("latin-1")
+        if not target.startswith("/") and target != "*":
+            target = self._absolute_form(target, headers)
+        body_mode, length, expect = 0, None, False
+        for k, v in headers:
+            lk = k.lower()
+            if lk == b"transfer-encoding":
+                body_mode = 2
+            elif lk == b"content-length" and body_mode == 0:
+                length = v.strip()
+                body_mode = 1 if length != b"0" else 0
+            elif lk == b"expect" and v.lower() == b"100-continue":
+                expect = True
+        head = RequestHead(parser.get_method().decode("latin-1"), target,
+                           parser.get_http_version(), headers, self.peer)
+        ex = Exchange(self, head, parser.should_keep_alive() and not self.draining, body_mode,
+                      length, expect)
+        self.parsing = ex
+        if self.current is None:
+            self._serve(ex)
+        else:
+            self.queue.append(ex)
+            self.pause_reading(self.PAUSE_QUEUE)
+
+    def _absolute_form(self, target: str, headers: list[tuple[bytes, bytes]]) -> str:
+        try:
+            url = httptools.parse_url(target.encode("latin-1"))
+        except httptools.HttpParserInvalidURLError:
+            return target  # identification will refuse it with the target in the message
+        if url.host:
+            host = url.host + (b":%d" % url.port if url.port else b"")
+            headers[:] = [(k, v) for k, v in headers if k.lower() != b"host"]
+            headers.insert(0, (b"Host", host))
+        path = (url.path or b"/").decode("latin-1")
+        if url.query:
+            path += "?" + url.query.decode("latin-1")
+        return path
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.parsing
+        if ex is not None:
+            ex.feed_body(body)
+
+    def on_message_complete(self) -> None:
+        ex = self.parsing
+        if ex is not None:
+            ex.body_complete()
+            self.parsing = None
+
+    # --- exchanges ---------------------------------------------------------------------
+    def _serve(self, ex: Exchange) -> None:
+        self.current = ex
+        if ex.expect_continue and not ex.request_done and ex.version == "1.1":
+            self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        ex.task = asyncio.get_running_loop().create_task(route(ex))
+
+    def exchange_done(self, ex: Exchange, reusable: bool) -> None:
+        """The response is written; next pipelined request, or close."""
+        if self.current is not ex:
+            return
+        self.current = None
+        if self._closed:
+            return
+        if not (reusable and ex.keep_alive and ex.request_done) or self._broken:
+            # Unread request body, Connection: close, or HTTP/1.0: the connection ends here.
+            self.transport.close()  # type: ignore[union-attr]
+            return
+        if self.queue:
+            nxt = self.queue.popleft()
+            if not self.queue:
+                self.resume_reading(self.PAUSE_QUEUE)
+            self._serve(nxt)
+        elif self.draining:
+            self.transport.close()  # type: ignore[union-attr]
+
+    def abort_exchange(self, ex: Exchange) -> None:
+        """The backend failed after the response head went out: only a reset says so."""
+        if self.current is ex:
+            self.current = None
+        self.queue.clear()
+        self.abort()
+
+    def _bad_request(self, message: str) -> None:
+        self._broken = True
+        log.info("%s: %s from %s:%s", self.server.label, message, *self.peer)
+        if self.current is None and not self.queue:
+            self.stats.record_failure("BadRequest", 0.0, 400)
+            self.write(ErrorResponse(400, message).encode(keep_alive=False,
+                                                          l5d_err=not self.server.clear_context))
+            self.close()
+        else:
+            # A response is in flight for an earlier request: let it finish, then close.
+            self.draining = True

@@ -1,0 +1,460 @@
+"""The HTTP data path on real sockets: a router (static test double for binding) between
+real clients (curl, a raw-socket client) and a real backend."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from urllib.parse import unquote
+
+import httptools
+import pytest
+
+from router.http import start_http_router
+from router.http.testing import Backend, StaticRouter, StaticServerConfig
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class Response:
+    def __init__(self) -> None:
+        self.status = 0
+        self.headers: list[tuple[str, str]] = []
+        self.body = b""
+        self.done = False
+
+    def header(self, name: str) -> str | None:
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+    def sent_header(self, name: str) -> list[str]:
+        """Values of `name` in the request the backend saw (from an /echo body)."""
+        return [v for k, v in self.json()["headers"] if k.lower() == name.lower()]
+
+
+class RawClient:
+    """One TCP connection; sends bytes and parses responses one at a time with httptools."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def connect(self) -> RawClient:
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        return self
+
+    def send(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    async def request(self, method: str = "GET", target: str = "/echo", host: str | None = "hello",
+                      headers: list[tuple[str, str]] | None = None, body: bytes = b"",
+                      version: str = "1.1") -> Response:
+        self.send(build(method, target, host, headers, body, version))
+        return await self.response(head=method == "HEAD")
+
+    async def response(self, head: bool = False) -> Response:
+        resp = Response()
+        state = {"head": False}
+
+        class P:
+            def on_header(self, k: bytes, v: bytes) -> None:
+                resp.headers.append((k.decode("latin-1"), v.decode("latin-1")))
+
+            def on_headers_complete(self) -> None:
+                state["head"] = True
+
+            def on_body(self, b: bytes) -> None:
+                resp.body += b
+
+            def on_message_complete(self) -> None:
+                resp.done = True
+
+        parser = httptools.HttpResponseParser(P())
+        while not resp.done:
+            if head and state["head"]:
+                break
+            data = await self.reader.read(65536)
+            if not data:
+                if state["head"] and not resp.done:
+                    # read-until-close bodies end here; anything else is truncated
+                    resp.truncated = True  # type: ignore[attr-defined]
+                break
+            parser.feed_data(data)
+        resp.status = parser.get_status_code() if state["head"] else 0
+        return resp
+
+    async def closed(self, timeout: float = 5.0) -> bool:
+        try:
+            data = await asyncio.wait_for(self.reader.read(1), timeout)
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        return data == b""
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.transport.abort()
+
+
+def build(method: str, target: str, host: str | None, headers: list[tuple[str, str]] | None,
+          body: bytes, version: str = "1.1") -> bytes:
+    lines = [f"{method} {target} HTTP/{version}"]
+    if host is not None:
+        lines.append(f"Host: {host}")
+    for k, v in headers or []:
+        lines.append(f"{k}: {v}")
+    if body:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+async def curl(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        "curl", "-sS", "--max-time", "10", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    return proc.returncode, out.decode("latin-1"), err.decode()
+
+
+@pytest.fixture
+async def backend():
+    b = await Backend("b1").start()
+    try:
+        yield b
+    finally:
+        await b.close()
+
+
+@pytest.fixture
+async def backend2():
+    b = await Backend("b2").start()
+    try:
+        yield b
+    finally:
+        await b.close()
+
+
+class Routers:
+    def __init__(self) -> None:
+        self.handles: list = []
+
+    async def start(self, dtab: str, **kw) -> tuple[StaticRouter, int]:
+        server_kw = {k: kw.pop(k) for k in ("clear_context", "max_call_depth") if k in kw}
+        router = StaticRouter([StaticServerConfig(0, **server_kw)], dtab, **kw)
+        handle = await start_http_router(router)
+        self.handles.append(handle)
+        router.handle = handle  # type: ignore[attr-defined]
+        return router, handle.servers[0].port
+
+
+@pytest.fixture
+async def routers():
+    r = Routers()
+    try:
+        yield r
+    finally:
+        for h in r.handles:
+            await h.close(0.5)
+
+
+def inet(b: Backend) -> str:
+    return f"/$/inet/127.0.0.1/{b.port}"
+
+
+async def test_absolute_form_via_curl_proxy_and_l5d_headers(backend, routers):
+    _, port = await routers.start(f"/svc/hello => {inet(backend)}")
+    rc, out, err = await curl("-i", "-x", f"http://127.0.0.1:{port}", "http://hello/echo?x=1")
+    assert rc == 0, err
+    head, _, body = out.partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 200")
+    assert "Via: 1.1 linkerd" in head
+    seen = json.loads(body)
+    assert seen["target"] == "/echo?x=1"  # origin form at the backend
+    hdrs = {k.lower(): v for k, v in seen["headers"]}
+    assert hdrs["host"] == "hello"
+    assert hdrs["via"] == "1.1 linkerd"
+    assert hdrs["l5d-dst-service"] == "/svc/hello"
+    assert hdrs["l5d-dst-client"] == inet(backend)
+    assert "l5d-dst-residual" not in hdrs
+    assert len(hdrs["l5d-reqid"]) == 16
+    assert "l5d-ctx-dtab" not in hdrs  # no local dtab, none forwarded
+    assert "proxy-connection" not in hdrs
+
+
+async def test_keep_alive_pool_reuse_and_pipelining(backend, routers):
+    _, port = await routers.start(f"/svc/hello => {inet(backend)}")
+    c = await RawClient(port).connect()
+    try:
+        for i in range(5):
+            r = await c.request(target=f"/echo/{i}")
+            assert r.status == 200 and r.json()["target"] == f"/echo/{i}"
+        # two pipelined requests in one write come back in order
+        c.send(build("GET", "/echo/p1", "hello", None, b"") +
+               build("POST", "/echo/p2", "hello", None, b"payload"))
+        r1, r2 = await c.response(), await c.response()
+        assert (r1.json()["target"], r2.json()["target"]) == ("/echo/p1", "/echo/p2")
+        assert r2.json()["body_len"] == 7
+    finally:
+        c.close()
+    assert backend.connections == 1  # one pooled backend connection served all seven
+
+
+async def test_hop_by_hop_dropped_both_ways_and_via(backend, routers):
+    _, port = await routers.start(f"/svc/hello => {inet(backend)}")
+    c = await RawClient(port).connect()
+    try:
+        r = await c.request(headers=[
+            ("Connection", "keep-alive, X-Drop-Me"), ("X-Drop-Me", "1"), ("Keep-Alive", "300"),
+            ("Proxy-Connection", "keep-alive"), ("TE", "trailers"), ("Upgrade", "websocket"),
+            ("Proxy-Authorization", "Basic Zm9v"), ("X-Keep", "yes"), ("Via", "1.1 upstream"),
+        ])
+        sent = {k.lower() for k, _ in r.json()["headers"]}
+        for h in ("connection", "x-drop-me", "keep-alive", "proxy-connection", "te", "upgrade",
+                  "proxy-authorization"):
+            assert h not in sent, h
+        assert r.sent_header("x-keep") == ["yes"]
+        assert r.sent_header("via") == ["1.1 upstream", "1.1 linkerd"]
+        r = await c.request(target="/hop")
+        names = {k.lower() for k, _ in r.headers}
+        assert {"x-hop", "keep-alive", "proxy-connection"}.isdisjoint(names)
+        assert r.header("x-end") == "kept" and r.header("via") == "1.1 linkerd"
+        assert r.header("l5d-success-class") == "1.0"  # kept without clearContext
+        assert r.body == b"ok"
+    finally:
+        c.close()
+
+
+async def test_bad_l5d_dtab_is_400_naming_the_position(backend, routers):
+    _, port = await routers.start(f"/svc/hello => {inet(backend)}")
+    c = await RawClient(port).connect()
+    try:
+        r = await c.request(headers=[("l5d-dtab", "/svc/hello =>")])
+        assert r.status == 400
+        msg = unquote(r.header("l5d-err"))
+        assert "l5d-dtab" in msg and "line 1, column 14" in msg, msg
+        assert r.body.decode() == msg
+        assert r.header("content-type") == "text/plain"
+        # the connection stays usable after a router-made error
+        assert (await c.request()).status == 200
+    finally:
+        c.close()
+    assert backend.requests and len(backend.requests) == 1
+
+
+async def test_l5d_dtab_override_two_hops_deep_and_ctx_propagation(backend, backend2, routers):
+    _, inner = await routers.start(
+        f"/svc/hello => /srv/v1; /srv/v1 => {inet(backend)}; /srv/v2 => {inet(backend2)}",
+        label="incoming",
+    )
+    _, outer = await routers.start(f"/svc => /$/inet/127.0.0.1/{inner}", label="outgoing")
+    c = await RawClient(outer).connect()
+    try:
+        r = await c.request()
+        assert r.json()["backend"] == "b1"
+        r = await c.request(headers=[("l5d-dtab", "/srv/v1 => /srv/v2"),
+                                     ("l5d-ctx-trace", "abc"), ("l5d-ctx-user", "u1")])
+        assert r.json()["backend"] == "b2"
+        assert r.sent_header("l5d-ctx-dtab") == ["/srv/v1=>/srv/v2"]
+        assert r.sent_header("l5d-dtab") == []
+        assert r.sent_header("l5d-ctx-user") == ["u1"]
+        assert r.sent_header("l5d-ctx-trace") == ["abc"]
+        assert r.sent_header("via") == ["1.1 linkerd", "1.1 linkerd"]
+        # the outer hop's residual went out as l5d-dst-residual to the inner router
+        assert r.header("via") == "1.1 linkerd, 1.1 linkerd" or r.headers.count(
+            ("Via", "1.1 linkerd")) == 2
+    finally:
+        c.close()
+
+
+async def test_residual_header(backend, routers):
+    _, port = await routers.start(f"/svc => {inet(backend)}/extra")
+    c = await RawClient(port).connect()
+    try:
+        r = await c.request()
+        assert r.sent_header("l5d-dst-residual") == ["/extra/hello"]
+        assert r.sent_header("l5d-dst-client") == [inet(backend)]
+    finally:
+        c.close()
+
+
+async def test_clear_context_inbound_and_on_responses(backend, backend2, routers):
+    _, port = await routers.start(f"/svc/hello => {inet(backend)}", clear_context=True)
+    c = await RawClient(port).connect()
+    try:
+        r = await c.request(headers=[("l5d-dtab", f"/svc/hello => {inet(backend2)}"),
+                                     ("l5d-ctx-user", "u1"), ("l5d-sample", "1")])
+        assert r.json()["backend"] == "b1"  # the override was stripped, not applied
+        assert not any(k.lower().startswith("l5d-ctx-user") for k, _ in r.json()["headers"])
+        assert r.sent_header("l5d-sample") == []
+        r = await c.request(target="/l5derr")
+        assert r.status == 502
+        assert not any(k.lower().startswith("l5d-") for k, _ in r.headers)
+        assert r.body == b""  # an l5d-err body is emptied
+        r = await c.request(target="/hop")
+        assert r.header("l5d-success-class") is None and r.body == b"ok"
+        # and a router-made error loses l5d-err and its body too
+        r = await c.request(host="nope")
+        assert r.status == 502 and r.header("l5d-err") is None and r.body == b""
+    finally:
+        c.close()
+
+
+async def test_neg_is_502_with_dtabs(backend, routers):
+    _, port = await routers.start(f"/svc/hello => {inet(backend)}")
+    c = await RawClient(port).connect()
+    try:
+        r = await c.request(host="nope", headers=[("l5d-dtab", "/svc/other => /$/nil")])
+        assert r.status == 502
+        text = r.body.decode()
+        assert unquote(r.header("l5d-err")) == text
+        assert text == (
+            "Unable to route request!\n\n"
+            "service name: /svc/nope\n"
+            f"dtab:\n  /svc/hello => {inet(backend)}\n  /svc/other => /$/nil\n"
+            f"base dtab:\n  /svc/hello => {inet(backend)}\n"
+            "override dtab:\n  /svc/other => /$/nil\n"
+        )
+    finally:
+        c.close()
+
+
+async def test_identification_failure_is_400(backend, routers):
+    _, port = await routers.start(f"/svc/hello => {inet(backend)}")
+    c = await RawClient(port).connect()
+    try:
+        r = await c.request(host=None, version="1.0", target="/x")
+        assert r.status == 400
+        local = c.writer.get_extra_info("sockname")
+        assert unquote(r.header("l5d-err")) == (
+            f'Unknown destination: Request("GET /x", from /127.0.0.1:{local[1]}) / no host header'
+        )
+        assert await c.closed()  # HTTP/1.0 without keep-alive
+    finally:
+        c.close()
+
+
+async def test_connection_refused_is_502_naming_the_address(routers):
+    from tests.util import free_port
+
+    dead = free_port()
+    _, port = await routers.start(f"/svc/hello => /$/inet/127.0.0.1/{dead}")
+    c = await RawClient(port).connect()
+    try:
+        r = await c.request()
+        assert r.status == 502
+        text = unquote(r.header("l5d-err"))
+        assert text.startswith(f"Unable to establish connection to 127.0.0.1:{dead}.\n\n")
+        assert "service name: /svc/hello\n" in text
+        assert f"client name: /$/inet/127.0.0.1/{dead}\n" in text
+        assert f"addresses: [127.0.0.1:{dead}]\n" in text
+        assert f"selected address: 127.0.0.1:{dead}\n" in text
+    finally:
+        c.close()
+
+
+async def test_max_call_depth_counts_via_hops(backend, routers):
+    _, port = await routers.start(f"/svc/hello => {inet(backend)}", max_call_depth=2)
+    c = await RawClient(port).connect()
+    try:
+        assert (await c.request(headers=[("Via", "1.1 a, 1.1 b")])).status == 200
+        r = await c.request(headers=[("Via", "1.1 a, 1.1 b"), ("Via", "1.1 c")])
+        assert r.status == 400
+        assert unquote(r.header("l5d-err")) == (
+            "Maximum number of calls (2) has been exceeded. Please check for proxy loops."
+        )
+    finally:
+        c.close()
+
+
+async def test_backend_dying_mid_response_fails_only_that_request(backend, routers):
+    router, port = await routers.start(f"/svc/hello => {inet(backend)}")
+    c = await RawClient(port).connect()
+    try:
+        r = await c.request(target="/die")
+        assert r.status == 200 and not r.done and len(r.body) < 1000  # cut off, not faked
+        assert await c.closed()
+    finally:
+        c.close()
+    c = await RawClient(port).connect()
+    try:
+        assert (await c.request()).status == 200
+        r = await c.request(target="/garbage")
+        assert r.status == 502
+        assert "invalid HTTP response" in unquote(r.header("l5d-err"))
+        r = await c.request(target="/reset")
+        assert r.status == 502
+        assert "closed before responding" in unquote(r.header("l5d-err"))
+        assert (await c.request()).status == 200
+    finally:
+        c.close()
+
+
+async def test_stalled_backend_does_not_block_others(backend, routers):
+    _, port = await routers.start(f"/svc/hello => {inet(backend)}")
+    stalled = await RawClient(port).connect()
+    other = await RawClient(port).connect()
+    try:
+        stalled.send(build("GET", "/stall", "hello", None, b""))
+        r = await asyncio.wait_for(other.request(), 5)
+        assert r.status == 200
+    finally:
+        stalled.close()
+        other.close()
+
+
+async def test_http10_head_and_read_until_close(backend, routers):
+    _, port = await routers.start(f"/svc/hello => {inet(backend)}")
+    c = await RawClient(port).connect()
+    try:
+        r = await c.request(method="HEAD", target="/echo")
+        assert r.status == 200 and r.body == b""
+        assert int(r.header("content-length")) > 0
+        r = await c.request(target="/close")
+        assert r.body == b"until-eof-body" and r.header("transfer-encoding") == "chunked"
+        r = await c.request(target="/echo")  # the downstream connection survived both
+        assert r.status == 200
+    finally:
+        c.close()
+    c = await RawClient(port).connect()
+    try:
+        r = await c.request(target="/chunked?n=3&size=5", version="1.0")
+        assert r.body == b"x" * 15 and r.header("transfer-encoding") is None
+        assert await c.closed()
+    finally:
+        c.close()
+
+
+async def test_weighted_union_splits_traffic(backend, backend2, routers):
+    _, port = await routers.start(
+        f"/svc/hello => 3 * {inet(backend)} & 1 * {inet(backend2)}"
+    )
+    c = await RawClient(port).connect()
+    try:
+        for _ in range(400):
+            await c.request()
+    finally:
+        c.close()
+    n1, n2 = len(backend.requests), len(backend2.requests)
+    assert n1 + n2 == 400
+    assert 0.65 < n1 / 400 < 0.85, (n1, n2)
+
+
+async def test_curl_upload_with_expect_continue(backend, routers):
+    _, port = await routers.start(f"/svc/hello => {inet(backend)}")
+    import os
+    import tempfile
+
+    with tempfile.NamedTemporaryFile() as f:
+        f.write(os.urandom(3 * 1024 * 1024))
+        f.flush()
+        rc, out, err = await curl("-x", f"http://127.0.0.1:{port}", "-H",
+                                  "Transfer-Encoding: chunked", "--data-binary", f"@{f.name}",
+                                  "http://hello/echo")
+    assert rc == 0, err
+    assert json.loads(out)["body_len"] == 3 * 1024 * 1024
