@@ -82,17 +82,20 @@ class HttpServer:
         if depth is None:
             depth = getattr(getattr(router, "config", None), "max_call_depth", None)
         self.max_call_depth = int(depth) if depth is not None else 1000
-        self.stats = ServerStats(router.metrics, self.ip, self.port)
+        self.stats: ServerStats | None = None  # named by the bound port, made in start()
         self.connections: set[ServerConnection] = set()
         self.aserver: asyncio.Server | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        if self.port != 0:
+            self.stats = ServerStats(self.runtime.router.metrics, self.ip, self.port)
         self.aserver = await loop.create_server(
             lambda: ServerConnection(self), self.ip, self.port, reuse_address=True, backlog=1024
         )
         if self.port == 0:
             self.port = self.aserver.sockets[0].getsockname()[1]
+        self.stats = ServerStats(self.runtime.router.metrics, self.ip, self.port)
 
     @property
     def busy(self) -> int:

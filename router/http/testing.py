@@ -65,7 +65,7 @@ class StaticRouter:
         self.label = label
         self.config = StaticRouterConfig(servers, binding_timeout_ms)
         self.base_dtab = Dtab.read(dtab) if isinstance(dtab, str) else dtab
-        self.registry = metrics or Metrics()
+        self.registry = metrics if metrics is not None else Metrics()
         self.metrics: Scope = self.registry.scope("rt", label)
         self.names: dict[Path, BoundName] = {Path.read(k): v for k, v in (names or {}).items()}
         self.inet: dict[Path, BoundName] = {}
@@ -179,7 +179,7 @@ class Backend:
                 req["body_len"] = body_len
                 if not await self._respond(writer, method, target, req):
                     return
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             return
         finally:
             self.writers.discard(writer)
