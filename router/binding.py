@@ -1,0 +1,222 @@
+"""The binding cache: (dtab, name) -> bound tree, kept current as namers change.
+
+Binding (`Interpreter.bind`) is pure but not free: it walks the dtab and the
+namers. A request must not pay for it when nothing changed, so each (dtab,
+path) is bound once and its tree kept; a cache hit is one dict lookup. Each
+entry subscribes to the Activities its binding consulted
+(`BindResult.dependencies`) and re-binds when one changes, so a namer update
+(a k8s endpoint appearing, an `io.l5d.fs` file created) reaches requests
+without re-evaluating anything per request. Entries unused for the idle TTL
+(Linkerd's `bindingCache.idleTtlSecs`, 600 s) are dropped and their
+subscriptions released.
+
+While a binding is Pending (a namer has not answered) callers wait up to
+`bindingTimeoutMs`, then get `BindingTimeout` with Linkerd's text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dtab.dtab import Dtab
+from dtab.nametree import NameTree
+from dtab.observable import Activity, Failed, Ok
+from dtab.path import Path
+
+log = logging.getLogger(__name__)
+
+
+def format_duration(ms: int) -> str:
+    """Twitter's `Duration.toString`: the largest unit that divides it (`10.seconds`)."""
+    for unit, size in (("days", 86_400_000), ("hours", 3_600_000), ("minutes", 60_000),
+                       ("seconds", 1000)):
+        if ms and ms % size == 0:
+            return f"{ms // size}.{unit}"
+    return f"{ms}.milliseconds"
+
+
+class BindingTimeout(Exception):
+    """The name stayed Pending past bindingTimeoutMs (the data path answers 502)."""
+
+    def __init__(self, name: Path, dtab: Dtab, timeout_ms: int) -> None:
+        super().__init__(
+            f"Exceeded {format_duration(timeout_ms)} binding timeout while resolving name: "
+            f"{name.show}"
+        )
+        self.name = name
+        self.dtab = dtab
+        self.timeout_ms = timeout_ms
+
+
+class BindingFailed(Exception):
+    """Binding failed (a namer failed, or the dtab loops); carries the name and dtab."""
+
+    def __init__(self, name: Path, dtab: Dtab, error: BaseException) -> None:
+        super().__init__(f"Failed to bind {name.show} with dtab [{dtab.show}]: {error}")
+        self.name = name
+        self.dtab = dtab
+        self.error = error
+
+
+class _Entry:
+    __slots__ = ("dtab", "path", "tree", "state", "subs", "event", "last_used", "binds")
+
+    def __init__(self, dtab: Dtab, path: Path) -> None:
+        self.dtab = dtab
+        self.path = path
+        self.tree: NameTree | None = None  # set only while the state is Ok
+        self.state: Any = None
+        self.subs: dict[int, tuple[Activity, Callable[[], None]]] = {}
+        self.event: asyncio.Event | None = None
+        self.last_used = time.monotonic()
+        self.binds = 0
+
+
+class BindingCache:
+    """`await bind(dtab, path)`; `get(dtab, path)` is the synchronous hit-only fast path."""
+
+    def __init__(
+        self,
+        interpreter: Any,
+        *,
+        timeout_ms: int = 10000,
+        idle_ttl_s: float = 600.0,
+    ) -> None:
+        self.interpreter = interpreter
+        self.timeout_ms = timeout_ms
+        self.idle_ttl_s = idle_ttl_s
+        self._entries: dict[tuple[Dtab, Path], _Entry] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    # -- hot path
+    def get(self, dtab: Dtab, path: Path) -> NameTree | None:
+        """The bound tree if it is cached and Ok, else None (then call `bind`)."""
+        entry = self._entries.get((dtab, path))
+        if entry is None or entry.tree is None:
+            return None
+        entry.last_used = time.monotonic()
+        return entry.tree
+
+    async def bind(self, dtab: Dtab, path: Path) -> NameTree:
+        key = (dtab, path)
+        entry = self._entries.get(key)
+        if entry is not None:
+            entry.last_used = time.monotonic()
+            if entry.tree is not None:
+                return entry.tree
+        else:
+            entry = self._entries[key] = _Entry(dtab, path)
+            self._ensure_sweeper()
+            self._rebind(entry)
+            if entry.tree is not None:
+                return entry.tree
+        return await self._wait(entry)
+
+    async def _wait(self, entry: _Entry) -> NameTree:
+        deadline = time.monotonic() + self.timeout_ms / 1000.0
+        while True:
+            if entry.tree is not None:
+                return entry.tree
+            state = entry.state
+            if isinstance(state, Failed):
+                raise BindingFailed(entry.path, entry.dtab, state.error)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BindingTimeout(entry.path, entry.dtab, self.timeout_ms)
+            if entry.event is None:
+                entry.event = asyncio.Event()
+            event = entry.event
+            try:
+                await asyncio.wait_for(event.wait(), remaining)
+            except TimeoutError:
+                raise BindingTimeout(entry.path, entry.dtab, self.timeout_ms) from None
+
+    # -- following namer updates
+    def _rebind(self, entry: _Entry) -> None:
+        if self._entries.get((entry.dtab, entry.path)) is not entry:
+            return  # expired while an update was in flight
+        entry.binds += 1
+        try:
+            result = self.interpreter.bind(entry.dtab, entry.path)
+            state = result.state
+            deps = list(result.dependencies)
+        except Exception as e:  # the binder itself failed: fail this name, keep serving others
+            log.exception("binding %s failed", entry.path.show)
+            state, deps = Failed(e), []
+        entry.state = state
+        entry.tree = state.value if isinstance(state, Ok) else None
+        self._follow(entry, deps)
+        if not isinstance(state, Ok) and not isinstance(state, Failed):
+            return  # Pending: keep waiters waiting
+        if entry.event is not None:
+            entry.event.set()
+            entry.event = None
+
+    def _follow(self, entry: _Entry, deps: list[Activity]) -> None:
+        wanted = {id(a): a for a in deps}
+        for key in [k for k in entry.subs if k not in wanted]:
+            entry.subs.pop(key)[1]()
+        for key, act in wanted.items():
+            if key not in entry.subs:
+                unsub = act.observe(lambda _state, e=entry: self._rebind(e))
+                entry.subs[key] = (act, unsub)
+
+    # -- expiry
+    def _ensure_sweeper(self) -> None:
+        if self._sweeper is not None and not self._sweeper.done():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._sweeper = loop.create_task(self._sweep_forever(), name="binding cache sweeper")
+
+    async def _sweep_forever(self) -> None:
+        interval = max(0.05, min(self.idle_ttl_s / 4, 30.0))
+        while self._entries:
+            await asyncio.sleep(interval)
+            self.sweep()
+
+    def sweep(self, now: float | None = None) -> int:
+        """Drop entries idle for the TTL (their namer subscriptions go with them)."""
+        now = time.monotonic() if now is None else now
+        dropped = 0
+        for key, entry in list(self._entries.items()):
+            if now - entry.last_used >= self.idle_ttl_s and entry.event is None:
+                del self._entries[key]
+                self._release(entry)
+                dropped += 1
+        if dropped:
+            log.debug("binding cache: %d idle bindings dropped", dropped)
+        return dropped
+
+    def _release(self, entry: _Entry) -> None:
+        for _act, unsub in entry.subs.values():
+            unsub()
+        entry.subs.clear()
+
+    def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for entry in self._entries.values():
+            self._release(entry)
+        self._entries.clear()
+
+    def bound_ids(self) -> set[str]:
+        """The bound ids currently in use (for the admin)."""
+        out: set[str] = set()
+        for entry in self._entries.values():
+            if entry.tree is not None:
+                for leaf in entry.tree.leaves():
+                    ident = getattr(leaf, "id", None)
+                    if ident is not None:
+                        out.add(ident.show)
+        return out

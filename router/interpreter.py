@@ -1,0 +1,215 @@
+"""The `default` interpreter: where `/#/...` and `/$/...` paths go, and transformers.
+
+`lookup` is the namer dispatch that `dtab.binding.bind` calls for every path
+the dtab does not rewrite: `/#/<prefix>/rest` goes to the configured namers
+whose prefix matches, in config order, and the first one that answers
+something other than Neg wins (Linkerd's `ConfiguredDtabNamer`); `/$/<name>/rest`
+goes to the built-in namers. `bind` applies the interpreter's transformers,
+in order, to the bound tree. `delegate` records the same evaluation as the
+`/delegator.json` tree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from dtab.addr import BoundName
+from dtab.dtab import Dtab
+from dtab.nametree import Leaf, NameTree, Neg, NegTree
+from dtab.observable import Activity, Failed, Ok, Pending
+from dtab.path import Path
+from namers.base import Namer
+from namers.builtin import BuiltinNamers
+from transformers.base import Transformer
+
+log = logging.getLogger(__name__)
+
+HASH = "#"
+DOLLAR = "$"
+DELEGATE_TIMEOUT_S = 2.0
+
+
+class _FirstNonNeg(Activity):
+    """Several namers share a prefix: the first (config order) that is not Neg wins.
+
+    Pending while an earlier namer is still Pending (its answer could win);
+    Failed if the first decided namer failed.
+    """
+
+    __slots__ = ("_sources", "_unsubs")
+
+    def __init__(self, sources: Sequence[Activity]) -> None:
+        self._sources = tuple(sources)
+        super().__init__(self._compute())
+        self._unsubs = [s.observe(self._changed) for s in self._sources]
+
+    def _compute(self) -> Any:
+        for src in self._sources:
+            state = src.value
+            if isinstance(state, Ok) and isinstance(state.value, NegTree):
+                continue
+            return state
+        return Ok(self._sources[-1].value.value if self._sources else Neg)
+
+    def _changed(self, _: object) -> None:
+        self.set(self._compute())
+
+
+class _Transformed(Activity):
+    """A namer's answer with that namer's own transformers applied to its bound leaves."""
+
+    __slots__ = ("_source", "_transformers", "_unsub")
+
+    def __init__(self, source: Activity, transformers: Sequence[Transformer]) -> None:
+        self._source = source
+        self._transformers = tuple(transformers)
+        super().__init__(self._compute(source.value))
+        self._unsub = source.observe(lambda s: self.set(self._compute(s)))
+
+    def _compute(self, state: Any) -> Any:
+        if isinstance(state, Ok) and isinstance(state.value, NameTree):
+            tree = state.value
+            if all(isinstance(v, BoundName) for v in tree.leaves()):
+                try:
+                    return Ok(apply_transformers(tree, self._transformers))
+                except Exception as e:  # a broken transformer fails this name, not the process
+                    log.exception("transformer failed on %s", tree.show)
+                    return Failed(e)
+        return state
+
+
+class TransformedNamer:
+    """A configured namer plus the `transformers:` set on that namer entry."""
+
+    def __init__(self, namer: Namer, transformers: Sequence[Transformer]) -> None:
+        self.namer = namer
+        self.transformers = tuple(transformers)
+        self._cache: dict[Path, Activity] = {}
+
+    def lookup(self, path: Path) -> Activity:
+        act = self._cache.get(path)
+        if act is None:
+            act = self._cache[path] = _Transformed(self.namer.lookup(path), self.transformers)
+        return act
+
+    async def start(self) -> None:
+        start = getattr(self.namer, "start", None)
+        if start is not None:
+            await start()
+
+    async def close(self) -> None:
+        close = getattr(self.namer, "close", None)
+        if close is not None:
+            await close()
+
+
+def apply_transformers(tree: NameTree, transformers: Sequence[Transformer]) -> NameTree:
+    for t in transformers:
+        tree = t.transform(tree)
+    return tree
+
+
+class Interpreter:
+    """Namers in config order (`(prefix, namer)`), built-ins, and transformers."""
+
+    def __init__(
+        self,
+        namers: Sequence[tuple[Path, Namer]],
+        transformers: Sequence[Transformer] = (),
+        builtins: BuiltinNamers | None = None,
+    ) -> None:
+        self.namers = tuple(namers)
+        self.transformers = tuple(transformers)
+        self.builtins = builtins if builtins is not None else BuiltinNamers()
+        self._combined: dict[Path, Activity] = {}
+
+    # -- the binder's namer dispatch
+    def lookup(self, path: Path) -> Activity | None:
+        elems = path.elems
+        if not elems:
+            return None
+        head = elems[0]
+        if head == HASH:
+            rest = path.drop(1)
+            matches = [(p, n) for p, n in self.namers if rest.startswith(p)]
+            if not matches:
+                return None
+            if len(matches) == 1:
+                prefix, namer = matches[0]
+                return namer.lookup(rest.drop(len(prefix)))
+            act = self._combined.get(path)
+            if act is None:
+                act = self._combined[path] = _FirstNonNeg(
+                    [n.lookup(rest.drop(len(p))) for p, n in matches]
+                )
+            return act
+        if head == DOLLAR:
+            return self.builtins.lookup(path.drop(1))
+        return None
+
+    # -- binding
+    def bind(self, dtab: Dtab, path: Path) -> Any:
+        """`dtab.binding.bind` with this interpreter's lookup, then the transformers."""
+        from dtab.binding import bind
+
+        result = bind(dtab, path, self.lookup)
+        if not self.transformers:
+            return result
+        state = result.state
+        if isinstance(state, Ok):
+            try:
+                state = Ok(apply_transformers(state.value, self.transformers))
+            except Exception as e:
+                log.exception("transformer failed binding %s", path.show)
+                state = Failed(e)
+            return dataclasses.replace(result, state=state)
+        return result
+
+    # -- delegation (/delegator.json)
+    def delegate_tree(self, dtab: Dtab, path: Path) -> Any:
+        from dtab.delegation import delegate
+
+        transform = self._transform_for_delegate if self.transformers else None
+        return delegate(dtab, path, self.lookup, transform=transform)
+
+    def _transform_for_delegate(self, tree: NameTree) -> NameTree:
+        return apply_transformers(tree, self.transformers)
+
+    async def delegate(self, dtab: Dtab, path: Path, timeout_s: float = DELEGATE_TIMEOUT_S
+                       ) -> dict[str, Any]:
+        """The delegate tree as JSON, re-evaluated while leaves are Pending (up to `timeout_s`).
+
+        Raises TimeoutError when something is still Pending at the deadline
+        (the admin answers 503 "Request timed out.").
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            tree = self.delegate_tree(dtab, path)
+            doc = tree.to_json()
+            if not _has_pending(doc):
+                return doc
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"delegation of {path.show} still pending after {timeout_s}s")
+            await asyncio.sleep(0.02)
+
+
+def _has_pending(doc: Any) -> bool:
+    if isinstance(doc, dict):
+        if doc.get("type") == "pending":
+            return True
+        return any(_has_pending(v) for v in doc.values())
+    if isinstance(doc, list):
+        return any(_has_pending(v) for v in doc)
+    return False
+
+
+def is_leaf_of_bound(tree: NameTree) -> bool:
+    return isinstance(tree, Leaf) and isinstance(tree.value, BoundName)
+
+
+__all__ = ["Interpreter", "TransformedNamer", "apply_transformers", "Pending"]

@@ -1,0 +1,269 @@
+"""`Router` (one `routers:` entry) and `Linker` (the whole process).
+
+A `Router` is what the data path calls per request: `identify` (request head
+-> logical name), `bind` (dtab + name -> bound tree, from the binding cache),
+`client_config` / `service_config` (static params by prefix). The `Linker`
+builds everything from a `LinkerConfig` *before* anything listens, so a bad
+namer or transformer parameter is a ConfigError naming the file and line,
+and `l5d --validate` can stop there; `start()` then starts namers, the
+routers' servers and the admin server, undoing what it started if any step
+fails; `shutdown(grace_ms)` drains and stops in the reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from dtab.dtab import Dtab
+from dtab.errors import ParamError
+from dtab.nametree import NameTree
+from dtab.path import Path
+from namers.base import Namer
+from namers.builtin import BuiltinNamers
+from namers.registry import build_namer
+from router.binding import BindingCache
+from router.config import (
+    ClientConfig,
+    ConfigError,
+    LinkerConfig,
+    PluginConfig,
+    RouterConfig,
+    ServiceConfig,
+    Where,
+)
+from router.identifiers import Identified, build_identifiers
+from router.interpreter import Interpreter, TransformedNamer
+from router.metrics import Metrics, Scope
+from router.request import RequestHead
+from transformers.base import Transformer
+
+log = logging.getLogger(__name__)
+
+
+def _plugin_error(where: Where | None, e: Exception, what: str) -> ConfigError:
+    if where is None:
+        return ConfigError(f"{what}: {e}", file="<config>", line=None, key="")
+    if isinstance(e, ParamError):
+        return where.param_error(e)
+    return where.error(f"{what}: {e}")
+
+
+def build_transformers(cfgs: Sequence[PluginConfig]) -> list[Transformer]:
+    """Transformers in config order; a bad parameter is a ConfigError at its line."""
+    from transformers.registry import build_transformer
+
+    out = []
+    for cfg in cfgs:
+        try:
+            out.append(build_transformer(cfg.kind, {"kind": cfg.kind, **cfg.params}))
+        except (ParamError, ValueError, TypeError) as e:
+            raise _plugin_error(cfg.where, e, f"transformer {cfg.kind}") from None
+    return out
+
+
+class Router:
+    """One router: the request-time interface the data path uses."""
+
+    def __init__(
+        self,
+        config: RouterConfig,
+        namers: Sequence[tuple[Path, Namer]],
+        builtins: BuiltinNamers,
+        metrics: Metrics,
+    ) -> None:
+        self.label: str = config.label
+        self.config: RouterConfig = config
+        self.base_dtab: Dtab = config.dtab
+        self.dst_prefix: Path = config.dst_prefix
+        self.metrics: Scope = metrics.scope("rt", config.label)
+        self.interpreter = Interpreter(
+            namers, build_transformers(config.interpreter.transformers), builtins
+        )
+        try:
+            self.identify = build_identifiers(config.identifiers, config.dst_prefix)
+        except (ParamError, ValueError) as e:
+            where = config.identifiers[0].where if config.identifiers else config.where
+            for ident in config.identifiers:  # name the entry whose params are wrong
+                try:
+                    build_identifiers([ident], config.dst_prefix)
+                except (ParamError, ValueError):
+                    where = ident.where
+                    break
+            raise _plugin_error(where, e, "identifier") from None
+        self.bindings = BindingCache(
+            self.interpreter,
+            timeout_ms=config.binding_timeout_ms,
+            idle_ttl_s=float(config.binding_cache_idle_ttl_secs),
+        )
+        self._client_configs: dict[Path, ClientConfig] = {}
+        self._service_configs: dict[Path, ServiceConfig] = {}
+        self.handle: Any = None  # the data path's handle once started
+
+    def identify(self, head: RequestHead) -> Identified:  # replaced per instance in __init__
+        raise NotImplementedError
+
+    async def bind(self, dtab: Dtab, path: Path) -> NameTree:
+        """The bound tree for `path` under `dtab` (cached; waits while Pending).
+
+        Raises router.binding.BindingTimeout or BindingFailed.
+        """
+        tree = self.bindings.get(dtab, path)
+        if tree is not None:
+            return tree
+        return await self.bindings.bind(dtab, path)
+
+    def client_config(self, client_id: Path) -> ClientConfig:
+        """Client params for a bound id (static entries merged, later wins), cached."""
+        cfg = self._client_configs.get(client_id)
+        if cfg is None:
+            cfg = self._client_configs[client_id] = self.config.client.resolve(client_id)
+        return cfg
+
+    def service_config(self, name: Path) -> ServiceConfig:
+        cfg = self._service_configs.get(name)
+        if cfg is None:
+            cfg = self._service_configs[name] = self.config.service.resolve(name)
+        return cfg
+
+    async def delegate(self, dtab: Dtab, path: Path) -> dict[str, Any]:
+        """The `/delegator.json` tree, evaluated with `dtab` exactly as given."""
+        return await self.interpreter.delegate(dtab, path)
+
+    @property
+    def clients(self) -> Any:
+        """The data path's client cache (for /client_state.json), once started."""
+        return getattr(self.handle, "clients", None)
+
+    def close(self) -> None:
+        self.bindings.close()
+
+
+class Linker:
+    """The process: metrics, namers, routers, admin. Build (validates), then `start()`."""
+
+    def __init__(self, config: LinkerConfig) -> None:
+        self.config = config
+        self.config_json: dict[str, Any] = config.to_json()
+        self.metrics = Metrics()
+        self.builtins = BuiltinNamers()
+        self.namers: list[tuple[Path, Namer]] = []
+        for ncfg in config.namers:
+            params = {"kind": ncfg.kind, "prefix": ncfg.prefix.show,
+                      "experimental": ncfg.experimental, **ncfg.params}
+            try:
+                namer: Namer = build_namer(params)
+            except (ParamError, ValueError, TypeError) as e:
+                raise _plugin_error(ncfg.where, e, f"namer {ncfg.kind}") from None
+            if ncfg.transformers:
+                namer = TransformedNamer(namer, build_transformers(ncfg.transformers))
+            self.namers.append((ncfg.prefix, namer))
+        self.routers: list[Router] = [
+            Router(rcfg, self.namers, self.builtins, self.metrics) for rcfg in config.routers
+        ]
+        self.admin: Any = None
+        self._started: list[Any] = []
+        self._stopped = asyncio.Event() if _loop_running() else None
+        self._shutting_down = False
+
+    # -- lifecycle
+    async def start(self, *, admin: bool = True) -> None:
+        """Start namers, every router's servers, then the admin server.
+
+        On failure (a port in use) everything already started is stopped and
+        the error re-raised: a bad start never leaves half a process serving.
+        """
+        from router.http import start_http_router
+
+        if self._stopped is None:
+            self._stopped = asyncio.Event()
+        try:
+            for _prefix, namer in self.namers:
+                start = getattr(namer, "start", None)
+                if start is not None:
+                    await start()
+            for router in self.routers:
+                router.handle = await start_http_router(router)
+                self._started.append(router.handle)
+                ports = ", ".join(f"{s.ip}:{s.port}" for s in router.config.servers)
+                log.info("router %s serving on %s", router.label, ports)
+            if admin:
+                from router.admin.server import start_admin
+
+                self.admin = await start_admin(self)
+        except BaseException:
+            await self._stop(0.0)
+            raise
+
+    async def wait(self) -> None:
+        """Until `shutdown` finishes."""
+        assert self._stopped is not None, "start() first"
+        await self._stopped.wait()
+
+    async def shutdown(self, grace_ms: int | None = None) -> None:
+        """Stop accepting, drain in-flight requests up to `grace_ms`, stop everything."""
+        if self._shutting_down:
+            if self._stopped is not None:
+                await self._stopped.wait()
+            return
+        self._shutting_down = True
+        if grace_ms is None:
+            grace_ms = self.config.admin.shutdown_grace_ms
+        log.info("shutting down (grace %d ms)", grace_ms)
+        await self._stop(grace_ms / 1000.0)
+
+    async def _stop(self, grace_s: float) -> None:
+        try:
+            handles = [r.handle for r in self.routers if r.handle is not None]
+            results = await asyncio.gather(*(h.close(grace_s) for h in handles),
+                                           return_exceptions=True)
+            for res in results:
+                if isinstance(res, BaseException):
+                    log.error("closing router servers failed: %r", res)
+            for r in self.routers:
+                r.handle = None
+                r.close()
+            if self.admin is not None:
+                try:
+                    await self.admin.close()
+                except Exception:
+                    log.exception("closing the admin server failed")
+                self.admin = None
+            for _prefix, namer in self.namers:
+                close = getattr(namer, "close", None)
+                if close is not None:
+                    try:
+                        await close()
+                    except Exception:
+                        log.exception("closing namer %s failed", _prefix.show)
+            self.builtins.close()
+        finally:
+            if self._stopped is not None:
+                self._stopped.set()
+
+    # -- introspection for the admin
+    def bound_names(self) -> list[str]:
+        """Bound ids the enumerating namers (io.l5d.fs, io.l5d.k8s) know, sorted."""
+        out: set[str] = set()
+        for _prefix, namer in self.namers:
+            inner = getattr(namer, "namer", namer)
+            names = getattr(inner, "bound_names", None)
+            if names is not None:
+                out.update(names())
+        return sorted(out)
+
+    def router(self, label: str) -> Router:
+        for r in self.routers:
+            if r.label == label:
+                return r
+        raise KeyError(label)
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+        return True
+    except RuntimeError:
+        return False
