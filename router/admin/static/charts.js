@@ -21,7 +21,7 @@
     const ctx = canvas.getContext("2d");
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, w, h);
-    const left = 40, right = 8, top = 16, bottom = 14;
+    const left = 50, right = 8, top = 16, bottom = 14;
     const pw = w - left - right, ph = h - top - bottom;
     const cap = opts.capacity || 300;
     let lo = opts.min !== undefined ? opts.min : Infinity;

@@ -43,6 +43,8 @@
     }
     return out;
   }
+  // Charts show the last minute at first, growing to the whole history as it fills.
+  function cap(values) { return Math.min(HISTORY, Math.max(60, values.length)); }
   function pct(v) { return v === null ? "–" : (v * 100).toFixed(v === 1 ? 0 : 1) + "%"; }
 
   function section(label) {
@@ -120,9 +122,9 @@
     set(".stat-failures", String(fail), fail > 0);
     set(".stat-p50", p50 === null ? "–" : fmt(p50) + " ms");
     set(".stat-p99", p99 === null ? "–" : fmt(p99) + " ms");
-    L5DCharts.drawChart(el.querySelector(".chart-sr"), [{label: "success", color: "#1f9d55", values: st.sr.map(v => v === null ? null : v * 100)}], {min: 0, max: 100, unit: "%", capacity: HISTORY});
-    L5DCharts.drawChart(el.querySelector(".chart-rps"), [{label: "req/s", color: "#3b5bdb", values: st.rps}], {min: 0, capacity: HISTORY});
-    L5DCharts.drawChart(el.querySelector(".chart-latency"), [{label: "p50", color: "#3b5bdb", values: st.p50}, {label: "p99", color: "#d97706", values: st.p99}], {min: 0, unit: "ms", capacity: HISTORY});
+    L5DCharts.drawChart(el.querySelector(".chart-sr"), [{label: "success", color: "#1f9d55", values: st.sr.map(v => v === null ? null : v * 100)}], {min: 0, max: 100, unit: "%", capacity: cap(st.sr)});
+    L5DCharts.drawChart(el.querySelector(".chart-rps"), [{label: "req/s", color: "#3b5bdb", values: st.rps}], {min: 0, capacity: cap(st.rps)});
+    L5DCharts.drawChart(el.querySelector(".chart-latency"), [{label: "p50", color: "#3b5bdb", values: st.p50}, {label: "p99", color: "#d97706", values: st.p99}], {min: 0, unit: "ms", capacity: cap(st.p50)});
 
     const services = entities(node && node.service, "").sort((a, b) => a[0].localeCompare(b[0]));
     el.querySelector("table.services tbody").innerHTML = services.length ? services.map(([name, s]) => {

@@ -6,6 +6,7 @@
   const data = JSON.parse(document.getElementById("l5d-data").textContent);
   const $ = id => document.getElementById(id);
   const routerSel = $("router"), dtabIn = $("dtab"), pathIn = $("path"), tree = $("tree");
+  const summary = $("summary");
   const dtabErr = $("dtab-error"), pathErr = $("path-error"), resultErr = $("result-error");
   let seq = 0, timer = null;
 
@@ -13,7 +14,8 @@
     return String(s).replace(/[&<>"']/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
   }
   function pretty(dtab) {
-    return (dtab || "").split(";").map(s => s.trim()).filter(Boolean).join(";\n");
+    return (dtab || "").split(";").map(s => s.trim().replace(/\s*=>\s*/, " => "))
+      .filter(Boolean).join(";\n");
   }
   function routerDtab(label) {
     const r = data.routers.find(r => r.label === label);
@@ -66,10 +68,10 @@
     return "";
   }
 
-  function boundHtml(b) {
+  function boundHtml(b, what) {
     if (!b) return "";
     const residual = b.path && b.path !== "/" ? ` <span class="dentry">residual <code>${esc(b.path)}</code></span>` : "";
-    return `<div class="bound">bound to <code>${esc(b.id)}</code>${residual}<div>${addrHtml(b.addr)}</div></div>`;
+    return `<div class="bound">${what || "bound to"} <code>${esc(b.id)}</code>${residual}<div>${addrHtml(b.addr)}</div></div>`;
   }
 
   function why(n) {
@@ -96,7 +98,7 @@
     switch (n.type) {
       case "delegate": body = render(n.delegate, primary); break;
       case "leaf": body = boundHtml(n.bound); break;
-      case "transformation": body = boundHtml(n.bound) + render(n.tree, primary); break;
+      case "transformation": body = boundHtml(n.bound, "input") + render(n.tree, primary); break;
       case "alt": {
         let found = false;
         body = n.alt.map(a => {
@@ -111,6 +113,29 @@
     return `<div class="${cls}" data-type="${esc(n.type)}"><div class="head">${head}</div>${body}</div>`;
   }
 
+  // The primary leaves: where traffic for this name would go now.
+  function primaryLeaves(n, out) {
+    switch (n.type) {
+      case "delegate": primaryLeaves(n.delegate, out); break;
+      case "transformation": out.push(n); break;
+      case "leaf": out.push(n); break;
+      case "alt": { const a = n.alt.find(x => outcome(x) !== "neg"); if (a) primaryLeaves(a, out); break; }
+      case "union": n.union.forEach(u => primaryLeaves(u.tree, out)); break;
+    }
+    return out;
+  }
+
+  function summarize(json, path) {
+    const o = outcome(json);
+    if (o === "success") {
+      const leaves = primaryLeaves(json, []).filter(l => outcome(l) === "success");
+      return `<div class="summary success"><b>${esc(path)}</b> resolves to ` +
+        leaves.map(l => `<code>${esc(l.bound.id)}</code> ${addrHtml(l.bound.addr)}`).join(" and ") + "</div>";
+    }
+    if (o === "fail") return `<div class="summary fail"><b>${esc(path)}</b> fails: requests get a 502 (see the red branch)</div>`;
+    return `<div class="summary neg"><b>${esc(path)}</b> does not resolve (Neg): requests get 502 "Unable to route request!"</div>`;
+  }
+
   function clearErrors() {
     for (const e of [dtabErr, pathErr, resultErr]) e.textContent = "";
     dtabIn.classList.remove("invalid"); pathIn.classList.remove("invalid");
@@ -119,7 +144,7 @@
   async function resolve() {
     const path = pathIn.value.trim();
     clearErrors();
-    if (!path) { tree.innerHTML = ""; return; }
+    if (!path) { tree.innerHTML = summary.innerHTML = ""; return; }
     const mine = ++seq;
     history.replaceState(null, "", "?router=" + encodeURIComponent(routerSel.value) + "#" + encodeURIComponent(path));
     let rsp, text;
@@ -135,7 +160,7 @@
     }
     if (mine !== seq) return;  // a newer request superseded this one
     if (!rsp.ok) {
-      tree.innerHTML = "";
+      tree.innerHTML = summary.innerHTML = "";
       if (text.startsWith("Invalid dtab")) { dtabErr.textContent = text; dtabIn.classList.add("invalid"); }
       else if (text.startsWith("Invalid path")) { pathErr.textContent = text; pathIn.classList.add("invalid"); }
       else resultErr.textContent = `HTTP ${rsp.status}: ${text}`;
@@ -144,6 +169,7 @@
     const json = JSON.parse(text);
     tree.innerHTML = render(json, true);
     tree.dataset.outcome = outcome(json);
+    summary.innerHTML = summarize(json, path);
   }
 
   function later() { clearTimeout(timer); timer = setTimeout(resolve, 250); }
