@@ -86,7 +86,7 @@
     return "";
   }
 
-  function render(n, primary, weight) {
+  function render(n, primary, weight, note) {
     const o = outcome(n);
     const cls = ["node", "type-" + n.type, o, primary ? "primary" : "secondary"].join(" ");
     const w = weight !== undefined ? `<span class="weight">${esc(weight)} ×</span>` : "";
@@ -94,6 +94,7 @@
     let head = `${w}<span class="badge">${esc(n.type)}</span> <code class="path">${esc(n.path || "")}</code> ${dentry(n.dentry)}`;
     if (n.type === "transformation") head += ` <span class="dentry">transformed by <code>${esc(n.name)}</code></span>`;
     if (reason) head += ` <span class="why">${esc(reason)}</span>`;
+    if (note) head += ` <span class="why">${esc(note)}</span>`;
     let body = "";
     switch (n.type) {
       case "delegate": body = render(n.delegate, primary); break;
@@ -104,7 +105,7 @@
         body = n.alt.map(a => {
           const p = primary && !found && outcome(a) !== "neg";
           if (p) found = true;
-          return render(a, p);
+          return render(a, p, undefined, primary && !p && found ? "not used: an earlier alternative resolved" : "");
         }).join("");
         break;
       }

@@ -1,0 +1,176 @@
+"""The dashboard and the delegator in headless Chromium against a real `l5d` with real
+traffic: live numbers move, unhealthy rows stand out, charts draw, an edited dtab changes
+the tree, and a parse error is shown in place. Screenshots go to the test's tmp dir."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright
+
+from tests.test_admin_e2e import L5d, backends, l5d, traffic  # noqa: F401 (fixtures)
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    ctx = await browser.new_context(viewport={"width": 1300, "height": 1000})
+    pg = await ctx.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        yield pg
+    finally:
+        await ctx.close()
+    assert errors == [], errors
+
+
+async def until(fn: Callable[[], Awaitable[object]], timeout: float = 15.0,
+                what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        last = await fn()
+        if last:
+            return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+async def stat(page: Page, router: str, name: str) -> str:
+    return (await page.text_content(f"#router-{router} .stat-{name} .value")) or ""
+
+
+async def inked_pixels(page: Page, selector: str) -> int:
+    """Non-blank pixels drawn on a chart's canvas."""
+    return await page.eval_on_selector(selector, """c => {
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n; }""")
+
+
+async def test_dashboard_numbers_move_with_traffic(page: Page, l5d: L5d,  # noqa: F811
+                                                   tmp_path: Path) -> None:
+    await page.goto(l5d.url + "/?interval=500")
+    await until(lambda: page.text_content("#status"), what="first poll")
+    assert await stat(page, "outgoing", "requests") == "0"
+    blank = await inked_pixels(page, "#router-outgoing .chart-rps")
+
+    async with traffic(l5d.proxy, ["world", "world", "world", "broken"]) as sent:
+        first = int(await until(
+            lambda: _nonzero(stat(page, "outgoing", "requests")), what="requests > 0"))
+        second = int(await until(
+            lambda: _above(stat(page, "outgoing", "requests"), first), what="requests moving"))
+        assert second > first
+        rps = await until(lambda: _nonzero(stat(page, "outgoing", "rps")), what="req/s")
+        assert float(str(rps).rstrip("k")) > 0
+        # Latency comes from the histogram snapshot (every second in this process).
+        p99 = await until(lambda: _ms(stat(page, "outgoing", "p99")), what="p99 latency")
+        assert p99 > 0
+        # 1 in 4 requests goes to a backend answering 503: the router's success rate is ~75%.
+        sr = await stat(page, "outgoing", "sr")
+        assert sr.endswith("%") and 50 < float(sr.rstrip("%")) < 95, sr
+        assert "bad" in (await page.get_attribute("#router-outgoing .stat-sr", "class") or "")
+        # Per-service and per-client rows; the failing ones stand out.
+        await until(lambda: page.query_selector(
+            '#router-outgoing table.services tr.unhealthy[data-name="/svc/broken"]'),
+            what="unhealthy /svc/broken row")
+        world_row = await page.query_selector(
+            '#router-outgoing table.services tr[data-name="/svc/world"]')
+        assert world_row is not None
+        assert "unhealthy" not in (await world_row.get_attribute("class") or "")
+        assert "100%" in (await world_row.inner_text())
+        await until(lambda: page.query_selector(
+            '#router-outgoing table.clients tr.unhealthy[data-name="/#/io.l5d.fs/broken"]'),
+            what="unhealthy broken client row")
+        assert sent and 200 in sent and 503 in sent
+        # The charts have been drawn with data.
+        assert await inked_pixels(page, "#router-outgoing .chart-rps") > blank + 50
+        await page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+    # The second router has no traffic and stays at zero.
+    assert await stat(page, "xform", "requests") == "0"
+
+
+async def _nonzero(coro: Awaitable[str]) -> str | None:
+    v = await coro
+    return v if v not in ("", "0", "–") and not v.startswith("0.00") else None
+
+
+async def _above(coro: Awaitable[str], n: int) -> int | None:
+    v = await coro
+    return int(v) if v.isdigit() and int(v) > n else None
+
+
+async def _ms(coro: Awaitable[str]) -> float | None:
+    v = await coro
+    return float(v.split()[0]) if v.endswith("ms") and float(v.split()[0]) > 0 else None
+
+
+async def test_delegator_tree_follows_dtab_edits_and_shows_parse_errors(
+        page: Page, l5d: L5d, backends, tmp_path: Path) -> None:  # noqa: F811
+    world, broken = backends.ports["world"], backends.ports["broken"]
+    await page.goto(l5d.url + "/delegator")
+    # Pre-filled with the router's dtab.
+    assert (await page.input_value("#dtab")).strip() == "/svc => /#/io.l5d.fs"
+    assert await page.input_value("#router") == "outgoing"
+
+    await page.fill("#path", "/svc/world")
+    await page.press("#path", "Enter")
+    leaf = await page.wait_for_selector("#tree .node.type-leaf")
+    text = await leaf.inner_text()
+    assert "/#/io.l5d.fs/world" in text and f"127.0.0.1:{world}" in text
+    assert "/svc => /#/io.l5d.fs" in text  # the dentry that matched
+    assert "resolves to" in (await page.inner_text("#summary"))
+    await page.screenshot(path=str(tmp_path / "delegator-leaf.png"), full_page=True)
+
+    # Edit the dtab in the page: /svc/world now goes to the broken backend first.
+    await page.fill("#dtab", "/svc => /#/io.l5d.fs;\n/svc/world => /#/io.l5d.fs/broken;")
+    await until(lambda: _tree_has(page, f"127.0.0.1:{broken}"), what="tree after dtab edit")
+    primary = await page.inner_text("#tree .node.primary.type-leaf")
+    assert "/#/io.l5d.fs/broken" in primary and "/svc/world => /#/io.l5d.fs/broken" in primary
+    assert await page.query_selector("#tree .node.type-alt") is not None
+    await page.screenshot(path=str(tmp_path / "delegator-edited.png"), full_page=True)
+
+    # A name with no file: Neg, with the namer's reason shown.
+    await page.fill("#path", "/svc/nowhere")
+    await page.press("#path", "Enter")
+    neg = await page.wait_for_selector("#tree .node.type-neg")
+    assert "no file" in await neg.inner_text()
+    assert "does not resolve" in await page.inner_text("#summary")
+
+    # A parse error is shown in place, next to the dtab, and the tree is cleared.
+    await page.fill("#dtab", "/svc => /#/io.l5d.fs |")
+    err = await until(lambda: page.text_content("#dtab-error"), what="dtab error")
+    assert str(err).startswith("Invalid dtab:") and "column" in str(err)
+    assert "invalid" in (await page.get_attribute("#dtab", "class") or "")
+    assert (await page.inner_html("#tree")) == ""
+    await page.screenshot(path=str(tmp_path / "delegator-error.png"), full_page=True)
+
+    # Fixing it clears the error; the reset button restores the router's dtab.
+    await page.click("#reset")
+    await until(lambda: _tree_has(page, "/svc/nowhere"), what="tree after reset")
+    assert await page.text_content("#dtab-error") == ""
+    await page.fill("#path", "not-a-path")
+    await page.press("#path", "Enter")
+    perr = await until(lambda: page.text_content("#path-error"), what="path error")
+    assert str(perr).startswith("Invalid path:")
+
+
+async def _tree_has(page: Page, needle: str) -> bool:
+    return needle in ((await page.text_content("#tree")) or "")
