@@ -118,6 +118,10 @@ class Dentry:
     def show(self) -> str:
         return f"{self.prefix.show}=>{self.dst.show}"
 
+    def equiv(self, other: Dentry) -> bool:
+        """Finagle's `Equiv[Dentry]`: same prefix, dsts equal once simplified."""
+        return self.prefix == other.prefix and self.dst.equiv(other.dst)
+
     def __str__(self) -> str:
         return self.show
 
@@ -234,6 +238,12 @@ class Dtab:
         """Dsts simplified and Neg dentries (no-ops) dropped, as Finagle does."""
         ds = (Dentry(d.prefix, d.dst.simplified) for d in self.dentries)
         return Dtab(tuple(d for d in ds if d.dst != Neg))
+
+    def equiv(self, other: Dtab) -> bool:
+        """Finagle's `Equiv[Dtab]`: same length, dentries pairwise equivalent."""
+        return len(self) == len(other) and all(
+            a.equiv(b) for a, b in zip(self.dentries, other.dentries, strict=True)
+        )
 
     def strip_prefix(self, prefix: Dtab) -> Dtab:
         """This dtab without `prefix`'s dentries at its start (if they are all there)."""

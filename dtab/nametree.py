@@ -73,6 +73,10 @@ class NameTree(Generic[T]):
         """An evaluation-equivalent, smaller tree (Finagle's `NameTree.simplify`)."""
         return _simplify(self)
 
+    def equiv(self, other: NameTree[T]) -> bool:
+        """Finagle's `Equiv[NameTree]`: equal once both are simplified."""
+        return _simplify(self) == _simplify(other)
+
     def eval(self) -> frozenset[T] | None:
         """Finagle's `eval`: the leaf set chosen by Alt/Union rules; None when Neg or Fail."""
         out = _eval(self)
