@@ -38,7 +38,16 @@ from dtab.nametree import Leaf, Neg
 from dtab.observable import PENDING, Activity, ActivityState, Ok, Unsubscribe, Var
 from dtab.path import Path
 from namers.k8s.api import ApiTarget
-from namers.k8s.watch import Absent, ObjState, Present, WatchHub, WatchKey, WatchLease, shared_hub
+from namers.k8s.watch import (
+    Absent,
+    ObjState,
+    Present,
+    WatchHub,
+    WatchKey,
+    WatchLease,
+    close_shared_hubs,
+    shared_hub,
+)
 
 log = logging.getLogger("l5d.k8s")
 
@@ -214,6 +223,7 @@ class K8sNamer:
         self.label_selector = label_selector
         self.idle_ttl = idle_ttl
         self._hub = hub
+        self._owns_hub = False
         self._entries: dict[tuple[str, str, str, str | None], _Entry] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -221,6 +231,7 @@ class K8sNamer:
     def hub(self) -> WatchHub:
         if self._hub is None:
             self._hub = shared_hub(self.target)
+            self._owns_hub = True
         return self._hub
 
     @property
@@ -267,6 +278,10 @@ class K8sNamer:
                 del self._entries[key]
                 entry.close()
 
+    def bound_names(self) -> list[str]:
+        """Ids this namer resolves now (for /bound-names.json; it is an enumerating namer)."""
+        return sorted(e.id.show for e in self._entries.values())
+
     def state_json(self) -> dict[str, Any]:
         """What /namer_state/io.l5d.k8s.json shows: each id and its addresses."""
         return {e.id.show: e.addr.value.to_json() for e in self._entries.values()}
@@ -285,6 +300,10 @@ class K8sNamer:
         for entry in self._entries.values():
             entry.close()
         self._entries.clear()
+        if self._owns_hub:
+            # Process shutdown: stop every watch of this API server, the
+            # transformers' too, so no task outlives the loop.
+            await close_shared_hubs()
 
 
 def _int_param(params: dict[str, Any], key: str, default: int | None) -> int | None:
