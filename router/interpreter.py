@@ -21,7 +21,7 @@ from typing import Any
 from dtab.addr import BoundName
 from dtab.dtab import Dtab
 from dtab.nametree import Leaf, NameTree, Neg, NegTree
-from dtab.observable import Activity, Failed, Ok, Pending
+from dtab.observable import Activity, Failed, Ok
 from dtab.path import Path
 from namers.base import Namer
 from namers.builtin import BuiltinNamers
@@ -171,14 +171,12 @@ class Interpreter:
         return result
 
     # -- delegation (/delegator.json)
-    def delegate_tree(self, dtab: Dtab, path: Path) -> Any:
-        from dtab.delegation import delegate
+    def delegate_tree(self, dtab: Dtab, path: Path) -> tuple[Any, tuple[Any, ...]]:
+        """The delegate tree now, and the Vars to watch while it is pending."""
+        from dtab.delegation import delegate_with_dependencies
 
-        transform = self._transform_for_delegate if self.transformers else None
-        return delegate(dtab, path, self.lookup, transform=transform)
-
-    def _transform_for_delegate(self, tree: NameTree) -> NameTree:
-        return apply_transformers(tree, self.transformers)
+        steps = [(_transformer_name(t), _leaf_step(t)) for t in self.transformers]
+        return delegate_with_dependencies(dtab, path, self.lookup, transform=steps or None)
 
     async def delegate(self, dtab: Dtab, path: Path, timeout_s: float = DELEGATE_TIMEOUT_S
                        ) -> dict[str, Any]:
@@ -189,27 +187,31 @@ class Interpreter:
         """
         deadline = time.monotonic() + timeout_s
         while True:
-            tree = self.delegate_tree(dtab, path)
-            doc = tree.to_json()
-            if not _has_pending(doc):
-                return doc
-            if time.monotonic() >= deadline:
+            tree, deps = self.delegate_tree(dtab, path)
+            if not tree.pending:
+                return tree.to_json()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 raise TimeoutError(f"delegation of {path.show} still pending after {timeout_s}s")
-            await asyncio.sleep(0.02)
+            changed = asyncio.Event()
+            unsubs = [d.observe(lambda _v, ev=changed: ev.set()) for d in deps]
+            try:
+                await asyncio.wait_for(changed.wait(), remaining)
+            except TimeoutError:
+                raise TimeoutError(
+                    f"delegation of {path.show} still pending after {timeout_s}s") from None
+            finally:
+                for unsub in unsubs:
+                    unsub()
 
 
-def _has_pending(doc: Any) -> bool:
-    if isinstance(doc, dict):
-        if doc.get("type") == "pending":
-            return True
-        return any(_has_pending(v) for v in doc.values())
-    if isinstance(doc, list):
-        return any(_has_pending(v) for v in doc)
-    return False
+def _transformer_name(t: Transformer) -> str:
+    kind = getattr(t, "kind", None)
+    return kind if isinstance(kind, str) else t.prefix.show
 
 
-def is_leaf_of_bound(tree: NameTree) -> bool:
-    return isinstance(tree, Leaf) and isinstance(tree.value, BoundName)
+def _leaf_step(t: Transformer) -> Any:
+    def step(bound: BoundName) -> NameTree:
+        return t.transform(Leaf(bound))
 
-
-__all__ = ["Interpreter", "TransformedNamer", "apply_transformers", "Pending"]
+    return step

@@ -1,0 +1,383 @@
+"""The config loader: Linkerd names and defaults; errors say file, line, key, expected."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from dtab.dtab import Dtab
+from dtab.path import Path
+from router.config import ConfigError, NoRoutersSpecified, load, parse
+from router.router import Linker
+
+
+def cfg(text: str) -> str:
+    return textwrap.dedent(text).lstrip("\n")
+
+
+def err(text: str, name: str = "l5d.yaml") -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        parse(cfg(text), name)
+    return info.value
+
+
+MINIMAL = """
+routers:
+- protocol: http
+  servers:
+  - port: 4140
+"""
+
+
+def test_defaults_follow_the_reference() -> None:
+    c = parse(cfg(MINIMAL))
+    (r,) = c.routers
+    assert r.label == "http"
+    assert r.dst_prefix == Path.read("/svc")
+    assert r.dtab == Dtab.empty()
+    assert [i.kind for i in r.identifiers] == ["io.l5d.header.token"]
+    assert r.interpreter.kind == "default"
+    assert r.binding_timeout_ms == 10000
+    assert r.binding_cache_idle_ttl_secs == 600
+    (s,) = r.servers
+    assert (s.ip, s.port, s.clear_context, s.max_call_depth) == ("127.0.0.1", 4140, False, 1000)
+    assert (c.admin.ip, c.admin.port, c.admin.shutdown_grace_ms) == ("127.0.0.1", 9990, 10000)
+    client = r.client.resolve(Path.read("/#/io.l5d.fs/x"))
+    assert client.load_balancer.kind == "p2c" and client.load_balancer.max_effort == 5
+    assert client.requeue_budget.percent_can_retry == 0.2
+    svc = r.service.resolve(Path.read("/svc/x"))
+    assert svc.total_timeout_ms is None
+    assert svc.response_classifier == "io.l5d.http.nonRetryable5XX"
+    assert svc.retries.budget.min_retries_per_sec == 10
+
+
+def test_full_router_and_to_json_round_trip() -> None:
+    text = cfg("""
+    admin: {port: 9991, ip: 0.0.0.0}
+    routers:
+    - protocol: http
+      label: outgoing
+      dstPrefix: /http
+      dtab: |
+        /svc => /#/io.l5d.fs;
+        /svc/world => /svc/world-v2;
+      identifier:
+      - kind: io.l5d.path
+        segments: 2
+        consume: true
+      - kind: io.l5d.header.token
+        header: X-Name
+      bindingTimeoutMs: 500
+      bindingCache: {idleTtlSecs: 5}
+      servers:
+      - {port: 4140, ip: 0.0.0.0, clearContext: true, maxCallDepth: 7}
+      client:
+        loadBalancer: {kind: ewma, decayTimeMs: 2000, maxEffort: 3}
+      service:
+        totalTimeoutMs: 500
+        retries:
+          budget: {minRetriesPerSec: 5, percentCanRetry: 0.5, ttlSecs: 15}
+          backoff: {kind: jittered, minMs: 10, maxMs: 100}
+        responseClassifier: {kind: io.l5d.http.retryableRead5XX}
+    telemetry:
+    - kind: io.l5d.prometheus
+      prefix: l5d_
+    """)
+    c = parse(text)
+    (r,) = c.routers
+    assert r.label == "outgoing" and r.dst_prefix == Path.read("/http")
+    assert r.dtab == Dtab.read("/svc=>/#/io.l5d.fs;/svc/world=>/svc/world-v2")
+    assert [(i.kind, dict(i.params)) for i in r.identifiers] == [
+        ("io.l5d.path", {"segments": 2, "consume": True}),
+        ("io.l5d.header.token", {"header": "X-Name"}),
+    ]
+    assert (r.binding_timeout_ms, r.binding_cache_idle_ttl_secs) == (500, 5)
+    s = r.servers[0]
+    assert (s.ip, s.clear_context, s.max_call_depth) == ("0.0.0.0", True, 7)
+    lb = r.client.resolve(Path.read("/$/inet/a/1")).load_balancer
+    assert (lb.kind, lb.decay_time_ms, lb.max_effort) == ("ewma", 2000, 3)
+    svc = r.service.resolve(Path.read("/svc/a"))
+    assert svc.total_timeout_ms == 500
+    assert svc.retries.budget.percent_can_retry == 0.5
+    assert (svc.retries.backoff.kind, svc.retries.backoff.min_ms) == ("jittered", 10)
+    assert svc.response_classifier == "io.l5d.http.retryableRead5XX"
+    assert dict(c.telemetry[0].params) == {"path": "/admin/metrics/prometheus", "prefix": "l5d_"}
+    assert c.to_json()["routers"][0]["label"] == "outgoing"
+    json.dumps(c.to_json())  # plain data, serialisable
+    # the same config as JSON loads to the same thing
+    as_json = json.dumps(c.to_json())
+    assert parse(as_json, "l5d.json").routers == c.routers
+
+
+def test_static_client_and_service_configs_later_entries_win_with_captures() -> None:
+    c = parse(cfg("""
+    routers:
+    - protocol: http
+      servers: [{port: 4140}]
+      client:
+        kind: io.l5d.static
+        configs:
+        - prefix: /
+          loadBalancer: {kind: roundRobin}
+        - prefix: /#/io.l5d.fs/{service}
+          tls: {commonName: "{service}.linkerd.io"}
+          requestAttemptTimeoutMs: 100
+        - prefix: /#/io.l5d.fs/world
+          requestAttemptTimeoutMs: 250
+        - prefix: /$/inet/*/8080
+          loadBalancer: {kind: ewma}
+      service:
+        kind: io.l5d.static
+        configs:
+        - prefix: /svc
+          totalTimeoutMs: 1000
+        - prefix: /svc/slow
+          totalTimeoutMs: 5000
+    """))
+    r = c.routers[0]
+    world = r.client.resolve(Path.read("/#/io.l5d.fs/world"))
+    assert world.request_attempt_timeout_ms == 250
+    assert dict(world.tls) == {"commonName": "world.linkerd.io"}
+    assert world.load_balancer.kind == "roundRobin"
+    hello = r.client.resolve(Path.read("/#/io.l5d.fs/hello/residual"))
+    assert hello.request_attempt_timeout_ms == 100
+    assert dict(hello.tls) == {"commonName": "hello.linkerd.io"}
+    assert r.client.resolve(Path.read("/$/inet/h/8080")).load_balancer.kind == "ewma"
+    assert r.client.resolve(Path.read("/$/inet/h/9090")).load_balancer.kind == "roundRobin"
+    assert r.service.resolve(Path.read("/svc/fast")).total_timeout_ms == 1000
+    assert r.service.resolve(Path.read("/svc/slow/x")).total_timeout_ms == 5000
+    assert r.service.resolve(Path.read("/other")).total_timeout_ms is None
+
+
+def test_missing_port_names_file_line_and_key() -> None:
+    e = err("""
+    routers:
+    - protocol: http
+      servers:
+      - ip: 0.0.0.0
+    """)
+    assert (e.file, e.line, e.key) == ("l5d.yaml", 4, "routers[0].servers[0]")
+    assert "missing required key 'port'" in str(e)
+    assert "port number" in (e.expected or "")
+    assert str(e).startswith("l5d.yaml:4: routers[0].servers[0]: missing required key 'port'")
+
+
+def test_unknown_kind_lists_known_kinds() -> None:
+    e = err("""
+    routers:
+    - protocol: http
+      identifier:
+        kind: io.l5d.hostname
+      servers: [{port: 4140}]
+    """)
+    assert (e.line, e.key) == (4, "routers[0].identifier.kind")
+    assert "unknown kind 'io.l5d.hostname'" in str(e)
+    for known in ("io.l5d.header.token", "io.l5d.methodAndHost", "io.l5d.path",
+                  "io.l5d.header", "io.l5d.static"):
+        assert known in (e.expected or "")
+    e = err("""
+    namers:
+    - kind: io.l5d.consul
+    routers:
+    - protocol: http
+      servers: [{port: 4140}]
+    """)
+    assert (e.line, e.key) == (2, "namers[0].kind") and "io.l5d.fs" in (e.expected or "")
+
+
+def test_invalid_block_dtab_points_at_the_file_line_and_column() -> None:
+    e = err("""
+    routers:
+    - protocol: http
+      dtab: |
+        /svc => /#/io.l5d.fs;
+        /svc/world => => /svc/world-v2;
+      servers: [{port: 4140}]
+    """)
+    assert (e.line, e.key) == (5, "routers[0].dtab")
+    # "    /svc/world => =>": the second '=>' starts at column 19 of the file line
+    assert "column 19" in str(e)
+    assert "expected" in str(e)
+
+
+def test_invalid_inline_dtab_column_is_in_file_coordinates() -> None:
+    e = err("""
+    routers:
+    - protocol: http
+      dtab: "/svc => /#/io.l5d.fs; /a =>"
+      servers: [{port: 4140}]
+    """)
+    assert e.line == 3
+    assert "column 37" in str(e)  # end of the quoted value on that line
+
+
+def test_wrong_types_unknown_keys_and_bad_paths() -> None:
+    e = err("""
+    routers:
+    - protocol: http
+      servers: [{port: "4140x"}]
+    """)
+    assert e.key == "routers[0].servers[0].port" and "string '4140x'" in str(e)
+    e = err("""
+    routers:
+    - protocol: http
+      servers:
+      - port: 4140
+        clearContex: true
+    """)
+    assert (e.line, e.key) == (5, "routers[0].servers[0].clearContex")
+    assert "unknown key" in str(e) and "clearContext" in (e.expected or "")
+    e = err("""
+    routers:
+    - protocol: http
+      dstPrefix: svc
+      servers: [{port: 4140}]
+    """)
+    assert e.key == "routers[0].dstPrefix" and "invalid path" in str(e)
+    e = err("""
+    routers:
+    - protocol: http
+      servers: [{port: 4140, clearContext: "yes please"}]
+    """)
+    assert e.key == "routers[0].servers[0].clearContext" and e.expected == "true or false"
+    e = err("""
+    routers:
+    - protocol: thrift
+      servers: [{port: 4140}]
+    """)
+    assert e.key == "routers[0].protocol" and "http" in (e.expected or "")
+    e = err("""
+    routers:
+    - protocol: http
+      servers: [{port: 4140}]
+      client:
+        loadBalancer: {kind: aperture}
+    """)
+    assert e.key == "routers[0].client.loadBalancer.kind" and "not supported" in str(e)
+
+
+def test_no_routers_and_duplicates() -> None:
+    for text in ("routers: []\n", "admin: {port: 9990}\n", ""):
+        with pytest.raises(NoRoutersSpecified):
+            parse(text, "x.yaml")
+    e = err("""
+    routers:
+    - protocol: http
+      label: a
+      servers: [{port: 4140}]
+    - protocol: http
+      label: a
+      servers: [{port: 4141}]
+    """)
+    assert (e.line, e.key) == (6, "routers[1].label") and "already used" in str(e)
+    e = err("""
+    routers:
+    - protocol: http
+      label: a
+      servers: [{port: 4140}]
+    - protocol: http
+      label: b
+      servers: [{port: 4140}]
+    """)
+    assert e.key == "routers[1].servers[0].port" and "127.0.0.1:4140" in str(e)
+    e = err("""
+    admin: {port: 4140}
+    routers:
+    - protocol: http
+      servers: [{port: 4140}]
+    """)
+    assert "admin" in str(e)
+
+
+def test_yaml_syntax_error_has_a_line() -> None:
+    e = err("routers:\n- protocol: http\n  servers: [{port: 1}\n")
+    assert e.line is not None and "not valid YAML" in str(e)
+    e = err("routers:\n- protocol: http\n  protocol: http\n  servers: [{port: 1}]\n")
+    assert e.line == 3 and "duplicate key" in str(e)
+
+
+def test_namer_param_errors_are_reported_at_their_line(tmp_path) -> None:
+    c = parse(cfg(f"""
+    namers:
+    - kind: io.l5d.fs
+      rootDir: {tmp_path}/missing
+    routers:
+    - protocol: http
+      servers: [{{port: 4140}}]
+    """), "n.yaml")
+    with pytest.raises(ConfigError) as info:
+        Linker(c)
+    e = info.value
+    assert (e.file, e.line, e.key) == ("n.yaml", 3, "namers[0].rootDir")
+    assert "not a directory" in str(e)
+
+
+def test_identifier_and_transformer_param_errors_at_their_line() -> None:
+    c = parse(cfg("""
+    routers:
+    - protocol: http
+      identifier:
+      - kind: io.l5d.header.token
+      - kind: io.l5d.path
+        segments: 0
+      servers: [{port: 4140}]
+    """), "i.yaml")
+    with pytest.raises(ConfigError) as info:
+        Linker(c)
+    assert (info.value.line, info.value.key) == (6, "routers[0].identifier[1].segments")
+    c = parse(cfg("""
+    routers:
+    - protocol: http
+      interpreter:
+        kind: default
+        transformers:
+        - kind: io.l5d.port
+      servers: [{port: 4140}]
+    """), "t.yaml")
+    with pytest.raises(ConfigError) as info:
+        Linker(c)
+    assert info.value.key.startswith("routers[0].interpreter.transformers[0]")
+    c = parse(cfg("""
+    routers:
+    - protocol: http
+      interpreter:
+        transformers:
+        - kind: io.l5d.nope
+      servers: [{port: 4140}]
+    """), "t.yaml")
+    with pytest.raises(ConfigError) as info:
+        Linker(c)
+    assert info.value.key == "routers[0].interpreter.transformers[0].kind"
+    assert "io.l5d.port" in str(info.value)
+
+
+def test_load_reports_unreadable_file(tmp_path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(str(tmp_path / "nope.yaml"))
+    assert "cannot read config" in str(info.value)
+
+
+def _l5d(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "router.cli", *args], input=stdin,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_cli_validate_ok_error_and_stdin(tmp_path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(cfg(MINIMAL))
+    out = _l5d("--validate", str(good))
+    assert out.returncode == 0 and out.stdout.startswith("OK")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("routers:\n- protocol: http\n  servers:\n  - ip: 0.0.0.0\n")
+    out = _l5d("--validate", str(bad))
+    assert out.returncode == 2
+    assert f"{bad}:4: routers[0].servers[0]: missing required key 'port'" in out.stderr
+    out = _l5d("--validate", "-", stdin=json.dumps(
+        {"routers": [{"protocol": "http", "servers": [{"port": 4140}]}]}))
+    assert out.returncode == 0, out.stderr
+    out = _l5d("--validate", "-", stdin="routers: []\n")
+    assert out.returncode == 2 and "NoRoutersSpecified" in out.stderr
