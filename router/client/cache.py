@@ -27,11 +27,12 @@ _KNOWN_KINDS = {"p2c", "roundRobin", "ewma"}
 class Client:
     """The traffic side of a bound name."""
 
-    __slots__ = ("id", "name", "bound", "balancer", "stats", "last_used", "_gauges_scope")
+    __slots__ = ("id", "name", "name_bytes", "bound", "balancer", "stats", "last_used")
 
     def __init__(self, bound: BoundName, balancer: Balancer, stats: ClientStats) -> None:
         self.id = bound.id
         self.name = bound.id.show
+        self.name_bytes = self.name.encode("latin-1")
         self.bound = bound
         self.balancer = balancer
         self.stats = stats

@@ -116,7 +116,8 @@ class UpstreamConnection(asyncio.Protocol):
     def start(self, sink: ResponseSink, head: bytes, *, no_body: bool) -> None:
         """Send a request head; the response goes to `sink`. `no_body` for HEAD requests."""
         self.sink = sink
-        self.parser = httptools.HttpResponseParser(self)
+        if self.parser is None:  # reused across keep-alive responses; reset after HEAD
+            self.parser = httptools.HttpResponseParser(self)
         self._headers = []
         self._reason = b""
         self._no_body = no_body
@@ -191,7 +192,9 @@ class UpstreamConnection(asyncio.Protocol):
         sink.on_response_head(status, self._reason, self._headers, not no_body,
                               None if chunked else content_length)
         if no_body and self._no_body and self.sink is sink:
-            # A HEAD response: llhttp would wait for the announced body, so finish here.
+            # A HEAD response: llhttp would wait for the announced body, so finish here
+            # and give the next exchange a fresh parser.
+            self.parser = None
             self._complete(parser.should_keep_alive())  # type: ignore[union-attr]
 
     def on_body(self, body: bytes) -> None:

@@ -65,7 +65,7 @@ class Exchange:
         "body_chunks", "body_buffered", "request_done", "upstream", "endpoint", "client",
         "balancer", "head_sent", "chunked_down", "close_after", "discard_body", "finished",
         "start", "svc_stats", "client_stats", "client_svc_stats", "task", "expect_continue",
-        "status", "upstream_paused",
+        "status", "upstream_paused", "pending_head",
     )
 
     def __init__(self, conn: ServerConnection, head: Any, keep_alive: bool, body_mode: int,
@@ -97,6 +97,7 @@ class Exchange:
         self.expect_continue = expect_continue
         self.status = 0
         self.upstream_paused = False
+        self.pending_head = b""  # response head not yet written: goes out with the first bytes
 
     # --- request body, from the downstream parser ---------------------------
     def feed_body(self, chunk: bytes) -> None:
@@ -178,21 +179,32 @@ class Exchange:
         elif self.version == "1.0":
             out.append((b"Connection", b"keep-alive"))
         line = b"HTTP/1.1 %d %s" % (status, reason or b"OK")
-        data = serialize(line, out)
+        # Held back so head and body usually leave in one write (one syscall, one packet).
+        self.pending_head = serialize(line, out)
         self.head_sent = True
-        self.conn.write(data)
 
     def on_response_body(self, chunk: bytes) -> None:
         if self.discard_body:
             return
+        head = self.pending_head
+        if head:
+            self.pending_head = b""
         if self.chunked_down:
-            self.conn.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"), len(chunk) + 8)
+            n = len(chunk)
+            self.conn.writelines((head, b"%x\r\n" % n, chunk, b"\r\n"), len(head) + n + 8)
+        elif head:
+            if len(chunk) <= 16384:
+                self.conn.write(head + chunk)
+            else:
+                self.conn.writelines((head, chunk), len(head) + len(chunk))
         else:
             self.conn.write(chunk)
 
     def on_response_complete(self, keep_alive: bool) -> None:
-        if self.chunked_down and not self.discard_body:
-            self.conn.write(b"0\r\n\r\n")
+        tail = b"0\r\n\r\n" if self.chunked_down and not self.discard_body else b""
+        if self.pending_head or tail:
+            self.conn.write(self.pending_head + tail)
+            self.pending_head = b""
         up = self.upstream
         ep = self.endpoint
         self.upstream = None
@@ -217,6 +229,9 @@ class Exchange:
             up.abort()
         log.warning("%s %s: backend %s failed: %s", self.server.label, self.head.target,
                     error.endpoint, error)
+        if self.pending_head:  # nothing reached the client yet: it can still get a clean 502
+            self.pending_head = b""
+            self.head_sent = False
         if self.head_sent:
             self._record_failure(error.cause, latency, None, now)
             self.finished = True
@@ -361,10 +376,54 @@ async def _wait_addr(bound: BoundName, timeout_s: float) -> Any:
         unsubscribe()
 
 
-async def route(ex: Exchange) -> None:
-    """Route one exchange; every failure becomes the matching §1.13 response."""
+class _Plan:
+    """What routing decided so far for one request (filled in step by step)."""
+
+    __slots__ = ("fwd", "name", "service", "base", "local", "full", "tree", "bound", "reason",
+                 "client", "head_bytes")
+
+    def __init__(self) -> None:
+        self.tree: Any = None
+        self.bound: BoundName | None = None
+        self.reason: str | None = None
+        self.client: Any = None
+        self.local: Any = None
+        self.head_bytes = b""
+
+
+def dispatch(ex: Exchange) -> None:
+    """Route one exchange. Synchronous when everything is at hand (binding cached, address
+    bound, an idle pooled connection): no task, no extra loop turn. Otherwise the rest runs
+    in a task (`_route_slow`). Every failure becomes the matching §1.13 response."""
     try:
-        await _route(ex)
+        plan = _prepare(ex)
+        rt = ex.server.runtime
+        if rt.cached_bind is not None:
+            plan.tree = rt.cached_bind(plan.full, plan.name)
+            if plan.tree is not None and _choose(ex, plan):
+                ep = ex.balancer.pick()
+                if ep is not None and not ep.down:
+                    conn = ep.take_idle()
+                    if conn is not None:
+                        ex.attach(conn, ep, plan.head_bytes)
+                        return
+    except RouteError as e:
+        ex.respond_error(e)
+        return
+    except Exception as e:  # a bug or an unexpected failure: fail this request, log it
+        log.exception("%s: routing %s failed", ex.server.label, ex.head.describe())
+        ex.respond_error(RouteError(502, str(e) or type(e).__name__, type(e).__name__))
+        return
+    ex.task = asyncio.get_running_loop().create_task(_route_slow(ex, plan))
+
+
+async def _route_slow(ex: Exchange, plan: _Plan) -> None:
+    try:
+        if plan.tree is None:
+            plan.tree = await _bind(ex.server.runtime.router, plan)
+        if not plan.head_bytes and not _choose(ex, plan):
+            await _wait_pending(ex, plan)
+        await _connect(ex, plan)
     except RouteError as e:
         ex.respond_error(e)
     except asyncio.CancelledError:
@@ -374,11 +433,13 @@ async def route(ex: Exchange) -> None:
         ex.respond_error(RouteError(502, str(e) or type(e).__name__, type(e).__name__))
 
 
-async def _route(ex: Exchange) -> None:
+def _prepare(ex: Exchange) -> _Plan:
+    """Headers, call depth, local dtab, identification: everything before binding."""
     srv = ex.server
     rt = srv.runtime
     router = rt.router
     head = ex.head
+    plan = _Plan()
 
     # One pass over the request headers: what to forward, and what the router reads.
     clear = srv.clear_context
@@ -411,11 +472,15 @@ async def _route(ex: Exchange) -> None:
     if named:
         fwd = [(k, v) for k, v in fwd if k.lower() not in named]
     head.headers = fwd
+    plan.fwd = fwd
 
     if hops > srv.max_call_depth:
         raise RouteError(400, max_call_depth_message(srv.max_call_depth), "MaxCallDepthExceeded")
 
     local = local_dtab(ctx_dtabs, user_dtabs) if (ctx_dtabs or user_dtabs) else None
+    if local is not None and not len(local):
+        local = None
+    plan.local = local
 
     try:
         ident = router.identify(head)
@@ -423,17 +488,19 @@ async def _route(ex: Exchange) -> None:
         reason = getattr(e, "reason", None) or str(e)
         raise RouteError(400, unknown_destination_message(head.describe(), reason),
                          "UnknownDestination") from e
-    name = ident.path
+    plan.name = ident.path
     if ident.target is not None:
         head.target = ident.target
-    service = name.show
-    svc_stats = rt.services.get(service)
-    ex.svc_stats = svc_stats
+    plan.service = service = ident.path.show
+    ex.svc_stats = rt.services.get(service)
+    plan.base = base = router.base_dtab
+    plan.full = base if local is None else base + local
+    return plan
 
-    base = router.base_dtab
-    full = base if local is None or len(local) == 0 else base + local
+
+async def _bind(router: Any, plan: _Plan) -> Any:
     try:
-        tree = await router.bind(full, name)
+        return await router.bind(plan.full, plan.name)
     except RouteError:
         raise
     except asyncio.CancelledError:
@@ -441,46 +508,47 @@ async def _route(ex: Exchange) -> None:
     except Exception as e:
         raise RouteError(502, str(e) or type(e).__name__, type(e).__name__) from e
 
-    local_show = local.show if local is not None and len(local) else ""
-    bound, reason = pick_leaf(tree)
-    if bound is None:
-        raise RouteError(502, no_route_message(service, base, local or (), reason),
-                         "NoBrokersAvailableException")
 
-    client = rt.clients.get(bound)
-    client.last_used = svc_stats.last_used = time.monotonic()
-    ex.client = client
-    ex.client_stats = client.stats
-    ex.client_svc_stats = client.stats.services.get(service)
-    balancer = ex.balancer = client.balancer
+def _no_route(plan: _Plan, reason: str | None) -> RouteError:
+    return RouteError(502, no_route_message(plan.service, plan.base, plan.local or (), reason),
+                      "NoBrokersAvailableException")
 
+
+def _choose(ex: Exchange, plan: _Plan) -> bool:
+    """Leaf, client, and the backend request head. False while the address is Pending."""
+    if plan.client is None:
+        bound, reason = pick_leaf(plan.tree)
+        if bound is None:
+            raise _no_route(plan, reason)
+        plan.bound = bound
+        plan.reason = reason
+        rt = ex.server.runtime
+        client = plan.client = rt.clients.get(bound)
+        now = time.monotonic()
+        client.last_used = now
+        ex.svc_stats.last_used = now  # type: ignore[union-attr]
+        ex.client = client
+        ex.client_stats = client.stats
+        ex.client_svc_stats = client.stats.services.get(plan.service)
+        ex.balancer = client.balancer
+    client = plan.client
+    bound = plan.bound
     addr = bound.addr.value
     if isinstance(addr, AddrPending):
-        addr = await _wait_addr(bound, rt.binding_timeout_s)
-        if isinstance(addr, AddrPending):
-            raise RouteError(
-                502,
-                f"Exceeded {rt.binding_timeout_s:g}.seconds binding timeout while connecting "
-                f"to {client.name} for name: {service}",
-                "BindingTimeoutException",
-            )
+        return False
     if isinstance(addr, AddrFailed):
         raise RouteError(502, f"{client.name}: {addr.cause}", "AddrFailed")
     if isinstance(addr, AddrNeg):
-        raise RouteError(502, no_route_message(service, base, local or (), addr.reason or reason),
-                         "NoBrokersAvailableException")
-    if not isinstance(addr, AddrBound) or not balancer.endpoints:
-        raise RouteError(502, no_route_message(service, base, local or (),
-                                               f"{client.name} has no endpoints"),
-                         "NoBrokersAvailableException")
+        raise _no_route(plan, addr.reason or plan.reason)
+    if not isinstance(addr, AddrBound) or not ex.balancer.endpoints:
+        raise _no_route(plan, f"{client.name} has no endpoints")
 
-    # The request head for the backend.
-    hdrs = fwd
+    hdrs = plan.fwd
     hdrs.append(_VIA)
-    if local_show:
-        hdrs.append((b"l5d-ctx-dtab", local_show.encode("latin-1")))
-    hdrs.append((b"l5d-dst-service", service.encode("latin-1")))
-    hdrs.append((b"l5d-dst-client", client.name.encode("latin-1")))
+    if plan.local is not None:
+        hdrs.append((b"l5d-ctx-dtab", plan.local.show.encode("latin-1")))
+    hdrs.append((b"l5d-dst-service", plan.service.encode("latin-1")))
+    hdrs.append((b"l5d-dst-client", client.name_bytes))
     if len(bound.residual):
         hdrs.append((b"l5d-dst-residual", bound.residual.show.encode("latin-1")))
     hdrs.append((b"l5d-reqid", _reqid()))
@@ -488,11 +556,30 @@ async def _route(ex: Exchange) -> None:
         hdrs.append((b"Content-Length", ex.content_length))  # type: ignore[arg-type]
     elif ex.body_mode == 2:
         hdrs.append(_CHUNKED)
-    head_bytes = serialize(
+    head = ex.head
+    plan.head_bytes = serialize(
         f"{head.method} {head.target} HTTP/1.1".encode("latin-1"), hdrs
     )
+    return True
 
-    # Pick an endpoint and a connection; a refused connection is requeued elsewhere.
+
+async def _wait_pending(ex: Exchange, plan: _Plan) -> None:
+    rt = ex.server.runtime
+    addr = await _wait_addr(plan.bound, rt.binding_timeout_s)
+    if isinstance(addr, AddrPending):
+        raise RouteError(
+            502,
+            f"Exceeded {rt.binding_timeout_s:g}.seconds binding timeout while connecting "
+            f"to {plan.client.name} for name: {plan.service}",
+            "BindingTimeoutException",
+        )
+    if not _choose(ex, plan):
+        raise RouteError(502, f"{plan.client.name} is still pending", "BindingTimeoutException")
+
+
+async def _connect(ex: Exchange, plan: _Plan) -> None:
+    """Pick an endpoint and a connection; a refused connection is requeued elsewhere."""
+    balancer = ex.balancer
     tried: set[Endpoint] = set()
     last_err: ConnectFailed | None = None
     for _ in range(3):
@@ -506,18 +593,19 @@ async def _route(ex: Exchange) -> None:
                 conn = await ep.connect()
             except ConnectFailed as e:
                 last_err = e
-                log.info("%s: %s", srv.label, e)
+                log.info("%s: %s", ex.server.label, e)
                 continue
         if ex.finished:  # the client went away while we connected
             ep.release(conn, True)
             return
-        ex.attach(conn, ep, head_bytes)
+        ex.attach(conn, ep, plan.head_bytes)
         return
     addr_text = last_err.endpoint if last_err else "(none)"
     raise RouteError(
         502,
         connection_failed_message(
-            addr_text, service, client.name, [e.hostport for e in balancer.endpoints],
+            addr_text, plan.service, plan.client.name,
+            [e.hostport for e in balancer.endpoints],
             str(last_err.error) if last_err else "",
         ),
         "ConnectionFailedException",

@@ -20,7 +20,7 @@ import httptools
 
 from router.client.cache import ClientCache
 from router.http.errors import ErrorResponse
-from router.http.proxy import Exchange, route
+from router.http.proxy import Exchange, dispatch
 from router.identifiers import IdentificationError
 from router.request import RequestHead
 from router.stats import ServerStats, ServiceStats, ServiceStatsCache
@@ -43,6 +43,10 @@ class RouterRuntime:
         self.identification_error: type[Exception] = IdentificationError
         self._sweeper: asyncio.TimerHandle | None = None
         self.idle_s = idle_s
+        # A synchronous cached-binding lookup lets a request skip the task and the extra loop
+        # turn when the tree is already bound (`Router.bindings.get`); None = always await bind.
+        bindings = getattr(router, "bindings", None)
+        self.cached_bind = getattr(bindings, "get", None)
 
     def start_sweeping(self) -> None:
         loop = asyncio.get_running_loop()
@@ -305,7 +309,7 @@ class ServerConnection(asyncio.Protocol):
         self.current = ex
         if ex.expect_continue and not ex.request_done and ex.version == "1.1":
             self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        ex.task = asyncio.get_running_loop().create_task(route(ex))
+        dispatch(ex)
 
     def exchange_done(self, ex: Exchange, reusable: bool) -> None:
         """The response is written; next pipelined request, or close."""

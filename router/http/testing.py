@@ -49,6 +49,16 @@ class StaticRouterConfig:
     binding_timeout_ms: int = 2000
 
 
+class _StaticBindings:
+    """The synchronous cached lookup the data path's fast path uses (`Router.bindings.get`)."""
+
+    def __init__(self) -> None:
+        self.trees: dict[tuple[Dtab, Path], NameTree[Any]] = {}
+
+    def get(self, dtab: Dtab, path: Path) -> NameTree[Any] | None:
+        return self.trees.get((dtab, path))
+
+
 class StaticRouter:
     def __init__(
         self,
@@ -72,6 +82,7 @@ class StaticRouter:
         self.lb = StaticClientConfig(StaticLoadBalancer(load_balancer))
         self.dst_prefix = Path.read(dst_prefix)
         self.bind_calls = 0
+        self.bindings = _StaticBindings()
 
     def identify(self, head: RequestHead) -> Identified:
         host = head.host
@@ -84,7 +95,9 @@ class StaticRouter:
 
     async def bind(self, dtab: Dtab, path: Path) -> NameTree[BoundName]:
         self.bind_calls += 1
-        return self._bind(dtab, path, 0)
+        tree = self._bind(dtab, path, 0)
+        self.bindings.trees[(dtab, path)] = tree
+        return tree
 
     def _bind(self, dtab: Dtab, path: Path, depth: int) -> NameTree[Any]:
         if depth > 50:

@@ -1,0 +1,304 @@
+"""`make bench`: requests/s and latency of l5d-py against a direct baseline and nginx.
+
+On loopback, in one go, for wrk at 50 connections and at 1 connection:
+  direct    wrk -> backend (nginx serving a small fixed response)
+  nginx     wrk -> nginx keep-alive reverse proxy -> backend
+  l5d-1hop  wrk -> l5d-py router -> backend
+  l5d-2hop  wrk -> l5d-py outgoing -> l5d-py incoming -> backend (the mesh path)
+Every nginx runs one worker (l5d-py is one process on one core). Each
+process gets its own temp dir, config and free port, and is stopped at the
+end. `--runs N` repeats everything and prints medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before port {port} opened")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} did not open within {timeout}s")
+
+
+def wait_http_ok(port: int, timeout: float = 20.0) -> None:
+    """Wait until a request through `port` returns 200 (the router has bound the name)."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H",
+                            "Host: hello", f"http://127.0.0.1:{port}/"],
+                           capture_output=True, text=True)
+        last = r.stdout
+        if last == "200":
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"no 200 through port {port} (last status {last!r})")
+
+
+class Procs:
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, args: list[str], log: Path, **kw) -> subprocess.Popen:  # noqa: ANN003
+        f = open(log, "wb")  # noqa: SIM115 - closed with the process
+        p = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, **kw)
+        self.procs.append(p)
+        return p
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+NGINX_COMMON = """
+worker_processes 1;
+daemon off;
+master_process off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+"""
+
+BACKEND_CONF = NGINX_COMMON + """
+http {{
+  access_log off;
+  keepalive_requests 10000000;
+  client_body_temp_path {prefix}/body;
+  server {{
+    listen 127.0.0.1:{port} reuseport backlog=4096;
+    location / {{ default_type text/plain; return 200 "hello world\\n"; }}
+  }}
+}}
+"""
+
+PROXY_CONF = NGINX_COMMON + """
+http {{
+  access_log off;
+  keepalive_requests 10000000;
+  client_body_temp_path {prefix}/body;
+  proxy_temp_path {prefix}/proxy;
+  upstream backend {{ server 127.0.0.1:{backend}; keepalive 128; keepalive_requests 10000000; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location / {{
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_buffering on;
+    }}
+  }}
+}}
+"""
+
+L5D_CONF = """admin:
+  ip: 127.0.0.1
+  port: {admin}
+routers:
+- protocol: http
+  label: {label}
+  dtab: |
+    /svc/hello => /$/inet/127.0.0.1/{target};
+  servers:
+  - ip: 127.0.0.1
+    port: {port}
+"""
+
+
+def start_nginx(procs: Procs, tmp: Path, name: str, conf: str, **fmt) -> int:  # noqa: ANN003
+    prefix = tmp / name
+    prefix.mkdir()
+    port = free_port()
+    (prefix / "nginx.conf").write_text(conf.format(prefix=prefix, port=port, **fmt))
+    p = procs.start([NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e",
+                     str(prefix / "error.log")], prefix / "stdout.log")
+    wait_port(port, p)
+    return port
+
+
+def start_l5d(procs: Procs, tmp: Path, name: str, target: int, launcher: str) -> tuple[int, int]:
+    d = tmp / name
+    d.mkdir()
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if launcher == "l5d":
+        cfg = d / "l5d.yaml"
+        cfg.write_text(L5D_CONF.format(admin=free_port(), label=name, target=target, port=port))
+        args = [PY, "-m", "router.cli", "--log-level", "warning", str(cfg)]
+    else:
+        args = [PY, str(ROOT / "bench" / "launch_static.py"), str(port),
+                f"/svc/hello => /$/inet/127.0.0.1/{target}", "--label", name]
+    p = procs.start(args, d / "l5d.log", env=env, cwd=str(ROOT))
+    wait_port(port, p)
+    return port, p.pid
+
+
+@dataclass
+class Result:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(text: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s|m)$", text)
+    if not m:
+        raise ValueError(f"unparsable latency {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def wrk(port: int, conns: int, duration: float, threads: int) -> Result:
+    out = subprocess.run(
+        ["wrk", "-t", str(min(threads, conns)), "-c", str(conns), "-d",
+         f"{max(1, round(duration))}s", "--latency", "-H", "Host: hello", f"http://127.0.0.1:{port}/"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
+    errs = 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errs += int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errs += sum(int(x) for x in m.groups())
+    return Result(rps, p50, p99, errs)
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(current RSS, peak RSS) of a process in MB, from /proc."""
+    cur = peak = 0.0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                cur = int(line.split()[1]) / 1024
+            elif line.startswith("VmHWM:"):
+                peak = int(line.split()[1]) / 1024
+    return cur, peak
+
+
+def pick_launcher(choice: str) -> str:
+    if choice != "auto":
+        return choice
+    r = subprocess.run([PY, "-c", "import router.cli, router.router"], cwd=str(ROOT),
+                       capture_output=True)
+    return "l5d" if r.returncode == 0 else "static"
+
+
+def one_run(args: argparse.Namespace, launcher: str) -> tuple[dict, dict]:
+    procs = Procs()
+    tmp = Path(tempfile.mkdtemp(prefix="l5d-bench-"))
+    try:
+        backend = start_nginx(procs, tmp, "backend", BACKEND_CONF)
+        proxy = start_nginx(procs, tmp, "nginx-proxy", PROXY_CONF, backend=backend)
+        one, one_pid = start_l5d(procs, tmp, "l5d-1hop", backend, launcher)
+        incoming, in_pid = start_l5d(procs, tmp, "incoming", backend, launcher)
+        outgoing, out_pid = start_l5d(procs, tmp, "outgoing", incoming, launcher)
+        targets = {"direct": backend, "nginx": proxy, "l5d-1hop": one, "l5d-2hop": outgoing}
+        for port in targets.values():
+            wait_http_ok(port)
+        results: dict = {}
+        for conns in args.connections:
+            for name, port in targets.items():
+                wrk(port, conns, min(1.0, args.duration), args.threads)  # warm-up
+                results[(name, conns)] = wrk(port, conns, args.duration, args.threads)
+        mem = {"l5d-1hop": rss_mb(one_pid), "l5d-2hop": (
+            rss_mb(out_pid)[0] + rss_mb(in_pid)[0], rss_mb(out_pid)[1] + rss_mb(in_pid)[1])}
+        return results, mem
+    finally:
+        procs.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default 5)")
+    ap.add_argument("--runs", type=int, default=1, help="repeat everything, print medians")
+    ap.add_argument("--connections", type=int, nargs="+", default=[50, 1])
+    ap.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
+    ap.add_argument("--launcher", choices=["auto", "l5d", "static"], default="auto",
+                    help="l5d: the real `l5d CONFIG` process; static: bench/launch_static.py")
+    args = ap.parse_args()
+    for tool in ("wrk", "curl"):
+        if not shutil.which(tool):
+            print(f"{tool} is not installed (make system-deps)", file=sys.stderr)
+            return 2
+    launcher = pick_launcher(args.launcher)
+    print(f"l5d-py bench: launcher={launcher}, {args.runs} run(s) x {args.duration:g}s per wrk, "
+          f"nginx worker_processes 1, wrk threads {args.threads}", flush=True)
+    runs = []
+    for i in range(args.runs):
+        res, mem = one_run(args, launcher)
+        runs.append((res, mem))
+        print(f"  run {i + 1}/{args.runs} done", flush=True)
+
+    def med(key, field) -> float:  # noqa: ANN001
+        return statistics.median(getattr(r[0][key], field) for r in runs)
+
+    names = ["direct", "nginx", "l5d-1hop", "l5d-2hop"]
+    hdr = (f"{'target':<10} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
+           f"{'/direct':>8} {'/nginx':>8} {'errors':>6}")
+    print()
+    print(hdr)
+    print("-" * len(hdr))
+    for conns in args.connections:
+        d, n = med(("direct", conns), "rps"), med(("nginx", conns), "rps")
+        for name in names:
+            key = (name, conns)
+            rps = med(key, "rps")
+            errs = sum(r[0][key].errors for r in runs)
+            print(f"{name:<10} {conns:>5} {rps:>10.0f} {med(key, 'p50_ms'):>8.2f} "
+                  f"{med(key, 'p99_ms'):>8.2f} {rps / d:>8.2f} {rps / n:>8.2f} {errs:>6}")
+    print()
+    for name in ("l5d-1hop", "l5d-2hop"):
+        cur = statistics.median(r[1][name][0] for r in runs)
+        peak = statistics.median(r[1][name][1] for r in runs)
+        procs = "1 process" if name == "l5d-1hop" else "2 processes, summed"
+        print(f"{name} RSS after load: {cur:.1f} MB (peak {peak:.1f} MB; {procs})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
