@@ -14,6 +14,7 @@ Metrics removed between scrapes (expired clients) simply stop appearing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Iterator
@@ -80,11 +81,27 @@ def metric_name(prefix: str, segments: list[str]) -> str:
 
 
 class RegistryCollector:
-    """A prometheus-client collector over our own registry (no copies kept)."""
+    """A prometheus-client collector over our own registry (no copies kept).
+
+    `collect()` reads live values, so it runs on the event loop that owns the
+    registry; `render_async` then leaves the text formatting, the larger part of
+    a scrape, to a worker thread so a scrape of many clients does not stall
+    requests (Linkerd issue #1990).
+    """
 
     def __init__(self, metrics: Metrics, prefix: str = "") -> None:
         self.metrics = metrics
         self.prefix = prefix
+        self._names: dict[Key, tuple[str, dict[str, str]]] = {}
+
+    def _name(self, key: Key) -> tuple[str, dict[str, str]]:
+        cached = self._names.get(key)
+        if cached is None:
+            if len(self._names) > 4 * len(self.metrics) + 1000:
+                self._names.clear()  # keys of expired metrics must not pile up
+            segments, labels = lift(key)
+            cached = self._names[key] = (metric_name(self.prefix, segments), labels)
+        return cached
 
     def collect(self) -> Iterator[PromMetric]:
         families: dict[str, PromMetric] = {}
@@ -99,15 +116,14 @@ class RegistryCollector:
             return fam
 
         def sample(fam: PromMetric, name: str, labels: dict[str, str], value: float) -> None:
-            ident = (name, tuple(sorted(labels.items())))
+            ident = (name, tuple(labels.items()))
             if ident in seen:
                 return
             seen.add(ident)
             fam.add_sample(name, labels, value)
 
         for key, metric in self.metrics.items():
-            segments, labels = lift(key)
-            name = metric_name(self.prefix, segments)
+            name, labels = self._name(key)
             if isinstance(metric, Counter):
                 fam = family(name, "unknown")
                 if fam is not None:
@@ -133,7 +149,26 @@ class RegistryCollector:
         yield from families.values()
 
 
-def render(metrics: Metrics, prefix: str = "") -> bytes:
+class _Frozen:
+    """Families already collected, for formatting off the event loop."""
+
+    def __init__(self, families: list[PromMetric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[PromMetric]:
+        return iter(self.families)
+
+
+def _format(families: list[PromMetric]) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RegistryCollector(metrics, prefix))
+    registry.register(_Frozen(families))
     return generate_latest(registry)
+
+
+def render(metrics: Metrics, prefix: str = "") -> bytes:
+    return _format(list(RegistryCollector(metrics, prefix).collect()))
+
+
+async def render_async(collector: RegistryCollector) -> bytes:
+    families = list(collector.collect())  # on the loop: the registry is not thread-safe
+    return await asyncio.get_running_loop().run_in_executor(None, _format, families)

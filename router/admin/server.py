@@ -211,8 +211,10 @@ def build_app(linker: Any) -> web.Application:
     for path, prefix in prometheus_telemeters(
         setting(getattr(linker, "config", None), "telemetry", None)
     ):
-        async def prom(_: web.Request, prefix: str = prefix) -> web.Response:
-            body = prometheus.render(metrics, prefix)
+        collector = prometheus.RegistryCollector(metrics, prefix)
+
+        async def prom(_: web.Request, collector: Any = collector) -> web.Response:
+            body = await prometheus.render_async(collector)
             return web.Response(body=body, headers={"Content-Type": prometheus.CONTENT_TYPE})
 
         app.router.add_get(path, prom)
