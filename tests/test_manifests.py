@@ -92,7 +92,7 @@ def test_daemonset_config_and_service_agree(path: Path) -> None:
     assert env == {"NODE_NAME": "spec.nodeName", "POD_IP": "status.podIP"}
     for probe in ("livenessProbe", "readinessProbe"):
         assert c[probe]["httpGet"] == {"path": "/admin/ping", "port": "admin"}
-    assert c["resources"]["requests"]["memory"] == "64Mi"
+    assert c["resources"]["requests"]["memory"] == "96Mi"
     assert pod.get("hostNetwork", False) is host_network
 
     # The router config: servers on the container ports, transformers on the service.
@@ -164,3 +164,14 @@ def test_configmap_config_passes_l5d_validate(path: Path, tmp_path: Path) -> Non
     )
     assert proc.returncode != 0
     assert "port" in proc.stdout + proc.stderr
+
+
+def test_configmap_is_configs_mesh_yaml() -> None:
+    """k8s/l5d.yml ships configs/mesh.yaml; the hostNetwork variant differs only in the flags."""
+    mesh = yaml.safe_load((ROOT / "configs" / "mesh.yaml").read_text())
+    assert mesh_config(MESH[0]) == mesh
+    host_net = mesh_config(MESH[1])
+    for r in host_net["routers"]:
+        for t in r["interpreter"]["transformers"]:
+            assert t.pop("hostNetwork") is True
+    assert host_net == mesh
