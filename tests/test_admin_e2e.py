@@ -332,7 +332,7 @@ async def test_metrics_json_names_after_real_traffic(l5d: L5d, backends: Backend
         assert status == 404 and err == {"error": "No such subtree: rt/nope"}
 
 
-async def test_endpoints_of_real_process(l5d: L5d) -> None:
+async def test_endpoints_of_real_process(l5d: L5d, backends: Backends) -> None:
     async with aiohttp.ClientSession() as s:
         async with s.get(l5d.url + "/admin/ping") as r:
             assert await r.text() == "pong"
@@ -341,8 +341,15 @@ async def test_endpoints_of_real_process(l5d: L5d) -> None:
         await send(s, l5d.proxy, "world")
         status, clients = await _get_json(s, l5d.url + "/client_state.json")
         assert status == 200 and "/#/io.l5d.fs/world" in clients, clients
+        world = backends.ports["world"]
+        assert clients["/#/io.l5d.fs/world"]["addresses"] == [f"127.0.0.1:{world}"]
         status, names = await _get_json(s, l5d.url + "/bound-names.json")
-        assert status == 200 and isinstance(names, list)
+        assert status == 200
+        assert set(names) >= {"/#/io.l5d.fs/world", "/#/io.l5d.fs/hello", "/#/io.l5d.fs/broken"}
+        async with s.get(l5d.url + "/admin/metrics/prometheus") as r:
+            assert r.status == 200 and "rt:server:requests" in await r.text()
+        async with s.get(l5d.url + "/admin") as r:
+            assert "/admin/metrics/prometheus" in await r.text()
 
 
 async def test_shutdown_exits_zero(l5d: L5d) -> None:
