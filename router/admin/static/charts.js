@@ -21,7 +21,7 @@
     const ctx = canvas.getContext("2d");
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, w, h);
-    const left = 50, right = 8, top = 16, bottom = 14;
+    const left = 50, right = 8, top = 16, bottom = 16;
     const pw = w - left - right, ph = h - top - bottom;
     const cap = opts.capacity || 300;
     let lo = opts.min !== undefined ? opts.min : Infinity;
@@ -42,6 +42,13 @@
       ctx.beginPath(); ctx.moveTo(left, y); ctx.lineTo(left + pw, y); ctx.stroke();
       ctx.fillText(fmt(lo + ((hi - lo) * i) / 4) + (opts.unit || ""), left - 4, y);
     }
+    // x axis: how far back the window reaches, assuming opts.stepMs between points
+    if (opts.stepMs) {
+      const secs = Math.round((cap - 1) * opts.stepMs / 1000);
+      ctx.fillStyle = "#6b7385"; ctx.textBaseline = "top";
+      ctx.textAlign = "left"; ctx.fillText(secs >= 120 ? `-${Math.round(secs / 60)} min` : `-${secs} s`, left, top + ph + 2);
+      ctx.textAlign = "right"; ctx.fillText("now", left + pw, top + ph + 2);
+    }
     // series
     series.forEach((s, si) => {
       const vals = s.values.slice(-cap);
@@ -56,6 +63,15 @@
         pen = true;
       });
       ctx.stroke();
+      // mark the newest point, so a series with one sample (or after a gap) still shows
+      for (let i = vals.length - 1; i >= 0; i--) {
+        const v = vals[i];
+        if (v === null || v === undefined) continue;
+        const x = left + (pw * (offset + i)) / (cap - 1);
+        const y = top + ph - (ph * (Math.min(Math.max(v, lo), hi) - lo)) / (hi - lo);
+        ctx.fillStyle = s.color; ctx.beginPath(); ctx.arc(x, y, 2.5, 0, 2 * Math.PI); ctx.fill();
+        break;
+      }
       // legend with the latest value
       const last = vals.length ? vals[vals.length - 1] : null;
       ctx.fillStyle = s.color; ctx.textAlign = "left"; ctx.textBaseline = "top";

@@ -66,10 +66,10 @@
       <div class="charts">
         <div class="chart"><h3>Success rate</h3><canvas class="chart-sr"></canvas></div>
         <div class="chart"><h3>Requests per second</h3><canvas class="chart-rps"></canvas></div>
-        <div class="chart"><h3>Latency (ms)</h3><canvas class="chart-latency"></canvas></div>
+        <div class="chart"><h3>Latency (ms, from the last histogram snapshot)</h3><canvas class="chart-latency"></canvas></div>
       </div>
       <h4>Services</h4>
-      <table class="services"><thead><tr><th>Service</th><th class="num">Requests</th><th class="num">Req/s</th><th class="num">Success rate</th><th class="num">p50 ms</th><th class="num">p99 ms</th></tr></thead><tbody></tbody></table>
+      <table class="services"><thead><tr><th>Service</th><th class="num">Requests</th><th class="num">Req/s</th><th class="num">Success rate</th><th class="num">p50 ms</th><th class="num">p99 ms</th><th class="num">Retries</th></tr></thead><tbody></tbody></table>
       <h4>Clients</h4>
       <table class="clients"><thead><tr><th>Client</th><th class="num">Requests</th><th class="num">Req/s</th><th class="num">Success rate</th><th class="num">p99 ms</th><th class="num">Endpoints available</th><th class="num">Connections</th></tr></thead><tbody></tbody></table>`;
     root.appendChild(el);
@@ -122,18 +122,19 @@
     set(".stat-failures", String(fail), fail > 0);
     set(".stat-p50", p50 === null ? "–" : fmt(p50) + " ms");
     set(".stat-p99", p99 === null ? "–" : fmt(p99) + " ms");
-    L5DCharts.drawChart(el.querySelector(".chart-sr"), [{label: "success", color: "#1f9d55", values: st.sr.map(v => v === null ? null : v * 100)}], {min: 0, max: 100, unit: "%", capacity: cap(st.sr)});
-    L5DCharts.drawChart(el.querySelector(".chart-rps"), [{label: "req/s", color: "#3b5bdb", values: st.rps}], {min: 0, capacity: cap(st.rps)});
-    L5DCharts.drawChart(el.querySelector(".chart-latency"), [{label: "p50", color: "#3b5bdb", values: st.p50}, {label: "p99", color: "#d97706", values: st.p99}], {min: 0, unit: "ms", capacity: cap(st.p50)});
+    L5DCharts.drawChart(el.querySelector(".chart-sr"), [{label: "success", color: "#1f9d55", values: st.sr.map(v => v === null ? null : v * 100)}], {min: 0, max: 100, unit: "%", capacity: cap(st.sr), stepMs: INTERVAL_MS});
+    L5DCharts.drawChart(el.querySelector(".chart-rps"), [{label: "req/s", color: "#3b5bdb", values: st.rps}], {min: 0, capacity: cap(st.rps), stepMs: INTERVAL_MS});
+    L5DCharts.drawChart(el.querySelector(".chart-latency"), [{label: "p50", color: "#3b5bdb", values: st.p50}, {label: "p99", color: "#d97706", values: st.p99}], {min: 0, unit: "ms", capacity: cap(st.p50), stepMs: INTERVAL_MS});
 
     const services = entities(node && node.service, "").sort((a, b) => a[0].localeCompare(b[0]));
     el.querySelector("table.services tbody").innerHTML = services.length ? services.map(([name, s]) => {
       const r = track(st.services, name, now, counter(s, "requests"), counter(s, "success"), counter(s, "failures"));
       const bad = r.sr !== null && r.sr < UNHEALTHY_SR;
       const p50s = stat(s, "request_latency_ms", "p50"), p99s = stat(s, "request_latency_ms", "p99");
+      const retries = s.retries && s.retries.total && typeof s.retries.total.counter === "number" ? s.retries.total.counter : 0;
       return row(["/" + esc(name), counter(s, "requests"), r.rps === null ? "–" : fmt(r.rps), pct(r.sr),
-        p50s === null ? "–" : fmt(p50s), p99s === null ? "–" : fmt(p99s)], bad, "/" + name);
-    }).join("") : `<tr><td class="empty" colspan="6">no services yet</td></tr>`;
+        p50s === null ? "–" : fmt(p50s), p99s === null ? "–" : fmt(p99s), retries], bad, "/" + name);
+    }).join("") : `<tr><td class="empty" colspan="7">no services yet</td></tr>`;
 
     const clients = entities(node && node.client, "").sort((a, b) => a[0].localeCompare(b[0]));
     el.querySelector("table.clients tbody").innerHTML = clients.length ? clients.map(([name, c]) => {
