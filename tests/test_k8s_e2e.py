@@ -40,6 +40,11 @@ def config_from_manifest(manifest: str) -> dict[str, Any]:
     return yaml.safe_load(cm["data"]["config.yaml"])
 
 
+def outgoing_dtab(manifest: str) -> str:
+    (r,) = [r for r in config_from_manifest(manifest)["routers"] if r["label"] == "outgoing"]
+    return r["dtab"]
+
+
 def port_free_on(port: int, *ips: str) -> bool:
     for ip in ips:
         with socket.socket() as s:
@@ -144,6 +149,8 @@ async def mesh(
             path.write_text(yaml.safe_dump(cfg))
             log = tmp / f"{node}.log"
             env = dict(os.environ, PYTHONPATH=str(REPO), NODE_NAME=node, POD_IP=ip)
+            for proxy_var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
+                env.pop(proxy_var, None)
             with open(log, "wb") as out:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "router.cli", "--log-level", "info", str(path)],
@@ -261,6 +268,17 @@ async def test_request_goes_node_to_node_through_both_routers(
                 assert r.status == 200 and r.headers["x-pod"] == "hello-a"
                 assert "io.l5d.k8s.localnode" in r.headers["x-seen-l5d-dst-client"]
             assert len(hello_a.hits) == 1
+
+            # A service that does not exist: a 502 naming it, and the delegator says why.
+            async with s.get(m.url("node-a", "outgoing") + "/",
+                             headers={"Host": "nope"}) as r:
+                text = await r.text()
+                assert r.status == 502 and "k8s service default/nope not found" in text, text
+            async with s.get(m.url("node-a", "admin") + "/delegator.json",
+                             params={"path": "/svc/nope", "namespace": "outgoing",
+                                     "dtab": outgoing_dtab(manifest)}) as r:
+                tree = await r.text()
+                assert r.status == 200 and "k8s service default/nope not found" in tree, tree
 
             # A pod on a node with no router: a 502 that says why.
             fake_k8s.upsert("endpoints", endpoints("world-v1", [("127.0.9.9", "node-z")],
