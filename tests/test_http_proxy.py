@@ -458,3 +458,74 @@ async def test_curl_upload_with_expect_continue(backend, routers):
                                   "http://hello/echo")
     assert rc == 0, err
     assert json.loads(out)["body_len"] == 3 * 1024 * 1024
+
+
+async def test_endpoint_changes_via_the_addr_var_and_round_robin(backend, backend2, routers):
+    from dtab.addr import ADDR_NEG, Address, BoundName, bound
+    from dtab.observable import Var
+    from dtab.path import Path
+
+    var = Var(bound(Address("127.0.0.1", backend.port)))
+    names = {"/#/io.l5d.fs/hello": BoundName(Path.read("/#/io.l5d.fs/hello"), var)}
+    router, port = await routers.start("/svc/hello => /#/io.l5d.fs/hello", names=names,
+                                       load_balancer="roundRobin")
+    c = await RawClient(port).connect()
+    try:
+        assert (await c.request()).json()["backend"] == "b1"
+        var.set(bound(Address("127.0.0.1", backend.port), Address("127.0.0.1", backend2.port)))
+        seen = [(await c.request()).json()["backend"] for _ in range(4)]
+        assert sorted(seen) == ["b1", "b1", "b2", "b2"]
+        assert seen[0] != seen[1] and seen[1] != seen[2]  # round robin alternates
+        var.set(bound(Address("127.0.0.1", backend2.port)))
+        assert {(await c.request()).json()["backend"] for _ in range(4)} == {"b2"}
+        # b1's pooled connection was closed when b1 left the set
+        await async_wait(lambda: not backend.writers, "b1 connection closed")
+        var.set(ADDR_NEG)
+        r = await c.request()
+        assert r.status == 502 and "Unable to route request!" in r.body.decode()
+        snap = router.handle.clients.snapshot()
+        assert snap == {"/#/io.l5d.fs/hello": {"state": "neg", "addresses": []}}
+    finally:
+        c.close()
+
+
+async def async_wait(pred, what: str) -> None:
+    from tests.util import async_wait_until
+
+    await async_wait_until(pred, timeout=5, what=what)
+
+
+async def test_close_drains_in_flight_requests_then_refuses(backend, routers):
+    router, port = await routers.start(f"/svc/hello => {inet(backend)}")
+    c = await RawClient(port).connect()
+    try:
+        c.send(build("GET", "/slow?ms=300", "hello", None, b""))
+        await async_wait(lambda: len(backend.requests) == 1, "request at backend")
+        closing = asyncio.create_task(router.handle.close(5.0))
+        r = await c.response()
+        assert r.status == 200 and r.body == b"slow"
+        await asyncio.wait_for(closing, 5)
+        assert await c.closed()
+    finally:
+        c.close()
+    from tests.util import port_open
+
+    assert not port_open(port)
+
+
+async def test_a_pooled_connection_closed_by_the_backend_is_requeued(backend, routers):
+    router, port = await routers.start(f"/svc/hello => {inet(backend)}")
+    c = await RawClient(port).connect()
+    try:
+        assert (await c.request(target="/echo?drop_next=1")).status == 200
+        r = await c.request(target="/echo/again")
+        assert r.status == 200 and r.json()["target"] == "/echo/again"
+        assert backend.connections == 2
+        # a request with a body is not sent twice: it fails with 502
+        assert (await c.request(target="/echo?drop_next=1")).status == 200
+        r = await c.request(method="POST", target="/echo", body=b"data")
+        assert r.status == 502 and "closed before responding" in unquote(r.header("l5d-err"))
+    finally:
+        c.close()
+    key = ("rt", "test", "client", f"$/inet/127.0.0.1/{backend.port}", "retries", "requeues")
+    assert router.registry.get(key).value == 1

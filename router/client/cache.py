@@ -27,7 +27,8 @@ _KNOWN_KINDS = {"p2c", "roundRobin", "ewma"}
 class Client:
     """The traffic side of a bound name."""
 
-    __slots__ = ("id", "name", "name_bytes", "bound", "balancer", "stats", "last_used")
+    __slots__ = ("id", "name", "name_bytes", "bound", "balancer", "stats", "last_used",
+                 "requeues")
 
     def __init__(self, bound: BoundName, balancer: Balancer, stats: ClientStats) -> None:
         self.id = bound.id
@@ -37,6 +38,7 @@ class Client:
         self.balancer = balancer
         self.stats = stats
         self.last_used = time.monotonic()
+        self.requeues = stats.scope.counter("retries", "requeues")
         balancer.on_new_endpoint = self._new_endpoint
         for ep in balancer.endpoints:
             self._new_endpoint(ep)

@@ -26,10 +26,14 @@ log = logging.getLogger(__name__)
 class UpstreamError(Exception):
     """A backend failed mid-exchange: reset, closed early, or sent something that is not HTTP."""
 
-    def __init__(self, endpoint: str, message: str, cause: str = "ChannelClosedException") -> None:
+    def __init__(self, endpoint: str, message: str, cause: str = "ChannelClosedException",
+                 *, requeueable: bool = False) -> None:
         super().__init__(f"{message} (endpoint {endpoint})")
         self.endpoint = endpoint
         self.cause = cause
+        # A pooled connection the backend had already closed: nothing was received, so the
+        # request can go out again on another connection (Linkerd's requeue).
+        self.requeueable = requeueable
 
 
 class ConnectFailed(Exception):
@@ -62,7 +66,8 @@ class UpstreamConnection(asyncio.Protocol):
     """One TCP connection to a backend, reused across exchanges while it keeps alive."""
 
     __slots__ = ("endpoint", "transport", "parser", "sink", "closed", "_headers", "_reason",
-                 "_no_body", "_until_close", "_in_body", "_head_done", "_connected")
+                 "_no_body", "_until_close", "_in_body", "_head_done", "_connected", "reused",
+                 "_received")
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
@@ -76,6 +81,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._until_close = False
         self._in_body = False
         self._head_done = False
+        self.reused = False  # served an exchange before (came from the idle list)
+        self._received = False  # any byte of the current response arrived
 
     # --- lifecycle -------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -96,7 +103,8 @@ class UpstreamConnection(asyncio.Protocol):
                 what = "reset" if exc is not None else "closed"
                 stage = "mid-response" if self._head_done else "before responding"
                 sink.on_upstream_error(
-                    UpstreamError(self.endpoint.hostport, f"connection {what} {stage}")
+                    UpstreamError(self.endpoint.hostport, f"connection {what} {stage}",
+                                  requeueable=self.reused and not self._received)
                 )
 
     def eof_received(self) -> bool:
@@ -124,6 +132,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._until_close = False
         self._in_body = False
         self._head_done = False
+        self._received = False
         self.transport.write(head)  # type: ignore[union-attr]
 
     def write(self, data: bytes) -> None:
@@ -143,6 +152,7 @@ class UpstreamConnection(asyncio.Protocol):
                         len(data), self.endpoint.hostport)
             self.abort()
             return
+        self._received = True
         try:
             self.parser.feed_data(data)  # type: ignore[union-attr]
         except httptools.HttpParserError as e:
@@ -266,6 +276,7 @@ class Endpoint:
     def release(self, conn: UpstreamConnection, reusable: bool) -> None:
         """Return a connection after a finished exchange (or close it if it cannot be reused)."""
         if reusable and not conn.closed and not self.removed:
+            conn.reused = True
             self.idle.append(conn)
         else:
             conn.close()

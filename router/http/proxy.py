@@ -65,7 +65,7 @@ class Exchange:
         "body_chunks", "body_buffered", "request_done", "upstream", "endpoint", "client",
         "balancer", "head_sent", "chunked_down", "close_after", "discard_body", "finished",
         "start", "svc_stats", "client_stats", "client_svc_stats", "task", "expect_continue",
-        "status", "upstream_paused", "pending_head",
+        "status", "upstream_paused", "pending_head", "plan", "requeued",
     )
 
     def __init__(self, conn: ServerConnection, head: Any, keep_alive: bool, body_mode: int,
@@ -98,6 +98,8 @@ class Exchange:
         self.status = 0
         self.upstream_paused = False
         self.pending_head = b""  # response head not yet written: goes out with the first bytes
+        self.plan: _Plan | None = None
+        self.requeued = False
 
     # --- request body, from the downstream parser ---------------------------
     def feed_body(self, chunk: bytes) -> None:
@@ -122,12 +124,13 @@ class Exchange:
             up.write(b"0\r\n\r\n")
 
     # --- the routed part -----------------------------------------------------
-    def attach(self, conn: UpstreamConnection, ep: Endpoint, head_bytes: bytes) -> None:
+    def attach(self, conn: UpstreamConnection, ep: Endpoint, plan: _Plan) -> None:
         """Send the request head and any buffered body to a chosen backend connection."""
         self.upstream = conn
         self.endpoint = ep
+        self.plan = plan
         self.balancer.started(ep)
-        conn.start(self, head_bytes, no_body=self.head.method == "HEAD")
+        conn.start(self, plan.head_bytes, no_body=self.head.method == "HEAD")
         if self.body_chunks:
             chunks, self.body_chunks = self.body_chunks, []
             self.body_buffered = 0
@@ -227,6 +230,15 @@ class Exchange:
             self.balancer.finished(ep, latency)
         if up is not None:
             up.abort()
+        if (error.requeueable and not self.requeued and self.body_mode == 0
+                and self.plan is not None and not self.finished):
+            # The pooled connection had been closed by the backend: send it again, once.
+            self.requeued = True
+            self.upstream = self.endpoint = None
+            self.client.requeues.value += 1
+            log.info("%s: requeue %s after %s", self.server.label, self.head.target, error)
+            self.task = asyncio.get_running_loop().create_task(_requeue(self, self.plan))
+            return
         log.warning("%s %s: backend %s failed: %s", self.server.label, self.head.target,
                     error.endpoint, error)
         if self.pending_head:  # nothing reached the client yet: it can still get a clean 502
@@ -380,7 +392,7 @@ class _Plan:
     """What routing decided so far for one request (filled in step by step)."""
 
     __slots__ = ("fwd", "name", "service", "base", "local", "full", "tree", "bound", "reason",
-                 "client", "head_bytes")
+                 "client", "head_bytes", "ep")
 
     def __init__(self) -> None:
         self.tree: Any = None
@@ -389,6 +401,7 @@ class _Plan:
         self.client: Any = None
         self.local: Any = None
         self.head_bytes = b""
+        self.ep: Endpoint | None = None  # picked on the fast path, connected on the slow one
 
 
 def dispatch(ex: Exchange) -> None:
@@ -401,11 +414,11 @@ def dispatch(ex: Exchange) -> None:
         if rt.cached_bind is not None:
             plan.tree = rt.cached_bind(plan.full, plan.name)
             if plan.tree is not None and _choose(ex, plan):
-                ep = ex.balancer.pick()
+                ep = plan.ep = ex.balancer.pick()
                 if ep is not None and not ep.down:
                     conn = ep.take_idle()
                     if conn is not None:
-                        ex.attach(conn, ep, plan.head_bytes)
+                        ex.attach(conn, ep, plan)
                         return
     except RouteError as e:
         ex.respond_error(e)
@@ -563,6 +576,18 @@ def _choose(ex: Exchange, plan: _Plan) -> bool:
     return True
 
 
+async def _requeue(ex: Exchange, plan: _Plan) -> None:
+    try:
+        await _connect(ex, plan)
+    except RouteError as e:
+        ex.respond_error(e)
+    except asyncio.CancelledError:
+        raise
+    except Exception as e:
+        log.exception("%s: requeue of %s failed", ex.server.label, ex.head.describe())
+        ex.respond_error(RouteError(502, str(e) or type(e).__name__, type(e).__name__))
+
+
 async def _wait_pending(ex: Exchange, plan: _Plan) -> None:
     rt = ex.server.runtime
     addr = await _wait_addr(plan.bound, rt.binding_timeout_s)
@@ -583,7 +608,7 @@ async def _connect(ex: Exchange, plan: _Plan) -> None:
     tried: set[Endpoint] = set()
     last_err: ConnectFailed | None = None
     for _ in range(3):
-        ep = balancer.pick()
+        ep, plan.ep = plan.ep or balancer.pick(), None
         if ep is None or ep in tried:
             break
         tried.add(ep)
@@ -598,7 +623,7 @@ async def _connect(ex: Exchange, plan: _Plan) -> None:
         if ex.finished:  # the client went away while we connected
             ep.release(conn, True)
             return
-        ex.attach(conn, ep, plan.head_bytes)
+        ex.attach(conn, ep, plan)
         return
     addr_text = last_err.endpoint if last_err else "(none)"
     raise RouteError(

@@ -137,8 +137,9 @@ class Backend:
     `/chunked?n=N&size=S` streams N chunks; `/die` promises 1000 bytes and closes
     after 10; `/garbage` answers with bytes that are not HTTP; `/reset` closes
     without answering; `/stall` never answers; `/l5derr` is a 500 with `l5d-err`;
-    `/hop` answers with hop-by-hop and `l5d-*` headers; `/close` answers with
-    no length and closes (read-until-EOF framing); `/head` for HEAD requests.
+    `/hop` answers with hop-by-hop and `l5d-*` headers; `/slow?ms=N` answers after N ms;
+    any `?drop_next=1` makes the connection close on its next request, unanswered;
+    `/close` answers with no length and closes (read-until-EOF framing).
     """
 
     def __init__(self, name: str = "backend") -> None:
@@ -169,6 +170,7 @@ class Backend:
 
         self.connections += 1
         self.writers.add(writer)
+        drop_next = False
         try:
             while True:
                 line = await reader.readline()
@@ -182,6 +184,11 @@ class Backend:
                         break
                     k, v = h.decode("latin-1").split(":", 1)
                     headers.append((k.strip(), v.strip()))
+                if drop_next:
+                    # like a keep-alive timeout racing a new request: close, answer nothing
+                    writer.transport.abort()
+                    return
+                drop_next = "drop_next=1" in target
                 hmap = {k.lower(): v for k, v in headers}
                 req = {"method": method, "target": target, "headers": headers,
                        "backend": self.name}
@@ -249,6 +256,11 @@ class Backend:
         if path == "/reset":
             writer.transport.abort()
             return False
+        if path == "/slow":
+            await asyncio.sleep(int(q.get("ms", "300")) / 1000)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow")
+            await writer.drain()
+            return True
         if path == "/stall":
             await asyncio.sleep(3600)
             return False
