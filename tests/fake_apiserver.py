@@ -100,6 +100,9 @@ class FakeApiServer:
         self.watch_requests: list[tuple[str, str, str | None, str | None]] = []
         self.list_requests: list[tuple[str, str, str | None]] = []
         self.gone_sent = 0
+        # Some API servers answer a too-old watch version with HTTP 410 itself
+        # rather than an ERROR event in a 200 stream; tests can pick either.
+        self.gone_as_http_status = False
 
     @property
     def url(self) -> str:
@@ -259,6 +262,10 @@ class FakeApiServer:
         rv_text: str | None,
     ) -> web.StreamResponse:
         self.watch_requests.append((kind, ns, name, rv_text))
+        if rv_text and int(rv_text) < self._oldest_rv and self.gone_as_http_status:
+            self.gone_sent += 1
+            msg = f"too old resource version: {rv_text} ({self._oldest_rv})"
+            return web.json_response(_status(410, "Expired", msg), status=410)
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         resp.enable_chunked_encoding()
         await resp.prepare(request)

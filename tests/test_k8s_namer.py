@@ -143,7 +143,11 @@ async def test_label_selector_takes_a_fourth_segment(
         await n.close()
 
 
-async def test_410_gone_lists_again(fake_k8s: FakeApiServer, namer: K8sNamer) -> None:  # noqa: F811
+@pytest.mark.parametrize("as_status", [False, True], ids=["error-event", "http-410"])
+async def test_410_gone_lists_again(
+    fake_k8s: FakeApiServer, namer: K8sNamer, as_status: bool  # noqa: F811
+) -> None:
+    fake_k8s.gone_as_http_status = as_status
     fake_k8s.upsert("endpoints", endpoints("hello", [("10.0.1.5", "a")], {"http": 80}))
     tree = await settled(namer.lookup(Path.read("/default/http/hello")))
     addr = tree.value.addr
@@ -250,3 +254,27 @@ def test_build_params() -> None:
     with pytest.raises(ParamError) as e:
         build({"hots": "localhost"})
     assert e.value.key == "hots" and "known" in str(e.value)
+
+
+async def test_server_side_watch_timeout_resumes_without_relisting(
+    fake_k8s: FakeApiServer,  # noqa: F811
+) -> None:
+    hub = WatchHub(K8sApi(ApiTarget("127.0.0.1", fake_k8s.port)), backoff=FAST, linger=0.05,
+                   watch_timeout=1)
+    namer = K8sNamer(ApiTarget("127.0.0.1", fake_k8s.port), hub=hub)
+    try:
+        fake_k8s.upsert("endpoints", endpoints("hello", [("10.0.1.5", "a")], {"http": 80}))
+        tree = await settled(namer.lookup(Path.read("/default/http/hello")))
+        addr = tree.value.addr
+        fake_k8s.upsert("endpoints", endpoints("hello", [("10.0.1.6", "a")], {"http": 80}))
+        await async_wait_until(lambda: hostports(addr.value) == {("10.0.1.6", 80)})
+        # The server ends each stream after 1 s; the client resumes from its version.
+        await async_wait_until(lambda: len(fake_k8s.watch_requests) >= 3, 5, "re-watches")
+        assert len(fake_k8s.list_requests) == 1
+        versions = [w[3] for w in fake_k8s.watch_requests]
+        assert versions[-1] == versions[-2] and int(versions[-1]) > int(versions[0])
+        fake_k8s.upsert("endpoints", endpoints("hello", [("10.0.1.7", "a")], {"http": 80}))
+        await async_wait_until(lambda: hostports(addr.value) == {("10.0.1.7", 80)})
+    finally:
+        await namer.close()
+        await hub.close()

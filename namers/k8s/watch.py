@@ -81,10 +81,13 @@ class Backoff:
 class ObjectWatch:
     """Keeps `state` equal to the API server's view of one object, as well as it can."""
 
-    def __init__(self, api: K8sApi, key: WatchKey, backoff: Backoff) -> None:
+    def __init__(
+        self, api: K8sApi, key: WatchKey, backoff: Backoff, watch_timeout: int = 300
+    ) -> None:
         self.api = api
         self.key = key
         self.backoff = backoff
+        self.watch_timeout = watch_timeout
         self.state: Var[ObjState] = Var(UNKNOWN)
         self.resource_version: str | None = None
         self.lists = 0
@@ -126,7 +129,8 @@ class ObjectWatch:
         assert self.resource_version is not None
         n = 0
         async for ev in self.api.watch(
-            k.kind, k.namespace, k.name, self.resource_version, k.label_selector
+            k.kind, k.namespace, k.name, self.resource_version, k.label_selector,
+            timeout_seconds=self.watch_timeout,
         ):
             n += 1
             etype = ev.get("type")
@@ -204,10 +208,18 @@ class WatchLease:
 class WatchHub:
     """The shared watches of one API server."""
 
-    def __init__(self, api: K8sApi, *, backoff: Backoff | None = None, linger: float = 5.0) -> None:
+    def __init__(
+        self,
+        api: K8sApi,
+        *,
+        backoff: Backoff | None = None,
+        linger: float = 5.0,
+        watch_timeout: int = 300,
+    ) -> None:
         self.api = api
         self.backoff = backoff or Backoff()
         self.linger = linger
+        self.watch_timeout = watch_timeout
         self._watches: dict[WatchKey, ObjectWatch] = {}
         self._refs: dict[WatchKey, int] = {}
         self._stops: dict[WatchKey, asyncio.TimerHandle] = {}
@@ -219,7 +231,9 @@ class WatchHub:
             timer.cancel()
         watch = self._watches.get(key)
         if watch is None:
-            watch = self._watches[key] = ObjectWatch(self.api, key, self.backoff)
+            watch = self._watches[key] = ObjectWatch(
+                self.api, key, self.backoff, self.watch_timeout
+            )
             watch.start()
         self._refs[key] = self._refs.get(key, 0) + 1
         return WatchLease(self, watch)
