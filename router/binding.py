@@ -85,10 +85,12 @@ class BindingCache:
         *,
         timeout_ms: int = 10000,
         idle_ttl_s: float = 600.0,
+        capacity: int = 1000,
     ) -> None:
         self.interpreter = interpreter
         self.timeout_ms = timeout_ms
         self.idle_ttl_s = idle_ttl_s
+        self.capacity = capacity
         self._entries: dict[tuple[Dtab, Path], _Entry] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -112,6 +114,8 @@ class BindingCache:
             if entry.tree is not None:
                 return entry.tree
         else:
+            if len(self._entries) >= self.capacity:
+                self._evict()
             entry = self._entries[key] = _Entry(dtab, path)
             self._ensure_sweeper()
             self._rebind(entry)
@@ -196,6 +200,17 @@ class BindingCache:
         if dropped:
             log.debug("binding cache: %d idle bindings dropped", dropped)
         return dropped
+
+    def _evict(self) -> None:
+        """Over capacity (e.g. a flood of distinct Host values): drop the least recently
+        used tenth, so memory stays bounded and eviction cost is amortised."""
+        idle = sorted((e for e in self._entries.values() if e.event is None),
+                      key=lambda e: e.last_used)
+        for entry in idle[: max(1, len(self._entries) // 10)]:
+            del self._entries[(entry.dtab, entry.path)]
+            self._release(entry)
+        log.info("binding cache over its capacity of %d names: evicted the least recently "
+                 "used", self.capacity)
 
     def _release(self, entry: _Entry) -> None:
         for _act, unsub in entry.subs.values():

@@ -42,6 +42,8 @@ from transformers.base import Transformer
 
 log = logging.getLogger(__name__)
 
+_CONFIG_CACHE_MAX = 10000
+
 
 def _plugin_error(where: Where | None, e: Exception, what: str) -> ConfigError:
     if where is None:
@@ -97,6 +99,7 @@ class Router:
             self.interpreter,
             timeout_ms=config.binding_timeout_ms,
             idle_ttl_s=float(config.binding_cache_idle_ttl_secs),
+            capacity=config.binding_cache_capacity.get("paths", 1000),
         )
         self._client_configs: dict[Path, ClientConfig] = {}
         self._service_configs: dict[Path, ServiceConfig] = {}
@@ -119,12 +122,16 @@ class Router:
         """Client params for a bound id (static entries merged, later wins), cached."""
         cfg = self._client_configs.get(client_id)
         if cfg is None:
+            if len(self._client_configs) >= _CONFIG_CACHE_MAX:
+                self._client_configs.clear()
             cfg = self._client_configs[client_id] = self.config.client.resolve(client_id)
         return cfg
 
     def service_config(self, name: Path) -> ServiceConfig:
         cfg = self._service_configs.get(name)
         if cfg is None:
+            if len(self._service_configs) >= _CONFIG_CACHE_MAX:  # names come from requests
+                self._service_configs.clear()
             cfg = self._service_configs[name] = self.config.service.resolve(name)
         return cfg
 

@@ -128,3 +128,20 @@ async def test_idle_entries_expire_and_release_namer_subscriptions() -> None:
         assert cache.get(DTAB, WEB) is None
     finally:
         cache.close()
+
+
+async def test_capacity_bounds_memory_under_a_flood_of_names() -> None:
+    namer = TableNamer("/io.l5d.fs")
+    interp = Interpreter([(Path.read("/io.l5d.fs"), namer)])
+    cache = BindingCache(interp, capacity=50)
+    try:
+        first = Path.read("/svc/host-0")
+        await cache.bind(DTAB, first)
+        for i in range(1, 500):
+            await cache.bind(DTAB, Path.read(f"/svc/host-{i}"))
+            assert len(cache) <= 50
+        assert cache.get(DTAB, first) is None  # the oldest went first
+        assert not namer.activity("/host-0").observed  # and released its subscription
+        assert cache.get(DTAB, Path.read("/svc/host-499")) is not None
+    finally:
+        cache.close()
