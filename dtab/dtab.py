@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, overload
 
 from dtab.nametree import Alt, Leaf, NameTree, Neg
@@ -114,7 +115,7 @@ class Dentry:
 
         return parse_dentry(text)
 
-    @property
+    @cached_property
     def show(self) -> str:
         return f"{self.prefix.show}=>{self.dst.show}"
 
@@ -129,8 +130,9 @@ class Dentry:
         return f"Dentry({self.show})"
 
 
-# A precomputed dentry: (length, labels or None when wildcarded, prefix, dst).
-_Rule = tuple[int, tuple[Any, ...] | None, Prefix, NameTree[Path]]
+# A precomputed dentry: (prefix length, labels to compare when there is no `*`,
+# else None, (position, label) pairs to compare when there is, dst, dentry).
+_Rule = tuple[int, tuple[str, ...] | None, tuple[tuple[int, str], ...], NameTree[Path], "Dentry"]
 
 
 def _rewrite(dst: NameTree[Path], suffix: tuple[str, ...]) -> NameTree[Path]:
@@ -143,12 +145,42 @@ def _rewrite(dst: NameTree[Path], suffix: tuple[str, ...]) -> NameTree[Path]:
     return dst.map(lambda p: p + rest)
 
 
+def _compile(
+    dentries: tuple[Dentry, ...],
+) -> tuple[dict[str, tuple[_Rule, ...]], tuple[_Rule, ...]]:
+    """Rules last dentry first, indexed by the first label a path must have.
+
+    A path only needs the rules filed under its first label plus those whose
+    first element is `*` or whose prefix is `/`, so a miss costs one dict probe.
+    """
+    rules: list[_Rule] = []
+    for d in reversed(dentries):
+        elems = d.prefix.elems
+        if d.prefix.has_wildcard:
+            checks = tuple((i, e) for i, e in enumerate(elems) if e is not ANY)
+            rules.append((len(elems), None, checks, d.dst, d))  # type: ignore[arg-type]
+        else:
+            rules.append((len(elems), elems, (), d.dst, d))  # type: ignore[arg-type]
+
+    def first(r: _Rule) -> object:
+        return r[4].prefix.elems[0] if r[0] else ANY
+
+    is_generic = [first(r) is ANY for r in rules]
+    generic = tuple(r for r, g in zip(rules, is_generic, strict=True) if g)
+    index = {
+        label: tuple(r for r, g in zip(rules, is_generic, strict=True) if g or first(r) == label)
+        for label in {first(r) for r in rules if first(r) is not ANY}
+    }
+    return index, generic  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class Dtab:
     """An ordered list of dentries; later dentries take precedence on lookup."""
 
     dentries: tuple[Dentry, ...] = ()
-    _rules: tuple[_Rule, ...] = field(init=False, repr=False, compare=False, hash=False)
+    _index: dict[str, tuple[_Rule, ...]] = field(init=False, repr=False, compare=False, hash=False)
+    _generic: tuple[_Rule, ...] = field(init=False, repr=False, compare=False, hash=False)
     _hash: int = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -157,16 +189,9 @@ class Dtab:
             if not isinstance(d, Dentry):
                 raise TypeError(f"Dtab entries must be Dentry, got {d!r}")
         object.__setattr__(self, "dentries", ds)
-        rules = tuple(
-            (
-                len(d.prefix.elems),
-                None if d.prefix.has_wildcard else d.prefix.elems,
-                d.prefix,
-                d.dst,
-            )
-            for d in reversed(ds)
-        )
-        object.__setattr__(self, "_rules", rules)
+        index, generic = _compile(ds)
+        object.__setattr__(self, "_index", index)
+        object.__setattr__(self, "_generic", generic)
         object.__setattr__(self, "_hash", hash(ds))
 
     def __hash__(self) -> int:
@@ -182,17 +207,39 @@ class Dtab:
     @staticmethod
     def read(text: str) -> Dtab:
         """Parse `/a=>/b;/c=>/d | ~` (comments, whitespace and a trailing `;` allowed)."""
-        from dtab.parser import parse_dtab
+        from dtab.parser import parse_dtab_cached
 
-        return parse_dtab(text)
+        return parse_dtab_cached(text)
 
     @staticmethod
     def empty() -> Dtab:
         return EMPTY_DTAB
 
-    @property
+    @cached_property
     def show(self) -> str:
         return ";".join(d.show for d in self.dentries)
+
+    def _matches(self, path: Path) -> list[tuple[_Rule, tuple[str, ...]]]:
+        pe = path.elems
+        n_path = len(pe)
+        rules = self._index.get(pe[0], self._generic) if pe else self._generic
+        out = []
+        for rule in rules:
+            n, labels, checks = rule[0], rule[1], rule[2]
+            if n > n_path:
+                continue
+            if labels is not None:
+                if pe[:n] != labels:
+                    continue
+            else:
+                for i, label in checks:
+                    if pe[i] != label:
+                        break
+                else:
+                    out.append((rule, pe[n:]))
+                continue
+            out.append((rule, pe[n:]))
+        return out
 
     def lookup(self, path: Path) -> NameTree[Path]:
         """Finagle's `Dtab.lookup`: each matching dentry, last first, rewritten.
@@ -200,38 +247,17 @@ class Dtab:
         No match is `Neg`, one match is its rewritten tree, several are an `Alt`
         in that order. The result is not simplified (the delegator shows it).
         """
-        pe = path.elems
-        n_path = len(pe)
-        matches: list[NameTree[Path]] = []
-        for n, labels, prefix, dst in self._rules:
-            if n > n_path:
-                continue
-            if labels is not None:
-                if pe[:n] != labels:
-                    continue
-            elif not prefix.matches(path):
-                continue
-            matches.append(_rewrite(dst, pe[n:]))
+        matches = self._matches(path)
         if not matches:
             return Neg
         if len(matches) == 1:
-            return matches[0]
-        return Alt(tuple(matches))
+            rule, rest = matches[0]
+            return _rewrite(rule[3], rest)
+        return Alt(tuple(_rewrite(rule[3], rest) for rule, rest in matches))
 
     def lookup_dentries(self, path: Path) -> list[tuple[Dentry, NameTree[Path]]]:
         """Like `lookup`, but keeps which dentry produced each alternative (for delegation)."""
-        out: list[tuple[Dentry, NameTree[Path]]] = []
-        pe = path.elems
-        for i, (n, labels, prefix, dst) in enumerate(self._rules):
-            if n > len(pe):
-                continue
-            if labels is not None:
-                if pe[:n] != labels:
-                    continue
-            elif not prefix.matches(path):
-                continue
-            out.append((self.dentries[len(self.dentries) - 1 - i], _rewrite(dst, pe[n:])))
-        return out
+        return [(rule[4], _rewrite(rule[3], rest)) for rule, rest in self._matches(path)]
 
     @property
     def simplified(self) -> Dtab:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path as FsPath
 from typing import Any
 
@@ -279,3 +279,10 @@ def parse_dentry(text: str) -> Dentry:
 
 def parse_dtab(text: str) -> Dtab:
     return _parse(text, "start_dtab", "dtab")
+
+
+@lru_cache(maxsize=1024)
+def parse_dtab_cached(text: str) -> Dtab:
+    """Dtabs are immutable, so the same text (a config, an `l5d-dtab` header
+    sent on every request) is parsed once; errors are not cached."""
+    return parse_dtab(text)
