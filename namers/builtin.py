@@ -25,6 +25,7 @@ from dtab.path import Path
 log = logging.getLogger(__name__)
 
 DNS_REFRESH_S = 5.0
+DNS_STOP_UNOBSERVED_S = 60.0
 
 _HOST = re.compile(r"^[A-Za-z0-9.:_-]+$")
 _METHOD = re.compile(r"^[A-Z]+$")
@@ -61,6 +62,7 @@ class _Dns:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        unobserved_since: float | None = None
         while True:
             try:
                 infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
@@ -73,8 +75,13 @@ class _Dns:
                 log.info("inet: %s:%s -> %s", self.host, self.port, result)
             self.addr.set(result)
             await asyncio.sleep(self.refresh_s)
-            if not self.addr.observed:
-                return  # nobody follows it: stop refreshing until the next lookup
+            now = loop.time()
+            if self.addr.observed:
+                unobserved_since = None
+            elif unobserved_since is None:
+                unobserved_since = now
+            elif now - unobserved_since >= DNS_STOP_UNOBSERVED_S:
+                return  # nobody has followed it for a while: stop until the next lookup
 
     def _result(self, infos: list) -> Addr:
         # Prefer IPv4 when a name has both (e.g. localhost): backends on loopback

@@ -124,3 +124,13 @@ async def test_delegate_times_out_while_pending() -> None:
     interp = Interpreter([(Path.read("/io.l5d.fs"), n)])
     with pytest.raises(TimeoutError):
         await interp.delegate(Dtab.read("/svc => /#/io.l5d.fs"), Path.read("/svc/web"), 0.1)
+
+
+async def test_delegate_records_interpreter_transformers() -> None:
+    n = TableNamer("/io.l5d.fs")
+    n.add("/web", ("127.0.0.1", 80))
+    port = build_transformer("io.l5d.port", {"kind": "io.l5d.port", "port": 4141})
+    interp = Interpreter([(Path.read("/io.l5d.fs"), n)], [port])
+    doc = await interp.delegate(Dtab.read("/svc => /#/io.l5d.fs"), Path.read("/svc/web"))
+    text = str(doc)
+    assert "'transformation'" in text and "/%/io.l5d.port/4141/#/io.l5d.fs/web" in text
