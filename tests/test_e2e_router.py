@@ -119,6 +119,12 @@ def identifiers_config(disco: FsPath, echo_port: int) -> tuple[str, dict[str, in
       dtab: |
         /svc => /$/io.buoyant.http.domainToPathPfx/domain;
         /domain/test/echo/www => /#/io.l5d.fs/echo;
+        /svc => /$/io.buoyant.http.subdomainOfPfx/example.com/sub;
+        /sub/echo => /#/io.l5d.fs/echo2;
+        /svc => /$/io.buoyant.hostportPfx/hp;
+        /hp/api/8080 => /#/io.l5d.fs/echo;
+        /hp/api/9090 => /$/io.buoyant.porthostPfx/ph/api:9090;
+        /ph/9090/api => /#/io.l5d.fs/echo2;
       servers: [{{port: {ports['ingress']}}}]
     """)
     return text, ports
@@ -157,9 +163,12 @@ def test_builtin_namers_through_the_router(routers) -> None:
         status, _, body = curl(ports["token"], f"http://{host}/x")
         assert status == 200, body
         assert seen_headers(body)["l5d-dst-client"] == f"/$/inet/127.0.0.1/{echo.port}"
-    status, hdrs, body = curl(ports["ingress"], "http://www.echo.test/")
-    assert status == 200, body
-    assert seen_headers(body)["l5d-dst-service"] == "/svc/www.echo.test"
+    for host, backend in (("www.echo.test", "echo"), ("echo.example.com", "echo2"),
+                          ("api:8080", "echo"), ("api:9090", "echo2")):
+        status, hdrs, body = curl(ports["ingress"], f"http://{host}/")
+        assert status == 200, (host, body)
+        assert json.loads(body)["name"] == backend, host
+        assert seen_headers(body)["l5d-dst-service"] == f"/svc/{host}"
     status, hdrs, body = curl(ports["token"], "http://failing/")
     assert status == 502 and "l5d-err" in hdrs
 
