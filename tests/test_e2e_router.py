@@ -380,3 +380,33 @@ def test_sigterm_drains_and_exits_zero(l5d_process, echo_backend, disco) -> None
     assert curl(port, "http://echo/")[0] == 200
     assert proc.stop() == 0
     assert "shutting down" in proc.log()
+
+
+def test_binding_timeout_is_a_502_with_linkerds_text(l5d_process) -> None:
+    """A namer that never answers (a k8s API server that accepts and stays silent)."""
+    import socket
+
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(16)
+        port, admin = free_port(), free_port()
+        l5d_process(textwrap.dedent(f"""
+        admin: {{port: {admin}}}
+        namers:
+        - kind: io.l5d.k8s
+          host: 127.0.0.1
+          port: {hole.getsockname()[1]}
+        routers:
+        - protocol: http
+          dtab: /svc => /#/io.l5d.k8s/default/http
+          bindingTimeoutMs: 500
+          servers: [{{port: {port}}}]
+        """))
+        t0 = time.monotonic()
+        status, hdrs, body = curl(port, "http://hello/")
+        elapsed = time.monotonic() - t0
+    assert status == 502
+    assert body.strip() == (
+        "Exceeded 500.milliseconds binding timeout while resolving name: /svc/hello")
+    assert "l5d-err" in hdrs
+    assert 0.4 < elapsed < 5
