@@ -41,6 +41,9 @@ from dtab.path import Path
 
 # Finagle's `namerMaxDepth` default.
 MAX_DEPTH = 100
+# Not in Finagle: a bound on total lookups, so `/a => /a/x & /a/y` (exponential, every
+# chain ending at the depth limit) is an error rather than a hang.
+MAX_LOOKUPS = 10_000
 
 Lookup = Callable[[Path], "Activity | None"]
 
@@ -65,11 +68,29 @@ class BindResult:
         return isinstance(self.state, Pending)
 
 
-def bind(dtab: Dtab, path: Path, lookup: Lookup, *, max_depth: int = MAX_DEPTH) -> BindResult:
+def bind(
+    dtab: Dtab,
+    path: Path,
+    lookup: Lookup,
+    *,
+    max_depth: int = MAX_DEPTH,
+    max_lookups: int = MAX_LOOKUPS,
+) -> BindResult:
     """Bind `path` against `dtab`, asking `lookup` (the namers) when the dtab has nothing."""
-    binder = _Binder(dtab, lookup, max_depth, path)
-    state = binder.bind(Leaf(path), 0, ())
+    binder = _Binder(dtab, lookup, max_depth, path, max_lookups)
+    try:
+        state = binder.bind(Leaf(path), 0, ())
+    except LookupBudgetExceeded as e:
+        state = Failed(e.error)
     return BindResult(state, tuple(binder.deps))
+
+
+class LookupBudgetExceeded(Exception):
+    """Raised through the whole evaluation (no branch may swallow it)."""
+
+    def __init__(self, error: DelegationLoopError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def lookup_once(
@@ -95,14 +116,27 @@ def lookup_once(
 
 
 class _Binder:
-    __slots__ = ("dtab", "lookup", "max_depth", "root", "deps")
+    __slots__ = ("dtab", "lookup", "max_depth", "root", "deps", "budget", "max_lookups")
 
-    def __init__(self, dtab: Dtab, lookup: Lookup, max_depth: int, root: Path) -> None:
+    def __init__(
+        self, dtab: Dtab, lookup: Lookup, max_depth: int, root: Path, max_lookups: int
+    ) -> None:
         self.dtab = dtab
         self.lookup = lookup
         self.max_depth = max_depth
         self.root = root
         self.deps: list[Var[Any]] = []
+        self.budget = max_lookups
+        self.max_lookups = max_lookups
+
+    def spend(self, chain: tuple[Path, ...]) -> None:
+        self.budget -= 1
+        if self.budget < 0:
+            raise LookupBudgetExceeded(
+                DelegationLoopError(
+                    self.root, chain, self.max_depth, self.dtab.show, max_lookups=self.max_lookups
+                )
+            )
 
     def bind(self, tree: NameTree[Any], depth: int, chain: tuple[Path, ...]) -> ActivityState:
         if depth > self.max_depth:
@@ -110,6 +144,7 @@ class _Binder:
         if isinstance(tree, Leaf):
             value = tree.value
             if isinstance(value, Path):
+                self.spend(chain + (value,))
                 state = lookup_once(self.dtab, value, self.lookup, self.deps)
                 if isinstance(state, Ok):
                     if not isinstance(state.value, NameTree):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from dtab.addr import ADDR_PENDING, AddrPending, BoundName
-from dtab.binding import MAX_DEPTH, Lookup
+from dtab.binding import MAX_DEPTH, MAX_LOOKUPS, Lookup, LookupBudgetExceeded
 from dtab.dtab import Dentry, Dtab
 from dtab.errors import DelegationLoopError
 from dtab.nametree import Alt, EmptyTree, FailTree, Leaf, NameTree, NegTree, Union
@@ -257,6 +257,7 @@ def delegate(
     *,
     transform: Sequence[TransformStep] | None = None,
     max_depth: int = MAX_DEPTH,
+    max_lookups: int = MAX_LOOKUPS,
 ) -> DelegateTree:
     """The `/delegator.json` tree for `path` under `dtab`, with `lookup` as the namers.
 
@@ -276,12 +277,13 @@ def delegate_with_dependencies(
     *,
     transform: Sequence[TransformStep] | None = None,
     max_depth: int = MAX_DEPTH,
+    max_lookups: int = MAX_LOOKUPS,
 ) -> tuple[DelegateTree, tuple[Var[Any], ...]]:
     """`delegate`, plus the Activities and address Vars to watch while it is `pending`."""
-    d = _Delegator(dtab, lookup, max_depth, path)
+    d = _Delegator(dtab, lookup, max_depth, path, max_lookups)
     try:
         tree = d.bind(LeafNode(EMPTY_PATH, None, path), 0, ())
-    except _TooDeep as e:
+    except (_TooDeep, LookupBudgetExceeded) as e:
         tree = ExceptionNode(path, None, str(e.error))
     tree = simplify(tree)
     if transform:
@@ -323,14 +325,18 @@ def from_name_tree(path: Path, dentry: Dentry | None, tree: NameTree[Any]) -> De
 
 
 class _Delegator:
-    __slots__ = ("dtab", "lookup", "max_depth", "root", "deps")
+    __slots__ = ("dtab", "lookup", "max_depth", "root", "deps", "budget", "max_lookups")
 
-    def __init__(self, dtab: Dtab, lookup: Lookup, max_depth: int, root: Path) -> None:
+    def __init__(
+        self, dtab: Dtab, lookup: Lookup, max_depth: int, root: Path, max_lookups: int
+    ) -> None:
         self.dtab = dtab
         self.lookup = lookup
         self.max_depth = max_depth
         self.root = root
         self.deps: list[Var[Any]] = []
+        self.budget = max_lookups
+        self.max_lookups = max_lookups
 
     def lookup_node(self, dentry: Dentry | None, path: Path) -> DelegateTree:
         """Linkerd's `delegateLookup`: the dtab's matches, else the namers' answer."""
@@ -375,6 +381,17 @@ class _Delegator:
             raise _TooDeep(DelegationLoopError(self.root, chain, self.max_depth, self.dtab.show))
         if isinstance(node, LeafNode):
             if isinstance(node.value, Path):
+                self.budget -= 1
+                if self.budget < 0:
+                    raise LookupBudgetExceeded(
+                        DelegationLoopError(
+                            self.root,
+                            chain + (node.value,),
+                            self.max_depth,
+                            self.dtab.show,
+                            max_lookups=self.max_lookups,
+                        )
+                    )
                 looked = self.lookup_node(node.dentry, node.value)
                 return self.bind(looked, depth + 1, chain + (node.value,))
             return node

@@ -41,15 +41,28 @@ class DelegationLoopError(Exception):
     grows) and the dtab, so the person who wrote the loop can find it.
     """
 
-    def __init__(self, path: Any, chain: tuple[Any, ...], max_depth: int, dtab: str) -> None:
+    def __init__(
+        self,
+        path: Any,
+        chain: tuple[Any, ...],
+        max_depth: int,
+        dtab: str,
+        *,
+        max_lookups: int | None = None,
+    ) -> None:
         self.path = path
         self.chain = chain
         self.max_depth = max_depth
+        self.max_lookups = max_lookups
         self.dtab = dtab
-        super().__init__(
-            f"binding {path.show} exceeded the limit of {max_depth} delegation steps: "
-            f"{describe_chain(chain)} (dtab: {dtab if len(dtab) <= 500 else dtab[:500] + '...'})"
-        )
+        shown = dtab if len(dtab) <= 500 else dtab[:500] + "..."
+        if max_lookups is None:
+            what = f"exceeded the limit of {max_depth} delegation steps"
+        else:
+            # Unions and alternatives that rewrite into themselves grow exponentially
+            # long before any one chain reaches the depth limit.
+            what = f"needed more than {max_lookups} lookups (the dtab keeps expanding)"
+        super().__init__(f"binding {path.show} {what}: {describe_chain(chain)} (dtab: {shown})")
 
 
 def describe_chain(chain: tuple[Any, ...]) -> str:

@@ -341,3 +341,17 @@ def test_weighted_constructor_and_bind_union_of_one() -> None:
     tree = Union((Weighted(0.5, Leaf(Path.read("/$/inet/1"))),))
     res = bind(Dtab.read(f"/a=>{tree.show}"), Path.read("/a"), n)
     assert ports(res) == {1}
+
+
+def test_exponential_expansion_is_an_error_not_a_hang() -> None:
+    # Every chain here reaches the depth limit, but a union doubles at each step: a
+    # total lookup budget turns it into an error naming what kept expanding.
+    n = FakeNamers()
+    res = bind(Dtab.read("/a=>/a/x & /a/y"), Path.read("/a"), n, max_lookups=500)
+    assert isinstance(res.state, Failed)
+    assert isinstance(res.state.error, DelegationLoopError)
+    assert "needed more than 500 lookups" in str(res.state.error)
+    assert "/a -> /a/x -> /a/x/x" in str(res.state.error)
+    # the default budget is plenty for real dtabs
+    d = Dtab.read("/s=>/$/inet/1 & /$/inet/2 & /$/inet/3;/t=>/s | /s")
+    assert ports(bind(d, Path.read("/t"), n)) == {1, 2, 3}

@@ -351,3 +351,9 @@ def test_delegation_agrees_with_binding_on_a_neg_dentry() -> None:
         "path": "~",
         "dentry": {"prefix": "/q/y", "dst": "~"},
     }
+
+
+def test_exponential_expansion_is_one_exception_node() -> None:
+    out = delegate(Dtab.read("/a=>/a/x | /a/y"), Path.read("/a"), FakeNamers(), max_lookups=300)
+    assert out.to_json()["type"] == "exception"
+    assert "needed more than 300 lookups" in out.to_json()["message"]
