@@ -15,7 +15,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from dtab.addr import BoundName
@@ -34,44 +34,88 @@ DOLLAR = "$"
 DELEGATE_TIMEOUT_S = 2.0
 
 
-class _FirstNonNeg(Activity):
-    """Several namers share a prefix: the first (config order) that is not Neg wins.
+class _Derived(Activity):
+    """An Activity computed from other Activities, subscribed to them only while observed.
+
+    Subscribing lazily matters: a namer releases a name (and its watch) when
+    nobody observes it, so a derived view must not hold it forever. Reads
+    while unobserved recompute from the sources (memoised on their states).
+    """
+
+    __slots__ = ("_sources", "_unsubs", "_inputs")
+
+    def __init__(self, sources: Sequence[Activity]) -> None:
+        self._sources = tuple(sources)
+        self._unsubs: list[Callable[[], None]] | None = None
+        self._inputs: tuple[Any, ...] | None = None
+        super().__init__()
+        self._refresh()
+
+    def _compute(self, states: tuple[Any, ...]) -> Any:
+        raise NotImplementedError
+
+    def _refresh(self) -> None:
+        inputs = tuple(s.value for s in self._sources)
+        old = self._inputs
+        if old is None or any(a is not b for a, b in zip(inputs, old, strict=True)):
+            self._inputs = inputs
+            self._value = self._compute(inputs)
+
+    @property
+    def value(self) -> Any:
+        if self._unsubs is None:
+            self._refresh()
+        return self._value
+
+    def observe(self, fn: Callable[[Any], None], *, initial: bool = False) -> Callable[[], None]:
+        if self._unsubs is None:
+            self._refresh()
+            self._unsubs = [s.observe(self._changed) for s in self._sources]
+        inner = super().observe(fn, initial=initial)
+
+        def unsubscribe() -> None:
+            inner()
+            if not self._observers and self._unsubs is not None:
+                for unsub in self._unsubs:
+                    unsub()
+                self._unsubs = None
+
+        return unsubscribe
+
+    def _changed(self, _: object) -> None:
+        inputs = tuple(s.value for s in self._sources)
+        self._inputs = inputs
+        self.set(self._compute(inputs))
+
+
+class _FirstNonNeg(_Derived):
+    """Several namers match a path: the first (config order) that is not Neg wins.
 
     Pending while an earlier namer is still Pending (its answer could win);
     Failed if the first decided namer failed.
     """
 
-    __slots__ = ("_sources", "_unsubs")
+    __slots__ = ()
 
-    def __init__(self, sources: Sequence[Activity]) -> None:
-        self._sources = tuple(sources)
-        super().__init__(self._compute())
-        self._unsubs = [s.observe(self._changed) for s in self._sources]
-
-    def _compute(self) -> Any:
-        for src in self._sources:
-            state = src.value
+    def _compute(self, states: tuple[Any, ...]) -> Any:
+        for state in states:
             if isinstance(state, Ok) and isinstance(state.value, NegTree):
                 continue
             return state
-        return Ok(self._sources[-1].value.value if self._sources else Neg)
-
-    def _changed(self, _: object) -> None:
-        self.set(self._compute())
+        return states[-1] if states else Ok(Neg)
 
 
-class _Transformed(Activity):
+class _Transformed(_Derived):
     """A namer's answer with that namer's own transformers applied to its bound leaves."""
 
-    __slots__ = ("_source", "_transformers", "_unsub")
+    __slots__ = ("_transformers",)
 
     def __init__(self, source: Activity, transformers: Sequence[Transformer]) -> None:
-        self._source = source
         self._transformers = tuple(transformers)
-        super().__init__(self._compute(source.value))
-        self._unsub = source.observe(lambda s: self.set(self._compute(s)))
+        super().__init__((source,))
 
-    def _compute(self, state: Any) -> Any:
+    def _compute(self, states: tuple[Any, ...]) -> Any:
+        (state,) = states
         if isinstance(state, Ok) and isinstance(state.value, NameTree):
             tree = state.value
             if all(isinstance(v, BoundName) for v in tree.leaves()):
@@ -81,6 +125,9 @@ class _Transformed(Activity):
                     log.exception("transformer failed on %s", tree.show)
                     return Failed(e)
         return state
+
+
+_DERIVED_CACHE_MAX = 10000
 
 
 class TransformedNamer:
@@ -94,6 +141,8 @@ class TransformedNamer:
     def lookup(self, path: Path) -> Activity:
         act = self._cache.get(path)
         if act is None:
+            if len(self._cache) >= _DERIVED_CACHE_MAX:  # names come from requests: stay bounded
+                self._cache.clear()
             act = self._cache[path] = _Transformed(self.namer.lookup(path), self.transformers)
         return act
 
@@ -144,6 +193,8 @@ class Interpreter:
                 return namer.lookup(rest.drop(len(prefix)))
             act = self._combined.get(path)
             if act is None:
+                if len(self._combined) >= _DERIVED_CACHE_MAX:
+                    self._combined.clear()
                 act = self._combined[path] = _FirstNonNeg(
                     [n.lookup(rest.drop(len(p))) for p, n in matches]
                 )

@@ -134,3 +134,24 @@ async def test_delegate_records_interpreter_transformers() -> None:
     doc = await interp.delegate(Dtab.read("/svc => /#/io.l5d.fs"), Path.read("/svc/web"))
     text = str(doc)
     assert "'transformation'" in text and "/%/io.l5d.port/4141/#/io.l5d.fs/web" in text
+
+
+def test_derived_views_hold_namer_activities_only_while_observed() -> None:
+    a, b = TableNamer("/disco"), TableNamer("/disco/b")
+    a.add("/web", ("10.0.0.1", 80))
+    port = build_transformer("io.l5d.port", {"kind": "io.l5d.port", "port": 9})
+    interp = Interpreter([(Path.read("/disco"), TransformedNamer(a, [port])),
+                          (Path.read("/disco"), b)])
+    act = interp.lookup(Path.read("/#/disco/web"))
+    src = a.activity("/web")
+    assert not src.observed  # looking up does not subscribe
+    assert act.value.value.value.addr.value.addresses == frozenset({Address("10.0.0.1", 9)})
+    seen = []
+    unsub = act.observe(seen.append)
+    assert src.observed and b.activity("/web").observed
+    src.set_ok(Neg.because("gone"))  # a first namer going Neg falls through to the next
+    assert seen and isinstance(seen[-1].value, NegTree)
+    b.add("/web", ("10.0.0.2", 80))
+    assert seen[-1].value.value.id == Path.read("/#/disco/b/web")
+    unsub()
+    assert not src.observed and not b.activity("/web").observed
