@@ -268,6 +268,14 @@ async def test_request_goes_node_to_node_through_both_routers(
                 assert r.status == 200 and r.headers["x-pod"] == "hello-a"
                 assert "io.l5d.k8s.localnode" in r.headers["x-seen-l5d-dst-client"]
             assert len(hello_a.hits) == 1
+            # One watch per object per process, shared by the namer, all three routers and
+            # the outgoing and ingress daemonset transformers.
+            # (A watch starts right after its list, so wait for the last one to connect.)
+            for svc in ("l5d", "world-v1", "hello"):
+                await async_wait_until(
+                    lambda svc=svc: fake_k8s.live_watches("endpoints", name=svc) >= 2, 5, svc)
+                assert fake_k8s.live_watches("endpoints", name=svc) == 2
+                assert sum(1 for w in fake_k8s.watch_requests if w[2] == svc) == 2
 
             # A service that does not exist: a 502 naming it, and the delegator says why.
             async with s.get(m.url("node-a", "outgoing") + "/",

@@ -278,3 +278,19 @@ async def test_server_side_watch_timeout_resumes_without_relisting(
     finally:
         await namer.close()
         await hub.close()
+
+
+async def test_names_that_cannot_exist_are_neg_without_a_watch(
+    fake_k8s: FakeApiServer, namer: K8sNamer  # noqa: F811
+) -> None:
+    for path, why in [
+        ("/default/http/www.hello.world", "'www.hello.world' is not a valid Kubernetes service"),
+        ("/default/http/-x", "'-x' is not a valid Kubernetes service name"),
+        ("/my_ns/http/hello", "'my_ns' is not a valid Kubernetes namespace"),
+        ("/default/99999/hello", "'99999' is not a valid port number"),
+        ("/default/a-very-long-port-name/hello", "is not a valid Kubernetes port name"),
+    ]:
+        act = namer.lookup(Path.read(path))
+        assert isinstance(act.value, Ok) and isinstance(act.value.value, NegTree), path
+        assert why in act.value.value.reason
+    assert namer.hub.watching() == [] and fake_k8s.list_requests == []

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,13 @@ log = logging.getLogger("l5d.k8s")
 
 KIND = "io.l5d.k8s"
 DEFAULT_IDLE_TTL = 600.0
+
+# Kubernetes' DNS-1123 label (namespaces, service names) and port names. A
+# name that cannot exist is Neg at once: no watch, no API call. This matters
+# behind an ingress, where every Host value ("www.hello.world") is tried as
+# a service name before the dtab falls back to the domain rules.
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_PORT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +214,20 @@ class _Entry:
             lease.release()
 
 
+def _invalid(ns: str, port: str, svc: str) -> str | None:
+    """Why these cannot name a Kubernetes service port, or None when they can."""
+    if not _DNS_LABEL.fullmatch(ns):
+        return f"'{ns}' is not a valid Kubernetes namespace"
+    if not _DNS_LABEL.fullmatch(svc):
+        return f"'{svc}' is not a valid Kubernetes service name"
+    if port.isdigit():
+        if not 0 < int(port) < 65536:
+            return f"'{port}' is not a valid port number"
+    elif not _PORT_NAME.fullmatch(port):
+        return f"'{port}' is not a valid Kubernetes port name"
+    return None
+
+
 class K8sNamer:
     """The `io.l5d.k8s` namer. `lookup` is cheap to repeat: entries are cached per id."""
 
@@ -247,6 +269,9 @@ class K8sNamer:
         elems = [e.lower() for e in path.elems[:n]]
         ns, port, svc = elems[:3]
         label = elems[3] if n == 4 else None
+        invalid = _invalid(ns, port, svc)
+        if invalid is not None:
+            return Activity.ok(Neg.because(f"{KIND}: {invalid}"))
         key = (ns, port, svc, label)
         entry = self._entries.get(key)
         if entry is None:
