@@ -265,9 +265,10 @@ def delegate(
     `fn(bound) -> NameTree[BoundName]`; each bound leaf of the result is
     recorded as a `transformation` node per step, as Linkerd records them.
     """
-    return delegate_with_dependencies(dtab, path, lookup, transform=transform, max_depth=max_depth)[
-        0
-    ]
+    tree, _ = delegate_with_dependencies(
+        dtab, path, lookup, transform=transform, max_depth=max_depth, max_lookups=max_lookups
+    )
+    return tree
 
 
 def delegate_with_dependencies(
