@@ -410,3 +410,17 @@ def test_binding_timeout_is_a_502_with_linkerds_text(l5d_process) -> None:
         "Exceeded 500.milliseconds binding timeout while resolving name: /svc/hello")
     assert "l5d-err" in hdrs
     assert 0.4 < elapsed < 5
+
+
+def test_a_routing_loop_is_stopped_by_max_call_depth(l5d_process) -> None:
+    port, admin = free_port(), free_port()
+    l5d_process(textwrap.dedent(f"""
+    admin: {{port: {admin}}}
+    routers:
+    - protocol: http
+      dtab: /svc/loop => /$/inet/127.0.0.1/{port}
+      servers: [{{port: {port}, maxCallDepth: 3}}]
+    """))
+    status, hdrs, body = curl(port, "http://loop/")
+    assert status == 400, body
+    assert "Maximum number of calls (3) has been exceeded. Please check for proxy loops." in body
