@@ -75,6 +75,7 @@ def identifiers_config(disco: FsPath, echo_port: int) -> tuple[str, dict[str, in
         /svc => /#/io.l5d.fs;
         /svc/direct => /$/inet/127.0.0.1/{echo_port};
         /svc/reversed => /$/io.buoyant.rinet/{echo_port}/127.0.0.1;
+        /svc/byname => /$/inet/localhost/{echo_port};
         /svc/nil => /$/nil;
         /svc/failing => /$/fail;
         /svc/split => 1 * /#/io.l5d.fs/echo & 1 * /#/io.l5d.fs/echo2;
@@ -169,6 +170,9 @@ def test_builtin_namers_through_the_router(routers) -> None:
         assert status == 200, (host, body)
         assert json.loads(body)["name"] == backend, host
         assert seen_headers(body)["l5d-dst-service"] == f"/svc/{host}"
+    status, _, body = curl(ports["token"], "http://byname/x")  # DNS, asynchronously
+    assert status == 200, body
+    assert seen_headers(body)["l5d-dst-client"] == f"/$/inet/localhost/{echo.port}"
     status, hdrs, body = curl(ports["token"], "http://failing/")
     assert status == 502 and "l5d-err" in hdrs
 
