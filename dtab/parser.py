@@ -171,9 +171,21 @@ def _expected(names: set[str] | frozenset[str] | None) -> str:
     return ", ".join(words[:-1]) + " or " + words[-1]
 
 
+def _one_line(text: str) -> str:
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def _quote_input(text: str) -> str:
     shown = text if len(text) <= 200 else text[:200] + "..."
-    return "'" + shown.replace("\\", "\\\\").replace("\n", "\\n").replace("'", "\\'") + "'"
+    return f"'{_one_line(shown)}'"
+
+
+def _marked(text: str, pos: int) -> str:
+    """Finagle's pointer: the input with the offending character in brackets."""
+    start, end = max(0, pos - 60), min(len(text), pos + 61)
+    before = ("..." if start else "") + text[start:pos]
+    after = text[pos + 1 : end] + ("..." if end < len(text) else "")
+    return f"'{_one_line(before)}[{_one_line(text[pos : pos + 1])}]{_one_line(after)}'"
 
 
 def _line_col(text: str, pos: int) -> tuple[int, int]:
@@ -185,7 +197,7 @@ def _error(kind: str, text: str, pos: int, expected: str, found: str) -> DtabPar
     line, column = _line_col(text, pos)
     message = (
         f"invalid {kind} {_quote_input(text)} at line {line}, column {column}: "
-        f"expected {expected}; found {found}"
+        f"expected {expected}; found {found} at {_marked(text, pos)}"
     )
     return DtabParseError(message, text=text, line=line, column=column, expected=expected)
 
