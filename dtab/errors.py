@@ -9,7 +9,9 @@ class DtabParseError(ValueError):
     """A path, dentry, dtab or name tree that does not parse.
 
     The message names the input, the line and column, and what was expected,
-    e.g. ``invalid dtab '/a=>' at line 1, column 5: expected a path, '!', '~', '$' or '('``.
+    e.g. ``invalid dtab '/a=>' at line 1, column 5: expected a path, '!', '~', '$', '('
+    or a weight; found end of input at '/a=>[]'`` (the bracket marks the spot, as in
+    Finagle's messages). `expected` holds just the "a path, ..." part.
     """
 
     def __init__(self, message: str, *, text: str, line: int, column: int, expected: str) -> None:
