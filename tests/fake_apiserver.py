@@ -268,6 +268,21 @@ class FakeApiServer:
             return web.json_response(_status(410, "Expired", msg), status=410)
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         resp.enable_chunked_encoding()
+        try:
+            return await self._stream(request, resp, kind, ns, name, labels, rv_text)
+        except ConnectionResetError:
+            return resp  # the client went away mid-stream: what real watches see all the time
+
+    async def _stream(
+        self,
+        request: web.Request,
+        resp: web.StreamResponse,
+        kind: str,
+        ns: str,
+        name: str | None,
+        labels: dict[str, str],
+        rv_text: str | None,
+    ) -> web.StreamResponse:
         await resp.prepare(request)
         w = _Watcher(kind, ns, name, labels)
         if rv_text:
