@@ -272,6 +272,13 @@ class _Obj:
             msg = str(e)
             marker = f"column {e.column}: "
             detail = msg[msg.find(marker) + len(marker):] if marker in msg else msg
+            # show only the offending line of the dtab, with the position marked
+            lines = e.text.splitlines() or [""]
+            if 0 < e.line <= len(lines) and " at '" in detail:
+                bad = lines[e.line - 1]
+                c = min(max(e.column - 1, 0), len(bad))
+                pointed = f"{bad[:c]}[{bad[c:c + 1]}]{bad[c + 1:]}".strip()
+                detail = detail[: detail.rfind(" at '")] + f" in '{pointed}'"
             raise ConfigError(
                 f"invalid dtab at column {col}: {detail}", file=self.src.name,
                 line=line or self.key_line(key), key=self.path(key),

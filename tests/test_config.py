@@ -201,7 +201,8 @@ def test_invalid_block_dtab_points_at_the_file_line_and_column() -> None:
     assert (e.line, e.key) == (5, "routers[0].dtab")
     # "    /svc/world => =>": the second '=>' starts at column 19 of the file line
     assert "column 19" in str(e)
-    assert "expected" in str(e)
+    assert "expected a path" in str(e)
+    assert "in '/svc/world => [=]> /svc/world-v2;'" in str(e)  # just the offending line
 
 
 def test_invalid_inline_dtab_column_is_in_file_coordinates() -> None:
