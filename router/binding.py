@@ -63,7 +63,8 @@ class BindingFailed(Exception):
 
 
 class _Entry:
-    __slots__ = ("dtab", "path", "tree", "state", "subs", "event", "last_used", "binds")
+    __slots__ = ("dtab", "path", "tree", "state", "subs", "event", "last_used", "binds",
+                 "waiters")
 
     def __init__(self, dtab: Dtab, path: Path) -> None:
         self.dtab = dtab
@@ -74,6 +75,7 @@ class _Entry:
         self.event: asyncio.Event | None = None
         self.last_used = time.monotonic()
         self.binds = 0
+        self.waiters = 0
 
 
 class BindingCache:
@@ -137,10 +139,13 @@ class BindingCache:
             if entry.event is None:
                 entry.event = asyncio.Event()
             event = entry.event
+            entry.waiters += 1
             try:
                 await asyncio.wait_for(event.wait(), remaining)
             except TimeoutError:
                 raise BindingTimeout(entry.path, entry.dtab, self.timeout_ms) from None
+            finally:
+                entry.waiters -= 1
 
     # -- following namer updates
     def _rebind(self, entry: _Entry) -> None:
@@ -193,7 +198,7 @@ class BindingCache:
         now = time.monotonic() if now is None else now
         dropped = 0
         for key, entry in list(self._entries.items()):
-            if now - entry.last_used >= self.idle_ttl_s and entry.event is None:
+            if now - entry.last_used >= self.idle_ttl_s and not entry.waiters:
                 del self._entries[key]
                 self._release(entry)
                 dropped += 1
@@ -204,7 +209,7 @@ class BindingCache:
     def _evict(self) -> None:
         """Over capacity (e.g. a flood of distinct Host values): drop the least recently
         used tenth, so memory stays bounded and eviction cost is amortised."""
-        idle = sorted((e for e in self._entries.values() if e.event is None),
+        idle = sorted((e for e in self._entries.values() if not e.waiters),
                       key=lambda e: e.last_used)
         for entry in idle[: max(1, len(self._entries) // 10)]:
             del self._entries[(entry.dtab, entry.path)]

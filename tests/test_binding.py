@@ -145,3 +145,15 @@ async def test_capacity_bounds_memory_under_a_flood_of_names() -> None:
         assert cache.get(DTAB, Path.read("/svc/host-499")) is not None
     finally:
         cache.close()
+
+
+async def test_a_name_that_timed_out_still_expires() -> None:
+    namer, _, cache = setup(timeout_ms=50, ttl=0.2)
+    namer.activity("/web").set(Pending())
+    try:
+        with pytest.raises(BindingTimeout):
+            await cache.bind(DTAB, WEB)
+        await async_wait_until(lambda: len(cache) == 0, 3, "expiry after a timeout")
+        assert not namer.activity("/web").observed
+    finally:
+        cache.close()
