@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -168,8 +169,9 @@ async def test_410_gone_lists_again(
 
 
 async def test_api_server_down_keeps_last_endpoints_then_catches_up(
-    fake_k8s: FakeApiServer, namer: K8sNamer  # noqa: F811
+    fake_k8s: FakeApiServer, namer: K8sNamer, caplog: pytest.LogCaptureFixture  # noqa: F811
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="l5d.k8s")
     fake_k8s.upsert("endpoints", endpoints("hello", [("10.0.1.5", "a")], {"http": 80}))
     act = namer.lookup(Path.read("/default/http/hello"))
     tree = await settled(act)
@@ -191,6 +193,10 @@ async def test_api_server_down_keeps_last_endpoints_then_catches_up(
     fake_k8s.upsert("endpoints", endpoints("hello", [("10.0.2.2", "b")], {"http": 80}))
     await fake_k8s.come_up()
     await async_wait_until(lambda: hostports(addr.value) == {("10.0.2.2", 80)}, 5, "catch up")
+    # The outage is logged once as a warning (the retries at debug), the recovery once.
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "keeping the last known state" in warnings[0].getMessage()
+    assert sum("watching again after" in r.getMessage() for r in caplog.records) == 1
 
 
 async def test_first_list_failing_stays_pending(fake_k8s: FakeApiServer, namer: K8sNamer) -> None:  # noqa: F811

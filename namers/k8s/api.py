@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -143,8 +143,11 @@ class K8sApi:
         resource_version: str,
         label_selector: str | None = None,
         timeout_seconds: int = 300,
+        on_open: Callable[[], None] | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Yield watch events (`{"type", "object"}`) until the server ends the stream.
+
+        `on_open` runs once the server has accepted the watch (HTTP 2xx).
 
         An ERROR event raises ApiError with its code (410 when the version is
         too old); a broken connection raises the transport's exception.
@@ -169,6 +172,8 @@ class K8sApi:
         try:
             if not 200 <= resp.status <= 299:
                 raise ApiError(resp.status, _message(await resp.read()), url)
+            if on_open is not None:
+                on_open()
             while True:
                 line = await resp.content.readline()
                 if not line:

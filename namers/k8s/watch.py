@@ -92,6 +92,9 @@ class ObjectWatch:
         self.resource_version: str | None = None
         self.lists = 0
         self.failures = 0
+        self._outage_failures = 0
+        self._attempt = 0
+        self._last_warning = float("-inf")
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -130,7 +133,7 @@ class ObjectWatch:
         n = 0
         async for ev in self.api.watch(
             k.kind, k.namespace, k.name, self.resource_version, k.label_selector,
-            timeout_seconds=self.watch_timeout,
+            timeout_seconds=self.watch_timeout, on_open=self._healthy,
         ):
             n += 1
             etype = ev.get("type")
@@ -147,42 +150,59 @@ class ObjectWatch:
         return n
 
     async def _run(self) -> None:
-        attempt = 0
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 if self.resource_version is None:
                     await self._list()
-                    attempt = 0
+                    self._healthy()
+                started = loop.time()
                 events = await self._watch_once()
-                if events:
-                    attempt = 0
-                    continue
+                if events or loop.time() - started > 1.0:
+                    continue  # a normal end (the server's watch timeout): resume at once
                 # A stream that ended at once with nothing in it: do not spin.
-                attempt += 1
-                await asyncio.sleep(self.backoff.delay(attempt))
+                self._attempt += 1
+                await asyncio.sleep(self.backoff.delay(self._attempt))
             except ApiError as e:
                 if e.status == 410:
                     log.info("k8s: %s: %s; listing again", self.key.show, e)
                     self.resource_version = None
                     continue
-                await self._retry(e, attempt)
-                attempt += 1
+                await self._retry(e)
             except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as e:
-                await self._retry(e, attempt)
-                attempt += 1
+                await self._retry(e)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # a bug, not an outage: log it loudly, keep trying
                 log.exception("k8s: %s: unexpected error in watch", self.key.show)
-                await self._retry(e, attempt)
-                attempt += 1
+                await self._retry(e)
 
-    async def _retry(self, error: BaseException, attempt: int) -> None:
+    def _healthy(self) -> None:
+        """The API server answered: reset the backoff, and say so if it had been failing."""
+        self._attempt = 0
+        if self._outage_failures:
+            log.info("k8s: %s: watching again after %d failed attempts",
+                     self.key.show, self._outage_failures)
+            self._outage_failures = 0
+
+    async def _retry(self, error: BaseException) -> None:
         self.failures += 1
-        delay = self.backoff.delay(attempt)
-        log.warning(
-            "k8s: %s via %s failed: %s: %s; retrying in %.2fs, keeping the last known state",
-            self.key.show, self.api.target.show, type(error).__name__, error, delay,
+        self._outage_failures += 1
+        delay = self.backoff.delay(self._attempt)
+        self._attempt += 1
+        # One warning when an outage starts, then one a minute: the API server
+        # being away is one event, not one log line per watch per retry.
+        now = asyncio.get_running_loop().time()
+        level = logging.DEBUG
+        if self._outage_failures == 1 or now - self._last_warning >= 60.0:
+            level = logging.WARNING
+            self._last_warning = now
+        log.log(
+            level,
+            "k8s: %s via %s failed (%d in a row): %s: %s; retrying in %.2fs, "
+            "keeping the last known state",
+            self.key.show, self.api.target.show, self._outage_failures,
+            type(error).__name__, error, delay,
         )
         await asyncio.sleep(delay)
 
