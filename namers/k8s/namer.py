@@ -64,7 +64,7 @@ _PORT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?")
 
 
 @dataclass(frozen=True, slots=True)
-class _Resolved:
+class Resolved:
     """What one (ns, port, svc[, label]) resolves to right now."""
 
     addr: Addr
@@ -76,7 +76,7 @@ def resolve_endpoints(
     service: ObjState | None,
     port: str,
     where: str,
-) -> _Resolved | None:
+) -> Resolved | None:
     """The addresses of `port` in an Endpoints object (None while not yet known).
 
     `where` names the service for reasons, e.g. `default/hello`. `service` is
@@ -86,7 +86,7 @@ def resolve_endpoints(
         return None
     if isinstance(endpoints, Absent):
         reason = f"k8s service {where} not found (no Endpoints object)"
-        return _Resolved(AddrNeg(reason), reason)
+        return Resolved(AddrNeg(reason), reason)
     subsets: list[dict[str, Any]] = endpoints.obj.get("subsets") or []
     target: int | str
     if port.isdigit():
@@ -114,12 +114,12 @@ def resolve_endpoints(
     if isinstance(target, str) and target not in names and subsets:
         known = ", ".join(sorted(names)) or "none"
         reason = f"k8s service {where} has no port named '{target}' (ports: {known})"
-        return _Resolved(AddrNeg(reason), reason)
+        return Resolved(AddrNeg(reason), reason)
     if not addrs:
         extra = f" ({not_ready} not ready)" if not_ready else ""
         reason = f"k8s service {where} has no ready endpoints for port {port}{extra}"
-        return _Resolved(AddrNeg(reason), reason)
-    return _Resolved(AddrBound(frozenset(addrs)), None)
+        return Resolved(AddrNeg(reason), reason)
+    return Resolved(AddrBound(frozenset(addrs)), None)
 
 
 def _target_port(service: ObjState | None, number: int) -> int | str:
@@ -165,7 +165,7 @@ class _Entry:
         if port.isdigit():
             self.leases.append(hub.acquire(WatchKey("services", ns, svc)))
         self.addr: Var[Addr] = Var(ADDR_PENDING)
-        self.resolved: _Resolved | None = None
+        self.resolved: Resolved | None = None
         self.activities: dict[Path, Activity] = {}
         self.names: dict[Path, BoundName] = {}
         self.last_used = time.monotonic()
@@ -185,7 +185,7 @@ class _Entry:
             _set(act, self._tree(resolved, residual))
         self.resolved = resolved
 
-    def _tree(self, resolved: _Resolved, residual: Path) -> ActivityState:
+    def _tree(self, resolved: Resolved, residual: Path) -> ActivityState:
         if resolved.neg_reason is not None:
             return Ok(Neg.because(resolved.neg_reason))
         name = self.names.get(residual)
