@@ -288,6 +288,15 @@ async def test_request_goes_node_to_node_through_both_routers(
                 tree = await r.text()
                 assert r.status == 200 and "k8s service default/nope not found" in tree, tree
 
+            # The delegator shows the daemonset step and the client id it produced.
+            async with s.get(m.url("node-a", "admin") + "/delegator.json",
+                             params={"path": "/svc/world", "namespace": "outgoing",
+                                     "dtab": outgoing_dtab(manifest)}) as r:
+                assert r.status == 200
+                text = await r.text()
+                assert '"type": "transformation"' in text.replace('":"', '": "'), text
+                assert '"io.l5d.k8s.daemonset"' in text and DS in text, text
+
             # A pod on a node with no router: a 502 that says why.
             fake_k8s.upsert("endpoints", endpoints("world-v1", [("127.0.9.9", "node-z")],
                                                    {"http": pod_port}))
