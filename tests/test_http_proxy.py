@@ -529,3 +529,19 @@ async def test_a_pooled_connection_closed_by_the_backend_is_requeued(backend, ro
         c.close()
     key = ("rt", "test", "client", f"$/inet/127.0.0.1/{backend.port}", "retries", "requeues")
     assert router.registry.get(key).value == 1
+
+
+async def test_malformed_request_body_mid_stream_is_400_and_frees_the_backend(backend, routers):
+    _, port = await routers.start(f"/svc/hello => {inet(backend)}")
+    c = await RawClient(port).connect()
+    try:
+        c.send(b"POST /upload HTTP/1.1\r\nHost: hello\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"5\r\nhello\r\n")
+        await async_wait(lambda: len(backend.requests) == 1, "request head at backend")
+        c.send(b"zz-not-a-chunk-size\r\n")
+        r = await c.response()
+        assert r.status == 400 and "Invalid HTTP request" in unquote(r.header("l5d-err"))
+        assert await c.closed()
+        await async_wait(lambda: not backend.writers, "backend connection aborted")
+    finally:
+        c.close()

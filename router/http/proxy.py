@@ -131,6 +131,10 @@ class Exchange:
         self.plan = plan
         self.balancer.started(ep)
         conn.start(self, plan.head_bytes, no_body=self.head.method == "HEAD")
+        if self.conn.writing_paused and conn.transport is not None:
+            # the client is still behind on an earlier response: do not read ahead for it
+            conn.transport.pause_reading()
+            self.upstream_paused = True
         if self.body_chunks:
             chunks, self.body_chunks = self.body_chunks, []
             self.body_buffered = 0
@@ -214,6 +218,10 @@ class Exchange:
         now = time.monotonic()
         latency = (now - self.start) * 1000.0
         if up is not None and ep is not None:
+            if self.upstream_paused:  # a pooled connection must not go back paused
+                self.upstream_paused = False
+                if up.transport is not None:
+                    up.transport.resume_reading()
             ep.release(up, keep_alive and self.request_done)
             self.balancer.finished(ep, latency)
         self._record(self.status, latency, now)
@@ -264,6 +272,12 @@ class Exchange:
             return
         now = time.monotonic()
         latency = (now - self.start) * 1000.0
+        up, ep = self.upstream, self.endpoint
+        if up is not None:  # e.g. the client's own request body turned out malformed
+            self.upstream = None
+            up.abort()
+            if ep is not None:
+                self.balancer.finished(ep, latency)
         clear = self.server.clear_context
         resp = ErrorResponse(err.status, err.message)
         keep = self.keep_alive and self.request_done

@@ -19,7 +19,7 @@ from typing import Any
 import httptools
 
 from router.client.cache import ClientCache
-from router.http.errors import ErrorResponse
+from router.http.errors import ErrorResponse, RouteError
 from router.http.proxy import Exchange, dispatch
 from router.identifiers import IdentificationError
 from router.request import RequestHead
@@ -125,7 +125,7 @@ class ServerConnection(asyncio.Protocol):
 
     __slots__ = ("server", "stats", "transport", "parser", "peer", "current", "parsing", "queue",
                  "_url", "_headers", "_head_bytes", "_paused", "_closed", "draining",
-                 "_writing_paused", "_broken")
+                 "writing_paused", "_broken")
 
     def __init__(self, server: HttpServer) -> None:
         self.server = server
@@ -142,7 +142,7 @@ class ServerConnection(asyncio.Protocol):
         self._paused = 0
         self._closed = False
         self.draining = False
-        self._writing_paused = False
+        self.writing_paused = False
         self._broken = False
 
     # --- transport events ------------------------------------------------------
@@ -189,14 +189,14 @@ class ServerConnection(asyncio.Protocol):
         return True
 
     def pause_writing(self) -> None:
-        self._writing_paused = True
+        self.writing_paused = True
         cur = self.current
         if cur is not None and cur.upstream is not None and cur.upstream.transport is not None:
             cur.upstream.transport.pause_reading()
             cur.upstream_paused = True
 
     def resume_writing(self) -> None:
-        self._writing_paused = False
+        self.writing_paused = False
         cur = self.current
         if cur is not None and cur.upstream_paused:
             cur.upstream_paused = False
@@ -318,6 +318,8 @@ class ServerConnection(asyncio.Protocol):
         self.current = None
         if self._closed:
             return
+        # backpressure from this exchange's body or backend ends with it
+        self.resume_reading(self.PAUSE_BODY | self.PAUSE_UPSTREAM)
         if not (reusable and ex.keep_alive and ex.request_done) or self._broken:
             # Unread request body, Connection: close, or HTTP/1.0: the connection ends here.
             self.transport.close()  # type: ignore[union-attr]
@@ -340,6 +342,16 @@ class ServerConnection(asyncio.Protocol):
     def _bad_request(self, message: str) -> None:
         self._broken = True
         log.info("%s: %s from %s:%s", self.server.label, message, *self.peer)
+        cur = self.current
+        if cur is not None and cur is self.parsing and not cur.request_done:
+            # The body of the request in flight is malformed: it can never be completed.
+            self.queue.clear()
+            if cur.head_sent:
+                cur.cancel()
+                self.abort()
+            else:
+                cur.respond_error(RouteError(400, message, "BadRequest"))
+            return
         if self.current is None and not self.queue:
             self.stats.record_failure("BadRequest", 0.0, 400)
             self.write(ErrorResponse(400, message).encode(keep_alive=False,
