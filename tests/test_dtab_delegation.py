@@ -5,8 +5,25 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from dtab import Dtab, Leaf, NameTree, Neg, Path, Union
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from dtab import (
+    Alt,
+    Dentry,
+    Dtab,
+    Empty,
+    Fail,
+    Leaf,
+    NameTree,
+    Neg,
+    Path,
+    Prefix,
+    Union,
+    Weighted,
+)
 from dtab.addr import ADDR_PENDING, Address, BoundName, bound
+from dtab.binding import bind
 from dtab.delegation import (
     AltNode,
     DelegateNode,
@@ -14,7 +31,7 @@ from dtab.delegation import (
     delegate,
     delegate_with_dependencies,
 )
-from dtab.observable import Activity, Var
+from dtab.observable import Activity, Ok, Var
 from tests.test_dtab_binding import FakeNamers
 
 
@@ -357,3 +374,71 @@ def test_exponential_expansion_is_one_exception_node() -> None:
     out = delegate(Dtab.read("/a=>/a/x | /a/y"), Path.read("/a"), FakeNamers(), max_lookups=300)
     assert out.to_json()["type"] == "exception"
     assert "needed more than 300 lookups" in out.to_json()["message"]
+
+
+# -- delegation and binding agree -----------------------------------------------------
+
+_labels = st.sampled_from(["a", "b", "n"])
+_paths = st.lists(_labels, min_size=1, max_size=3).map(lambda xs: Path(tuple(xs)))
+_leaves = st.one_of(st.sampled_from([Neg, Fail, Empty]), _paths.map(Leaf), _paths.map(Leaf))
+_trees = st.recursive(
+    _leaves,
+    lambda kids: st.one_of(
+        st.lists(kids, min_size=2, max_size=3).map(lambda ts: Alt(tuple(ts))),
+        st.lists(kids, min_size=2, max_size=3).map(lambda ts: Union.of(*ts)),
+    ),
+    max_leaves=6,
+)
+_dtabs = st.lists(st.builds(Dentry, _paths.map(lambda p: Prefix(p.elems)), _trees), max_size=4)
+
+
+def _model_namer(path: Path) -> Activity | None:
+    """A deterministic namer for `/n/...`: bound, neg, fail or empty by the next label."""
+    if path.elems[:1] != ("n",):
+        return None
+    kind = path.elems[1] if len(path.elems) > 1 else "a"
+    if kind == "a":
+        return Activity.ok(Leaf(BoundName(path.take(2), Var(bound()), path.drop(2))))
+    return Activity.ok({"b": Neg, "n": Fail}.get(kind, Empty))
+
+
+def _to_name_tree(node: Any) -> NameTree[Any] | None:
+    """Linkerd's DelegateTree.toNameTree (None where it would throw)."""
+    from dtab.delegation import (
+        EmptyNode,
+        ExceptionNode,
+        FailNode,
+        NegNode,
+        TransformationNode,
+        UnionNode,
+    )
+
+    if isinstance(node, ExceptionNode):
+        return None
+    if isinstance(node, NegNode):
+        return Neg
+    if isinstance(node, FailNode):
+        return Fail
+    if isinstance(node, EmptyNode):
+        return Empty
+    if isinstance(node, DelegateNode | TransformationNode):
+        return _to_name_tree(node.tree)
+    if isinstance(node, LeafNode):
+        return Leaf(node.value)
+    kids = [_to_name_tree(t.tree if isinstance(node, UnionNode) else t) for t in node.trees]
+    if any(k is None for k in kids):
+        return None
+    if isinstance(node, UnionNode):
+        return Union(tuple(Weighted(w.weight, k) for w, k in zip(node.trees, kids, strict=True)))
+    return Alt(tuple(kids))
+
+
+@settings(max_examples=150, deadline=None)
+@given(_dtabs, _paths)
+def test_delegation_evaluates_to_what_binding_binds(dentries: list[Dentry], path: Path) -> None:
+    dtab = Dtab(tuple(dentries))
+    result = bind(dtab, path, _model_namer, max_depth=12, max_lookups=400)
+    tree = delegate(dtab, path, _model_namer, max_depth=12, max_lookups=400)
+    as_tree = _to_name_tree(tree)
+    assume(isinstance(result.state, Ok) and as_tree is not None)
+    assert as_tree.eval() == result.state.value.eval()
