@@ -142,7 +142,7 @@ routers:
 """
 
 
-def start_nginx(procs: Procs, tmp: Path, name: str, conf: str, **fmt) -> int:  # noqa: ANN003
+def start_nginx(procs: Procs, tmp: Path, name: str, conf: str, **fmt) -> tuple[int, int]:  # noqa: ANN003
     prefix = tmp / name
     prefix.mkdir()
     port = free_port()
@@ -150,7 +150,7 @@ def start_nginx(procs: Procs, tmp: Path, name: str, conf: str, **fmt) -> int:  #
     p = procs.start([NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e",
                      str(prefix / "error.log")], prefix / "stdout.log")
     wait_port(port, p)
-    return port
+    return port, p.pid
 
 
 def start_l5d(procs: Procs, tmp: Path, name: str, target: int, launcher: str) -> tuple[int, int]:
@@ -176,6 +176,19 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int = 0
+    cpu_us: float = 0.0  # CPU time of the proxy process(es) per request, in microseconds
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """user + system CPU time of processes, from /proc (robust to a shared, busy machine)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
@@ -195,6 +208,7 @@ def wrk(port: int, conns: int, duration: float, threads: int) -> Result:
         capture_output=True, text=True, check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
     p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
     errs = 0
@@ -204,7 +218,7 @@ def wrk(port: int, conns: int, duration: float, threads: int) -> Result:
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if m:
         errs += sum(int(x) for x in m.groups())
-    return Result(rps, p50, p99, errs)
+    return Result(rps, p50, p99, errs, total)
 
 
 def rss_mb(pid: int) -> tuple[float, float]:
@@ -231,19 +245,24 @@ def one_run(args: argparse.Namespace, launcher: str) -> tuple[dict, dict]:
     procs = Procs()
     tmp = Path(tempfile.mkdtemp(prefix="l5d-bench-"))
     try:
-        backend = start_nginx(procs, tmp, "backend", BACKEND_CONF)
-        proxy = start_nginx(procs, tmp, "nginx-proxy", PROXY_CONF, backend=backend)
+        backend, be_pid = start_nginx(procs, tmp, "backend", BACKEND_CONF)
+        proxy, px_pid = start_nginx(procs, tmp, "nginx-proxy", PROXY_CONF, backend=backend)
         one, one_pid = start_l5d(procs, tmp, "l5d-1hop", backend, launcher)
         incoming, in_pid = start_l5d(procs, tmp, "incoming", backend, launcher)
         outgoing, out_pid = start_l5d(procs, tmp, "outgoing", incoming, launcher)
         targets = {"direct": backend, "nginx": proxy, "l5d-1hop": one, "l5d-2hop": outgoing}
+        measured = {"direct": [be_pid], "nginx": [px_pid], "l5d-1hop": [one_pid],
+                    "l5d-2hop": [out_pid, in_pid]}
         for port in targets.values():
             wait_http_ok(port)
         results: dict = {}
         for conns in args.connections:
             for name, port in targets.items():
                 wrk(port, conns, min(1.0, args.duration), args.threads)  # warm-up
-                results[(name, conns)] = wrk(port, conns, args.duration, args.threads)
+                t0 = cpu_seconds(measured[name])
+                r = wrk(port, conns, args.duration, args.threads)
+                r.cpu_us = (cpu_seconds(measured[name]) - t0) * 1e6 / max(r.requests, 1)
+                results[(name, conns)] = r
         mem = {"l5d-1hop": rss_mb(one_pid), "l5d-2hop": (
             rss_mb(out_pid)[0] + rss_mb(in_pid)[0], rss_mb(out_pid)[1] + rss_mb(in_pid)[1])}
         return results, mem
@@ -279,7 +298,7 @@ def main() -> int:
 
     names = ["direct", "nginx", "l5d-1hop", "l5d-2hop"]
     hdr = (f"{'target':<10} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
-           f"{'/direct':>8} {'/nginx':>8} {'errors':>6}")
+           f"{'/direct':>8} {'/nginx':>8} {'cpu us/req':>10} {'errors':>6}")
     print()
     print(hdr)
     print("-" * len(hdr))
@@ -290,13 +309,17 @@ def main() -> int:
             rps = med(key, "rps")
             errs = sum(r[0][key].errors for r in runs)
             print(f"{name:<10} {conns:>5} {rps:>10.0f} {med(key, 'p50_ms'):>8.2f} "
-                  f"{med(key, 'p99_ms'):>8.2f} {rps / d:>8.2f} {rps / n:>8.2f} {errs:>6}")
+                  f"{med(key, 'p99_ms'):>8.2f} {rps / d:>8.2f} {rps / n:>8.2f} "
+                  f"{med(key, 'cpu_us'):>10.1f} {errs:>6}")
     print()
     for name in ("l5d-1hop", "l5d-2hop"):
         cur = statistics.median(r[1][name][0] for r in runs)
         peak = statistics.median(r[1][name][1] for r in runs)
         procs = "1 process" if name == "l5d-1hop" else "2 processes, summed"
         print(f"{name} RSS after load: {cur:.1f} MB (peak {peak:.1f} MB; {procs})")
+    print("cpu us/req: CPU time the measured process(es) spent per request (direct: the "
+          "backend; nginx: the proxy; l5d-2hop: both routers). It does not depend on what "
+          "else the machine is running, unlike req/s.")
     return 0
 
 

@@ -87,6 +87,7 @@ class ClientCache:
         self.idle_s = idle_s
         self.clients: dict[Any, Client] = {}
         self._sweeper: asyncio.TimerHandle | None = None
+        self.on_expire: Callable[[], None] | None = None  # the data path drops its route cache
 
     def get(self, bound: BoundName) -> Client:
         client = self.clients.get(bound.id)
@@ -147,8 +148,11 @@ class ClientCache:
             client = self.clients.pop(cid)
             names.append(client.name)
             client.close()
+        expired_services = 0
         for c in self.clients.values():
-            c.stats.services.expire(now)
+            expired_services += c.stats.services.expire(now)
+        if (names or expired_services) and self.on_expire is not None:
+            self.on_expire()
         return names
 
     def snapshot(self) -> dict[str, dict[str, Any]]:

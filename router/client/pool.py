@@ -48,8 +48,11 @@ class ResponseSink(Protocol):
 
     def on_response_head(
         self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], has_body: bool,
-        content_length: bytes | None,
-    ) -> None: ...
+        content_length: bytes | None, conn_tokens: list[bytes] | None, has_l5d: bool,
+        l5d_err: bool,
+    ) -> None:
+        """`headers` come without framing and hop-by-hop ones (except those `conn_tokens`
+        name); `content_length` is None for chunked or read-until-close bodies."""
 
     def on_response_body(self, chunk: bytes) -> None: ...
 
@@ -62,12 +65,22 @@ class ResponseSink(Protocol):
     def upstream_resume_writing(self) -> None: ...
 
 
+_R_LENGTH, _R_CHUNKED, _R_CONNECTION, _R_DROP = range(4)
+_RESPONSE_SPECIAL: dict[bytes, int] = {
+    b"content-length": _R_LENGTH,
+    b"transfer-encoding": _R_CHUNKED,
+    b"connection": _R_CONNECTION,
+    **{h: _R_DROP for h in (b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade",
+                            b"proxy-authorization", b"proxy-authenticate")},
+}
+
+
 class UpstreamConnection(asyncio.Protocol):
     """One TCP connection to a backend, reused across exchanges while it keeps alive."""
 
     __slots__ = ("endpoint", "transport", "parser", "sink", "closed", "_headers", "_reason",
                  "_no_body", "_until_close", "_in_body", "_head_done", "_connected", "reused",
-                 "_received")
+                 "_received", "_length", "_chunked", "_tokens", "_l5d", "_l5d_err")
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
@@ -83,6 +96,16 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_done = False
         self.reused = False  # served an exchange before (came from the idle list)
         self._received = False  # any byte of the current response arrived
+        self._reset_head()
+
+    def _reset_head(self) -> None:
+        self._headers = []
+        self._reason = b""
+        self._length: bytes | None = None
+        self._chunked = False
+        self._tokens: list[bytes] | None = None
+        self._l5d = False
+        self._l5d_err = False
 
     # --- lifecycle -------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -126,8 +149,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.sink = sink
         if self.parser is None:  # reused across keep-alive responses; reset after HEAD
             self.parser = httptools.HttpResponseParser(self)
-        self._headers = []
-        self._reason = b""
+        self._reset_head()
         self._no_body = no_body
         self._until_close = False
         self._in_body = False
@@ -174,33 +196,43 @@ class UpstreamConnection(asyncio.Protocol):
     def on_status(self, status: bytes) -> None:
         self._reason += status
 
+    # Each response header is lowercased and classified once: framing and hop-by-hop
+    # headers are taken out here (the exchange re-frames for its client), and whether
+    # any `l5d-*` / `l5d-err` header is present is noted for clearContext servers.
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
+        lk = name.lower()
+        code = _RESPONSE_SPECIAL.get(lk)
+        if code is None:
+            if lk[:4] == b"l5d-":
+                self._l5d = True
+                if lk == b"l5d-err":
+                    self._l5d_err = True
+            self._headers.append((name, value))
+        elif code == _R_LENGTH:
+            self._length = value.strip()
+        elif code == _R_CHUNKED:
+            self._chunked = b"chunked" in value.lower()
+        elif code == _R_CONNECTION:
+            tokens = [t.strip().lower() for t in value.split(b",")]
+            self._tokens = tokens if self._tokens is None else self._tokens + tokens
 
     def on_headers_complete(self) -> None:
         parser = self.parser
         status = parser.get_status_code()  # type: ignore[union-attr]
         if status < 200:
             # 1xx interim responses are not forwarded (we never send Expect upstream).
-            self._headers = []
-            self._reason = b""
+            self._reset_head()
             return
-        content_length = None
-        chunked = False
-        for k, v in self._headers:
-            lk = k.lower()
-            if lk == b"content-length":
-                content_length = v
-            elif lk == b"transfer-encoding" and b"chunked" in v.lower():
-                chunked = True
+        chunked = self._chunked
+        content_length = None if chunked else self._length
         no_body = self._no_body or status in (204, 304)
         self._until_close = not no_body and not chunked and content_length is None
         self._head_done = True
         sink = self.sink
         if sink is None:
             return
-        sink.on_response_head(status, self._reason, self._headers, not no_body,
-                              None if chunked else content_length)
+        sink.on_response_head(status, self._reason, self._headers, not no_body, content_length,
+                              self._tokens, self._l5d, self._l5d_err)
         if no_body and self._no_body and self.sink is sink:
             # A HEAD response: llhttp would wait for the announced body, so finish here
             # and give the next exchange a fresh parser.

@@ -91,8 +91,4 @@ def without(
 
 def serialize(start_line: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
     """A message head on the wire: start line, headers, blank line."""
-    parts = [start_line]
-    for k, v in headers:
-        parts.append(k + b": " + v)
-    parts.append(b"\r\n")
-    return b"\r\n".join(parts)
+    return b"\r\n".join([start_line, *[b": ".join(h) for h in headers], b"\r\n"])

@@ -31,7 +31,7 @@ from router.http.errors import (
     no_route_message,
     unknown_destination_message,
 )
-from router.http.headers import HOP_BY_HOP, L5D_PREFIX, serialize
+from router.http.headers import L5D_PREFIX, serialize
 
 if TYPE_CHECKING:
     from router.http.server import HttpServer, ServerConnection
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BODY_BUFFER_LIMIT = 256 * 1024
+ROUTE_CACHE_MAX = 10_000
 _REQUEST_OWNED = frozenset(
     {b"l5d-dtab", b"l5d-ctx-dtab", b"l5d-dst-service", b"l5d-dst-client", b"l5d-dst-residual",
      b"l5d-reqid"}
@@ -65,7 +66,7 @@ class Exchange:
         "body_chunks", "body_buffered", "request_done", "upstream", "endpoint", "client",
         "balancer", "head_sent", "chunked_down", "close_after", "discard_body", "finished",
         "start", "svc_stats", "client_stats", "client_svc_stats", "task", "expect_continue",
-        "status", "upstream_paused", "pending_head", "plan", "requeued",
+        "status", "upstream_paused", "pending_head", "plan", "requeued", "info",
     )
 
     def __init__(self, conn: ServerConnection, head: Any, keep_alive: bool, body_mode: int,
@@ -146,29 +147,19 @@ class Exchange:
 
     # --- response, from the upstream connection -------------------------------
     def on_response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
-                         has_body: bool, content_length: bytes | None) -> None:
+                         has_body: bool, content_length: bytes | None,
+                         conn_tokens: list[bytes] | None, has_l5d: bool, l5d_err: bool) -> None:
         self.status = status
-        srv = self.server
-        out: list[tuple[bytes, bytes]] = []
-        named: set[bytes] | None = None
-        l5d_err = False
-        clear = srv.clear_context
-        for k, v in headers:
-            lk = k.lower()
-            if lk in HOP_BY_HOP:
-                if lk == b"connection":
-                    named = named or set()
-                    named.update(t.strip().lower() for t in v.split(b","))
-                elif lk == b"content-length" and not has_body:
-                    out.append((k, v))  # HEAD: the length of the body not sent
-                continue
-            if clear and lk.startswith(L5D_PREFIX):
-                if lk == b"l5d-err":
-                    l5d_err = True
-                continue
-            out.append((k, v))
-        if named:
+        out = headers
+        if conn_tokens:
+            named = set(conn_tokens)
             out = [(k, v) for k, v in out if k.lower() not in named]
+        if has_l5d and self.server.clear_context:
+            out = [(k, v) for k, v in out if k[:4].lower() != L5D_PREFIX]
+        else:
+            l5d_err = False
+        if not has_body and content_length is not None:
+            out.append((b"Content-Length", content_length))  # HEAD: the length not sent
         out.append(_VIA)
         if has_body:
             if l5d_err:
@@ -316,6 +307,7 @@ class Exchange:
             s.last_used = now
         c = self.client_stats
         if c is not None:
+            self.client.last_used = now
             c.record(status, latency)
             cs = self.client_svc_stats
             if cs is not None:
@@ -406,7 +398,7 @@ class _Plan:
     """What routing decided so far for one request (filled in step by step)."""
 
     __slots__ = ("fwd", "name", "service", "base", "local", "full", "tree", "bound", "reason",
-                 "client", "head_bytes", "ep")
+                 "client", "head_bytes", "ep", "route_key", "suffix")
 
     def __init__(self) -> None:
         self.tree: Any = None
@@ -415,6 +407,8 @@ class _Plan:
         self.client: Any = None
         self.local: Any = None
         self.head_bytes = b""
+        self.route_key: Any = None
+        self.suffix: list[tuple[bytes, bytes]] = []
         self.ep: Endpoint | None = None  # picked on the fast path, connected on the slow one
 
 
@@ -467,44 +461,13 @@ def _prepare(ex: Exchange) -> _Plan:
     router = rt.router
     head = ex.head
     plan = _Plan()
-
-    # One pass over the request headers: what to forward, and what the router reads.
-    clear = srv.clear_context
-    fwd: list[tuple[bytes, bytes]] = []
-    ctx_dtabs: list[bytes] = []
-    user_dtabs: list[bytes] = []
-    named: set[bytes] | None = None
-    hops = 0
-    for k, v in head.headers:
-        lk = k.lower()
-        if lk.startswith(L5D_PREFIX):
-            if clear:
-                continue
-            if lk in _REQUEST_OWNED:
-                if lk == b"l5d-ctx-dtab":
-                    ctx_dtabs.append(v)
-                elif lk == b"l5d-dtab":
-                    user_dtabs.append(v)
-                continue
-        elif lk in HOP_BY_HOP:
-            if lk == b"connection":
-                named = named or set()
-                named.update(t.strip().lower() for t in v.split(b","))
-            continue
-        elif lk == b"via":
-            hops += sum(1 for p in v.split(b",") if p.strip())
-        elif lk == b"expect":
-            continue
-        fwd.append((k, v))
-    if named:
-        fwd = [(k, v) for k, v in fwd if k.lower() not in named]
-    head.headers = fwd
-    plan.fwd = fwd
-
-    if hops > srv.max_call_depth:
+    plan.fwd = head.headers
+    info = ex.info
+    if info.hops > srv.max_call_depth:
         raise RouteError(400, max_call_depth_message(srv.max_call_depth), "MaxCallDepthExceeded")
 
-    local = local_dtab(ctx_dtabs, user_dtabs) if (ctx_dtabs or user_dtabs) else None
+    local = (local_dtab(info.ctx_dtabs, info.user_dtabs)
+             if (info.ctx_dtabs or info.user_dtabs) else None)
     if local is not None and not len(local):
         local = None
     plan.local = local
@@ -518,8 +481,9 @@ def _prepare(ex: Exchange) -> _Plan:
     plan.name = ident.path
     if ident.target is not None:
         head.target = ident.target
-    plan.service = service = ident.path.show
-    ex.svc_stats = rt.services.get(service)
+    plan.service, ex.svc_stats = rt.service_for(ident.path)
+    plan.route_key = (ident.path.elems, None if local is None else
+                      (tuple(info.ctx_dtabs), tuple(info.user_dtabs)))
     plan.base = base = router.base_dtab
     plan.full = base if local is None else base + local
     return plan
@@ -542,42 +506,59 @@ def _no_route(plan: _Plan, reason: str | None) -> RouteError:
 
 
 def _choose(ex: Exchange, plan: _Plan) -> bool:
-    """Leaf, client, and the backend request head. False while the address is Pending."""
+    """Leaf, client, and the backend request head. False while the address is Pending.
+
+    For a tree that is a single leaf, the decision (bound name, client, stats, the
+    l5d-dst-* headers) is remembered per (name, local dtab) while the binding cache
+    hands back the same tree object, so a steady stream of requests skips it.
+    """
     if plan.client is None:
-        bound, reason = pick_leaf(plan.tree)
-        if bound is None:
-            raise _no_route(plan, reason)
-        plan.bound = bound
-        plan.reason = reason
         rt = ex.server.runtime
-        client = plan.client = rt.clients.get(bound)
-        now = time.monotonic()
-        client.last_used = now
-        ex.svc_stats.last_used = now  # type: ignore[union-attr]
+        tree = plan.tree
+        routes = rt.routes
+        entry = routes.get(plan.route_key)
+        if entry is not None and entry[0] is tree:
+            _, bound, client, client_svc, suffix = entry
+        else:
+            bound, reason = pick_leaf(tree)
+            if bound is None:
+                raise _no_route(plan, reason)
+            plan.reason = reason
+            client = rt.clients.get(bound)
+            client_svc = client.stats.services.get(plan.service)
+            suffix = [_VIA]
+            if plan.local is not None:
+                suffix.append((b"l5d-ctx-dtab", plan.local.show.encode("latin-1")))
+            suffix.append((b"l5d-dst-service", plan.service.encode("latin-1")))
+            suffix.append((b"l5d-dst-client", client.name_bytes))
+            if len(bound.residual):
+                suffix.append((b"l5d-dst-residual", bound.residual.show.encode("latin-1")))
+            if type(tree) is Leaf:
+                if len(routes) >= ROUTE_CACHE_MAX:
+                    routes.clear()
+                routes[plan.route_key] = (tree, bound, client, client_svc, suffix)
+        plan.bound = bound
+        plan.client = client
+        plan.suffix = suffix
         ex.client = client
         ex.client_stats = client.stats
-        ex.client_svc_stats = client.stats.services.get(plan.service)
+        ex.client_svc_stats = client_svc
         ex.balancer = client.balancer
     client = plan.client
-    bound = plan.bound
-    addr = bound.addr.value
-    if isinstance(addr, AddrPending):
-        return False
-    if isinstance(addr, AddrFailed):
-        raise RouteError(502, f"{client.name}: {addr.cause}", "AddrFailed")
-    if isinstance(addr, AddrNeg):
-        raise _no_route(plan, addr.reason or plan.reason)
-    if not isinstance(addr, AddrBound) or not ex.balancer.endpoints:
+    addr = plan.bound.addr.value  # type: ignore[union-attr]
+    if type(addr) is not AddrBound:
+        if isinstance(addr, AddrPending):
+            return False
+        if isinstance(addr, AddrFailed):
+            raise RouteError(502, f"{client.name}: {addr.cause}", "AddrFailed")
+        if isinstance(addr, AddrNeg):
+            raise _no_route(plan, addr.reason or plan.reason)
+        raise _no_route(plan, f"{client.name} has no endpoints")
+    if not ex.balancer.endpoints:
         raise _no_route(plan, f"{client.name} has no endpoints")
 
     hdrs = plan.fwd
-    hdrs.append(_VIA)
-    if plan.local is not None:
-        hdrs.append((b"l5d-ctx-dtab", plan.local.show.encode("latin-1")))
-    hdrs.append((b"l5d-dst-service", plan.service.encode("latin-1")))
-    hdrs.append((b"l5d-dst-client", client.name_bytes))
-    if len(bound.residual):
-        hdrs.append((b"l5d-dst-residual", bound.residual.show.encode("latin-1")))
+    hdrs.extend(plan.suffix)
     hdrs.append((b"l5d-reqid", _reqid()))
     if ex.body_mode == 1:
         hdrs.append((b"Content-Length", ex.content_length))  # type: ignore[arg-type]

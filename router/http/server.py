@@ -20,6 +20,7 @@ import httptools
 
 from router.client.cache import ClientCache
 from router.http.errors import ErrorResponse, RouteError
+from router.http.headers import HOP_BY_HOP
 from router.http.proxy import Exchange, dispatch
 from router.identifiers import IdentificationError
 from router.request import RequestHead
@@ -43,10 +44,29 @@ class RouterRuntime:
         self.identification_error: type[Exception] = IdentificationError
         self._sweeper: asyncio.TimerHandle | None = None
         self.idle_s = idle_s
+        # Route decisions per (name, local dtab), valid while the bound tree is the same
+        # object (see proxy._choose); cleared whenever a client or service expires.
+        self.routes: dict[Any, Any] = {}
+        self._names: dict[tuple[str, ...], tuple[str, Any]] = {}
+        self.clients.on_expire = self._forget_routes
         # A synchronous cached-binding lookup lets a request skip the task and the extra loop
         # turn when the tree is already bound (`Router.bindings.get`); None = always await bind.
         bindings = getattr(router, "bindings", None)
         self.cached_bind = getattr(bindings, "get", None)
+
+    def service_for(self, name: Any) -> tuple[str, Any]:
+        """(`/svc/hello`, its ServiceStats) for a name path, remembered by its labels."""
+        hit = self._names.get(name.elems)
+        if hit is None:
+            if len(self._names) >= 10_000:
+                self._names.clear()
+            show = name.show
+            hit = self._names[name.elems] = (show, self.services.get(show))
+        return hit
+
+    def _forget_routes(self) -> None:
+        self.routes.clear()
+        self._names.clear()
 
     def start_sweeping(self) -> None:
         loop = asyncio.get_running_loop()
@@ -54,7 +74,8 @@ class RouterRuntime:
 
         def sweep() -> None:
             try:
-                self.services.expire()
+                if self.services.expire():
+                    self._forget_routes()
             except Exception:
                 log.exception("service stats sweep failed")
             self._sweeper = loop.call_later(interval, sweep)
@@ -118,13 +139,46 @@ class HttpServer:
             c.abort()
 
 
+_VIA, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _EXPECT, _CTX_DTAB, _USER_DTAB, _DROP = (
+    range(8)
+)
+_REQUEST_SPECIAL: dict[bytes, int] = {
+    b"via": _VIA,
+    b"content-length": _CONTENT_LENGTH,
+    b"transfer-encoding": _TRANSFER_ENCODING,
+    b"connection": _CONNECTION,
+    b"expect": _EXPECT,
+    b"l5d-ctx-dtab": _CTX_DTAB,
+    b"l5d-dtab": _USER_DTAB,
+    **{h: _DROP for h in HOP_BY_HOP - {b"connection", b"content-length", b"transfer-encoding"}},
+    **{h: _DROP for h in (b"l5d-dst-service", b"l5d-dst-client", b"l5d-dst-residual",
+                          b"l5d-reqid")},
+}
+
+
+class _HeadInfo:
+    """What the header callbacks learned about one request head."""
+
+    __slots__ = ("hops", "body_mode", "length", "expect", "conn_tokens", "ctx_dtabs",
+                 "user_dtabs")
+
+    def __init__(self) -> None:
+        self.hops = 0
+        self.body_mode = 0  # 0 none, 1 content-length, 2 chunked
+        self.length: bytes | None = None
+        self.expect = False
+        self.conn_tokens: list[bytes] | None = None
+        self.ctx_dtabs: list[bytes] = []
+        self.user_dtabs: list[bytes] = []
+
+
 class ServerConnection(asyncio.Protocol):
     PAUSE_QUEUE = 1
     PAUSE_BODY = 2
     PAUSE_UPSTREAM = 4
 
     __slots__ = ("server", "stats", "transport", "parser", "peer", "current", "parsing", "queue",
-                 "_url", "_headers", "_head_bytes", "_paused", "_closed", "draining",
+                 "_url", "_headers", "_head_bytes", "_info", "_paused", "_closed", "draining",
                  "writing_paused", "_broken")
 
     def __init__(self, server: HttpServer) -> None:
@@ -139,6 +193,7 @@ class ServerConnection(asyncio.Protocol):
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0
+        self._info = _HeadInfo()
         self._paused = 0
         self._closed = False
         self.draining = False
@@ -235,10 +290,14 @@ class ServerConnection(asyncio.Protocol):
             self.transport.abort()
 
     # --- httptools callbacks -------------------------------------------------------
+    # Each request header is lowercased and classified once, here: framing and hop-by-hop
+    # headers are taken out (the proxy re-frames), `l5d-dtab`/`l5d-ctx-dtab` are collected,
+    # `Via` hops counted, and with clearContext every `l5d-*` header is dropped on arrival.
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = []
         self._head_bytes = 0
+        self._info = _HeadInfo()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -247,31 +306,53 @@ class ServerConnection(asyncio.Protocol):
             raise ValueError("request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
         self._head_bytes += len(name) + len(value)
         if self._head_bytes > MAX_HEAD_BYTES:
             raise ValueError("request headers too large")
+        lk = name.lower()
+        code = _REQUEST_SPECIAL.get(lk)
+        if code is None:
+            if lk[:4] != b"l5d-" or not self.server.clear_context:
+                self._headers.append((name, value))
+            return
+        info = self._info
+        if code == _VIA:
+            info.hops += sum(1 for p in value.split(b",") if p.strip())
+            self._headers.append((name, value))
+        elif code == _CONTENT_LENGTH:
+            if info.body_mode == 0:
+                info.length = value.strip()
+                info.body_mode = 1 if info.length != b"0" else 0
+        elif code == _TRANSFER_ENCODING:
+            info.body_mode = 2
+        elif code == _CONNECTION:
+            tokens = [t.strip().lower() for t in value.split(b",")]
+            info.conn_tokens = tokens if info.conn_tokens is None else info.conn_tokens + tokens
+        elif code == _EXPECT:
+            info.expect = value.strip().lower() == b"100-continue"
+        elif self.server.clear_context:
+            return  # l5d-* from outside the mesh
+        elif code == _CTX_DTAB:
+            info.ctx_dtabs.append(value)
+        elif code == _USER_DTAB:
+            info.user_dtabs.append(value)
+        # _DROP: other hop-by-hop headers and the l5d-dst-*/l5d-reqid this router sets
 
     def on_headers_complete(self) -> None:
         parser = self.parser
         headers = self._headers
+        info = self._info
         target = self._url.decode("latin-1")
-        if not target.startswith("/") and target != "*":
+        if target[:1] != "/" and target != "*":
             target = self._absolute_form(target, headers)
-        body_mode, length, expect = 0, None, False
-        for k, v in headers:
-            lk = k.lower()
-            if lk == b"transfer-encoding":
-                body_mode = 2
-            elif lk == b"content-length" and body_mode == 0:
-                length = v.strip()
-                body_mode = 1 if length != b"0" else 0
-            elif lk == b"expect" and v.lower() == b"100-continue":
-                expect = True
+        if info.conn_tokens:
+            named = set(info.conn_tokens)
+            headers[:] = [(k, v) for k, v in headers if k.lower() not in named]
         head = RequestHead(parser.get_method().decode("latin-1"), target,
                            parser.get_http_version(), headers, self.peer)
-        ex = Exchange(self, head, parser.should_keep_alive() and not self.draining, body_mode,
-                      length, expect)
+        ex = Exchange(self, head, parser.should_keep_alive() and not self.draining,
+                      info.body_mode, info.length, info.expect)
+        ex.info = info
         self.parsing = ex
         if self.current is None:
             self._serve(ex)

@@ -1,0 +1,91 @@
+"""Python cost per proxied request, without sockets: the data path's callbacks driven directly.
+
+A request is fed to a server connection and a canned nginx-like response to the
+pooled upstream connection, N times, with fake transports, so the number is the
+interpreter's share alone (syscalls and the kernel excluded). Use it to check an
+optimisation before the real benchmark: `python bench/dataplane_micro.py [N]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import pstats
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dtab.path import Path as NPath  # noqa: E402
+from router.client.pool import UpstreamConnection  # noqa: E402
+from router.http.server import HttpServer, RouterRuntime, ServerConnection  # noqa: E402
+from router.http.testing import StaticRouter, StaticServerConfig  # noqa: E402
+from router.stats import ServerStats  # noqa: E402
+
+REQUEST = (b"GET /index.html HTTP/1.1\r\nHost: hello\r\nUser-Agent: curl/8.0\r\n"
+           b"Accept: */*\r\n\r\n")
+RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Tue, 24 Nov 2026 18:00:00 GMT\r\n"
+            b"Content-Type: text/plain\r\nContent-Length: 12\r\nConnection: keep-alive\r\n\r\n"
+            b"hello world\n")
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.out = 0
+
+    def write(self, data: bytes) -> None:
+        self.out += len(data)
+
+    def writelines(self, parts) -> None:  # noqa: ANN001
+        for p in parts:
+            self.out += len(p)
+
+    def get_extra_info(self, name: str, default=None):  # noqa: ANN001, ANN201
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+async def main(n: int, profile: bool) -> None:
+    router = StaticRouter([StaticServerConfig(4140)], "/svc/hello => /$/inet/127.0.0.1/8080")
+    rt = RouterRuntime(router)
+    server = HttpServer(rt, router.config.servers[0])
+    server.stats = ServerStats(router.metrics, server.ip, server.port)
+    tree = await router.bind(router.base_dtab, NPath.read("/svc/hello"))
+    client = rt.clients.get(tree.value)
+    ep = client.balancer.endpoints[0]
+    up = UpstreamConnection(ep)
+    up_t = FakeTransport()
+    up.connection_made(up_t)
+    ep.idle.append(up)
+    sc = ServerConnection(server)
+    down_t = FakeTransport()
+    sc.connection_made(down_t)
+    for _ in range(1000):  # warm up
+        sc.data_received(REQUEST)
+        up.data_received(RESPONSE)
+    prof = cProfile.Profile() if profile else None
+    if prof:
+        prof.enable()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        sc.data_received(REQUEST)
+        up.data_received(RESPONSE)
+    dt = time.perf_counter() - t0
+    if prof:
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+    assert server.stats.requests.value == n + 1000, server.stats.requests.value
+    assert ep.idle == [up]
+    print(f"{dt / n * 1e6:.2f} us of Python per proxied request ({n} requests)")
+
+
+if __name__ == "__main__":
+    count = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 50_000
+    asyncio.run(main(count, "--profile" in sys.argv))
