@@ -103,18 +103,36 @@ class ServiceStats(RequestStats):
 
 
 class ServiceStatsCache:
-    """Service stats by name, expiring (with their metrics) after `idle_s` without traffic."""
+    """Stats by name, expiring (with their metrics) after `idle_s` without traffic.
 
-    def __init__(self, factory, idle_s: float = 600.0) -> None:  # noqa: ANN001
+    Also capped at `max_entries`: past it, the least recently used tenth is dropped at
+    once, so a flood of distinct names (Host values) costs bounded memory even within
+    the idle window. `on_evict` tells holders of stats objects to let go of them.
+    """
+
+    def __init__(self, factory, idle_s: float = 600.0,  # noqa: ANN001
+                 max_entries: int = 10_000) -> None:
         self._factory = factory
         self._stats: dict[str, RequestStats] = {}
         self.idle_s = idle_s
+        self.max_entries = max_entries
+        self.on_evict = None  # Callable[[], None] | None
 
     def get(self, name: str) -> RequestStats:
         st = self._stats.get(name)
         if st is None:
+            if len(self._stats) >= self.max_entries:
+                self._evict_oldest()
             st = self._stats[name] = self._factory(name)
         return st
+
+    def _evict_oldest(self) -> None:
+        by_age = sorted(self._stats.items(), key=lambda kv: kv[1].last_used)
+        for name, st in by_age[: max(1, len(by_age) // 10)]:
+            del self._stats[name]
+            st.remove()
+        if self.on_evict is not None:
+            self.on_evict()
 
     def expire(self, now: float | None = None) -> int:
         now = time.monotonic() if now is None else now

@@ -545,3 +545,19 @@ async def test_malformed_request_body_mid_stream_is_400_and_frees_the_backend(ba
         await async_wait(lambda: not backend.writers, "backend connection aborted")
     finally:
         c.close()
+
+
+async def test_http10_keep_alive_and_absolute_form_with_port(backend, routers):
+    _, port = await routers.start(f"/svc/hello:8080 => {inet(backend)}")
+    c = await RawClient(port).connect()
+    try:
+        for _ in range(2):
+            r = await c.request(target="http://hello:8080/a?b=c", host="ignored", version="1.0",
+                                headers=[("Connection", "keep-alive")])
+            assert r.status == 200 and r.header("connection") == "keep-alive"
+            seen = r.json()
+            assert seen["target"] == "/a?b=c"
+            assert r.sent_header("host") == ["hello:8080"]  # the URL's authority wins
+    finally:
+        c.close()
+    assert backend.connections == 1

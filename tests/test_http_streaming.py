@@ -126,3 +126,22 @@ async def test_large_chunked_upload_to_a_slow_backend(setup):
     finally:
         task.cancel()
         writer.transport.abort()
+
+
+async def test_client_leaving_mid_stream_aborts_the_backend_and_is_counted(setup):
+    backend, handle, port = setup
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /chunked?n=1024&size=65536 HTTP/1.1\r\nHost: hello\r\n\r\n")
+    await reader.readexactly(200_000)
+    writer.transport.abort()
+    await async_wait_until(lambda: not backend.writers, what="backend connection aborted")
+    stats = handle.servers[0].stats
+    await async_wait_until(lambda: stats.failures.value == 1, what="failure recorded")
+    assert backend.sent_body_bytes < 1024 * 65536
+    # and the router still serves
+    r2, w2 = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        w2.write(b"GET /echo HTTP/1.1\r\nHost: hello\r\n\r\n")
+        assert (await r2.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+    finally:
+        w2.transport.abort()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from dtab.path import Path
 from router.http import start_http_router
 from router.http.testing import Backend, StaticRouter, StaticServerConfig
 from router.metrics import Metrics
@@ -88,6 +89,47 @@ async def test_request_flow_records_server_service_and_client_stats():
             f"/$/inet/127.0.0.1/{backend.port}": {
                 "state": "bound", "addresses": [f"127.0.0.1:{backend.port}"]}
         }
+    finally:
+        c.close()
+        await handle.close(0.5)
+        await backend.close()
+
+
+def test_service_stats_are_capped_under_a_flood_of_names():
+    reg = Metrics()
+    evictions = []
+    cache = ServiceStatsCache(lambda n: ServiceStats(reg.scope("rt", "r"), n), idle_s=600,
+                              max_entries=100)
+    cache.on_evict = lambda: evictions.append(1)
+    for i in range(1000):
+        s = cache.get(f"/svc/flood{i}")
+        s.record(200, 1.0)
+        s.last_used = float(i)
+    assert len(cache) <= 100 and evictions
+    assert "/svc/flood999" in cache and "/svc/flood0" not in cache
+    assert sum(1 for k, _ in reg.items() if k[3].startswith("svc/flood")) <= 100 * 4
+
+
+async def test_router_flood_of_hosts_keeps_service_stats_bounded_and_live():
+    backend = await Backend().start()
+    reg = Metrics()
+    dtab = f"/svc/hello => /$/inet/127.0.0.1/{backend.port}"
+    router = StaticRouter([StaticServerConfig(0)], dtab, label="r", metrics=reg)
+    handle = await start_http_router(router)
+    handle.runtime.services.max_entries = 5
+    c = await RawClient(handle.servers[0].port).connect()
+    try:
+        for round_ in range(3):
+            assert (await c.request()).status == 200
+            for i in range(12):
+                assert (await c.request(host=f"flood{round_}-{i}")).status == 502
+        assert (await c.request()).status == 200
+        services = {k[3] for k, _ in reg.items() if k[2] == "service"}
+        assert len(services) <= 5
+        # hello's stats were evicted and re-created: the live object is the registered one
+        assert reg.get(("rt", "r", "service", "svc/hello", "requests")).value >= 1
+        hello = handle.runtime.service_for(Path.read("/svc/hello"))[1]
+        assert handle.runtime.services.get("/svc/hello") is hello
     finally:
         c.close()
         await handle.close(0.5)

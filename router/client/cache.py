@@ -113,8 +113,13 @@ class ClientCache:
             log.warning("loadBalancer kind %r for %s is served by p2c", kind, bound.id.show)
         balancer = build_balancer(kind, bound.addr, params)
         stats = ClientStats(self.scope, bound.id.show, self.idle_s)
+        stats.services.on_evict = self._evicted
         self._ensure_sweeper()
         return Client(bound, balancer, stats)
+
+    def _evicted(self) -> None:
+        if self.on_expire is not None:
+            self.on_expire()
 
     def _ensure_sweeper(self) -> None:
         if self._sweeper is not None:

@@ -49,6 +49,7 @@ class RouterRuntime:
         self.routes: dict[Any, Any] = {}
         self._names: dict[tuple[str, ...], tuple[str, Any]] = {}
         self.clients.on_expire = self._forget_routes
+        self.services.on_evict = self._forget_routes
         # A synchronous cached-binding lookup lets a request skip the task and the extra loop
         # turn when the tree is already bound (`Router.bindings.get`); None = always await bind.
         bindings = getattr(router, "bindings", None)
