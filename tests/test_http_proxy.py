@@ -561,3 +561,30 @@ async def test_http10_keep_alive_and_absolute_form_with_port(backend, routers):
     finally:
         c.close()
     assert backend.connections == 1
+
+
+async def test_total_and_attempt_timeouts_are_503(backend, routers):
+    _, port = await routers.start(f"/svc/hello => {inet(backend)}", total_timeout_ms=200)
+    c = await RawClient(port).connect()
+    try:
+        r = await asyncio.wait_for(c.request(target="/slow?ms=3000"), 2)
+        assert r.status == 503
+        assert unquote(r.header("l5d-err")) == (
+            "exceeded 200.milliseconds to /svc/hello while waiting for a response for the "
+            "request, including retries (if applicable)")
+        assert (await c.request(target="/slow?ms=50")).status == 200  # under the limit
+    finally:
+        c.close()
+    _, port = await routers.start(f"/svc/hello => {inet(backend)}", attempt_timeout_ms=150)
+    c = await RawClient(port).connect()
+    try:
+        r = await asyncio.wait_for(c.request(target="/stall"), 2)
+        assert r.status == 503
+        assert unquote(r.header("l5d-err")).startswith(
+            f"exceeded 150.milliseconds to {inet(backend)} while waiting for a response for an "
+            "individual request")
+        # a streaming response that started in time is not cut by the timeout
+        r = await c.request(target="/chunked?n=3&size=10")
+        assert r.status == 200 and r.body == b"x" * 30
+    finally:
+        c.close()

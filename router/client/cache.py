@@ -28,7 +28,7 @@ class Client:
     """The traffic side of a bound name."""
 
     __slots__ = ("id", "name", "name_bytes", "bound", "balancer", "stats", "last_used",
-                 "requeues")
+                 "requeues", "attempt_timeout_s")
 
     def __init__(self, bound: BoundName, balancer: Balancer, stats: ClientStats) -> None:
         self.id = bound.id
@@ -39,6 +39,7 @@ class Client:
         self.stats = stats
         self.last_used = time.monotonic()
         self.requeues = stats.scope.counter("retries", "requeues")
+        self.attempt_timeout_s: float | None = None  # client requestAttemptTimeoutMs
         balancer.on_new_endpoint = self._new_endpoint
         for ep in balancer.endpoints:
             self._new_endpoint(ep)
@@ -99,7 +100,7 @@ class ClientCache:
         return client
 
     def _build(self, bound: BoundName) -> Client:
-        kind, params = "p2c", None
+        kind, params, cfg = "p2c", None, None
         if self.config_for is not None:
             cfg = self.config_for(bound.id)
             lb = getattr(cfg, "load_balancer", None) if cfg is not None else None
@@ -115,7 +116,11 @@ class ClientCache:
         stats = ClientStats(self.scope, bound.id.show, self.idle_s)
         stats.services.on_evict = self._evicted
         self._ensure_sweeper()
-        return Client(bound, balancer, stats)
+        client = Client(bound, balancer, stats)
+        ms = getattr(cfg, "request_attempt_timeout_ms", None)
+        if ms:
+            client.attempt_timeout_s = ms / 1000.0
+        return client
 
     def _evicted(self) -> None:
         if self.on_expire is not None:

@@ -67,6 +67,7 @@ class Exchange:
         "balancer", "head_sent", "chunked_down", "close_after", "discard_body", "finished",
         "start", "svc_stats", "client_stats", "client_svc_stats", "task", "expect_continue",
         "status", "upstream_paused", "pending_head", "plan", "requeued", "info",
+        "total_timer", "attempt_timer",
     )
 
     def __init__(self, conn: ServerConnection, head: Any, keep_alive: bool, body_mode: int,
@@ -101,6 +102,9 @@ class Exchange:
         self.pending_head = b""  # response head not yet written: goes out with the first bytes
         self.plan: _Plan | None = None
         self.requeued = False
+        # service totalTimeoutMs and client requestAttemptTimeoutMs, until the response head
+        self.total_timer: asyncio.TimerHandle | None = None
+        self.attempt_timer: asyncio.TimerHandle | None = None
 
     # --- request body, from the downstream parser ---------------------------
     def feed_body(self, chunk: bytes) -> None:
@@ -132,6 +136,16 @@ class Exchange:
         self.plan = plan
         self.balancer.started(ep)
         conn.start(self, plan.head_bytes, no_body=self.head.method == "HEAD")
+        timeout_s = self.client.attempt_timeout_s
+        if timeout_s is not None:
+            if self.attempt_timer is not None:
+                self.attempt_timer.cancel()
+            self.attempt_timer = asyncio.get_running_loop().call_later(
+                timeout_s, self.timed_out, 503,
+                f"exceeded {timeout_s * 1000:g}.milliseconds to {self.client.name} while "
+                "waiting for a response for an individual request, excluding retries",
+                "IndividualRequestTimeoutException",
+            )
         if self.conn.writing_paused and conn.transport is not None:
             # the client is still behind on an earlier response: do not read ahead for it
             conn.transport.pause_reading()
@@ -150,6 +164,8 @@ class Exchange:
                          has_body: bool, content_length: bytes | None,
                          conn_tokens: list[bytes] | None, has_l5d: bool, l5d_err: bool) -> None:
         self.status = status
+        if self.total_timer is not None or self.attempt_timer is not None:
+            self._cancel_timers()
         out = headers
         if conn_tokens:
             named = set(conn_tokens)
@@ -257,10 +273,30 @@ class Exchange:
         self.conn.resume_reading(self.conn.PAUSE_UPSTREAM)
 
     # --- outcomes -------------------------------------------------------------
+    def _cancel_timers(self) -> None:
+        if self.total_timer is not None:
+            self.total_timer.cancel()
+            self.total_timer = None
+        if self.attempt_timer is not None:
+            self.attempt_timer.cancel()
+            self.attempt_timer = None
+
+    def timed_out(self, status: int, message: str, cause: str) -> None:
+        """A timeout fired before the response head: 503 (reference §1.13), backend dropped."""
+        self.total_timer = self.attempt_timer = None
+        if self.finished or self.head_sent:
+            return
+        log.info("%s: %s", self.server.label, message)
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        self.respond_error(RouteError(status, message, cause))
+
     def respond_error(self, err: RouteError) -> None:
         """A router-made response (§1.13), then on to the next request if the framing allows."""
         if self.finished:
             return
+        if self.total_timer is not None or self.attempt_timer is not None:
+            self._cancel_timers()
         now = time.monotonic()
         latency = (now - self.start) * 1000.0
         up, ep = self.upstream, self.endpoint
@@ -287,6 +323,7 @@ class Exchange:
         if self.finished:
             return
         self.finished = True
+        self._cancel_timers()
         if self.task is not None and not self.task.done():
             self.task.cancel()
         up, ep = self.upstream, self.endpoint
@@ -481,7 +518,14 @@ def _prepare(ex: Exchange) -> _Plan:
     plan.name = ident.path
     if ident.target is not None:
         head.target = ident.target
-    plan.service, ex.svc_stats = rt.service_for(ident.path)
+    plan.service, ex.svc_stats, total_timeout_s = rt.service_for(ident.path)
+    if total_timeout_s is not None:
+        ex.total_timer = asyncio.get_running_loop().call_later(
+            total_timeout_s, ex.timed_out, 503,
+            f"exceeded {total_timeout_s * 1000:g}.milliseconds to {plan.service} while waiting "
+            "for a response for the request, including retries (if applicable)",
+            "GlobalRequestTimeoutException",
+        )
     plan.route_key = (ident.path.elems, None if local is None else
                       (tuple(info.ctx_dtabs), tuple(info.user_dtabs)))
     plan.base = base = router.base_dtab

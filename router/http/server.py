@@ -55,14 +55,20 @@ class RouterRuntime:
         bindings = getattr(router, "bindings", None)
         self.cached_bind = getattr(bindings, "get", None)
 
-    def service_for(self, name: Any) -> tuple[str, Any]:
-        """(`/svc/hello`, its ServiceStats) for a name path, remembered by its labels."""
+    def service_for(self, name: Any) -> tuple[str, Any, float | None]:
+        """(`/svc/hello`, its ServiceStats, its totalTimeoutMs in seconds or None) for a
+        name path, remembered by its labels."""
         hit = self._names.get(name.elems)
         if hit is None:
             if len(self._names) >= 10_000:
                 self._names.clear()
             show = name.show
-            hit = self._names[name.elems] = (show, self.services.get(show))
+            timeout_s = None
+            service_config = getattr(self.router, "service_config", None)
+            if service_config is not None:
+                ms = getattr(service_config(name), "total_timeout_ms", None)
+                timeout_s = ms / 1000.0 if ms else None
+            hit = self._names[name.elems] = (show, self.services.get(show), timeout_s)
         return hit
 
     def _forget_routes(self) -> None:

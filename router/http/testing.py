@@ -41,6 +41,12 @@ class StaticLoadBalancer:
 @dataclass
 class StaticClientConfig:
     load_balancer: StaticLoadBalancer = field(default_factory=StaticLoadBalancer)
+    request_attempt_timeout_ms: int | None = None
+
+
+@dataclass
+class StaticServiceConfig:
+    total_timeout_ms: int | None = None
 
 
 @dataclass
@@ -71,6 +77,8 @@ class StaticRouter:
         metrics: Metrics | None = None,
         dst_prefix: str = "/svc",
         binding_timeout_ms: int = 2000,
+        total_timeout_ms: int | None = None,
+        attempt_timeout_ms: int | None = None,
     ) -> None:
         self.label = label
         self.config = StaticRouterConfig(servers, binding_timeout_ms)
@@ -79,7 +87,8 @@ class StaticRouter:
         self.metrics: Scope = self.registry.scope("rt", label)
         self.names: dict[Path, BoundName] = {Path.read(k): v for k, v in (names or {}).items()}
         self.inet: dict[Path, BoundName] = {}
-        self.lb = StaticClientConfig(StaticLoadBalancer(load_balancer))
+        self.lb = StaticClientConfig(StaticLoadBalancer(load_balancer), attempt_timeout_ms)
+        self.svc = StaticServiceConfig(total_timeout_ms)
         self.dst_prefix = Path.read(dst_prefix)
         self.bind_calls = 0
         self.bindings = _StaticBindings()
@@ -92,6 +101,9 @@ class StaticRouter:
 
     def client_config(self, client_id: Path) -> StaticClientConfig:
         return self.lb
+
+    def service_config(self, name: Path) -> StaticServiceConfig:
+        return self.svc
 
     async def bind(self, dtab: Dtab, path: Path) -> NameTree[BoundName]:
         self.bind_calls += 1
