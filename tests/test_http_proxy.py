@@ -504,6 +504,7 @@ async def test_close_drains_in_flight_requests_then_refuses(backend, routers):
         closing = asyncio.create_task(router.handle.close(5.0))
         r = await c.response()
         assert r.status == 200 and r.body == b"slow"
+        assert r.header("connection") == "close"  # the client learns the connection ends
         await asyncio.wait_for(closing, 5)
         assert await c.closed()
     finally:

@@ -188,7 +188,8 @@ class Exchange:
                 out.append(_CHUNKED)
             else:
                 self.close_after = True
-        if self.close_after or not self.keep_alive:
+        if self.close_after or not self.keep_alive or self.conn.draining:
+            self.keep_alive = self.keep_alive and not self.conn.draining
             out.append((b"Connection", b"close"))
         elif self.version == "1.0":
             out.append((b"Connection", b"keep-alive"))
