@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from dtab.path import Path
-
 from dtab.addr import BoundName
 from dtab.observable import Activity
+from dtab.path import Path
 
 # A namer's leaf is either bound (endpoints known) or a further path to evaluate
 # against the dtab again (a rewriting namer such as domainToPathPfx).

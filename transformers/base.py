@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from dtab.addr import BoundName
 from dtab.nametree import NameTree
 from dtab.path import Path
-
-from dtab.addr import BoundName
 
 
 @runtime_checkable
