@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import deque
 from urllib.parse import unquote
 
 import httptools
@@ -44,6 +45,11 @@ class RawClient:
         self.port = port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self._parser: httptools.HttpResponseParser | None = None
+        self._done: deque[Response] = deque()
+        self._cur: Response | None = None
+        self._head_seen = False
+        self._head_mode = False
 
     async def connect(self) -> RawClient:
         self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
@@ -59,35 +65,54 @@ class RawClient:
         return await self.response(head=method == "HEAD")
 
     async def response(self, head: bool = False) -> Response:
-        resp = Response()
-        state = {"head": False}
-
-        class P:
-            def on_header(self, k: bytes, v: bytes) -> None:
-                resp.headers.append((k.decode("latin-1"), v.decode("latin-1")))
-
-            def on_headers_complete(self) -> None:
-                state["head"] = True
-
-            def on_body(self, b: bytes) -> None:
-                resp.body += b
-
-            def on_message_complete(self) -> None:
-                resp.done = True
-
-        parser = httptools.HttpResponseParser(P())
-        while not resp.done:
-            if head and state["head"]:
-                break
+        """The next response. One parser lives across responses, so pipelined responses
+        that arrive in one read are all kept; a HEAD response ends at its head."""
+        if self._parser is None:
+            self._parser = httptools.HttpResponseParser(self)
+        self._head_mode = head
+        while not self._done:
             data = await self.reader.read(65536)
             if not data:
-                if state["head"] and not resp.done:
+                cur = self._cur
+                if cur is not None and self._head_seen:
                     # read-until-close bodies end here; anything else is truncated
-                    resp.truncated = True  # type: ignore[attr-defined]
+                    cur.truncated = True  # type: ignore[attr-defined]
+                    self._cur = None
+                    self._head_seen = False
+                    self._done.append(cur)
                 break
-            parser.feed_data(data)
-        resp.status = parser.get_status_code() if state["head"] else 0
-        return resp
+            self._parser.feed_data(data)
+        if not self._done:
+            return Response()  # closed before any response: status 0
+        return self._done.popleft()
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self._cur = Response()
+        self._head_seen = False
+
+    def on_header(self, k: bytes, v: bytes) -> None:
+        self._cur.headers.append((k.decode("latin-1"), v.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        self._head_seen = True
+        self._cur.status = self._parser.get_status_code()
+        if self._head_mode:
+            self._cur.done = True
+            self._done.append(self._cur)
+            self._cur = None
+            self._parser = None  # llhttp would wait for the announced body
+
+    def on_body(self, b: bytes) -> None:
+        if self._cur is not None:
+            self._cur.body += b
+
+    def on_message_complete(self) -> None:
+        if self._cur is not None:
+            self._cur.done = True
+            self._done.append(self._cur)
+            self._cur = None
+            self._head_seen = False
 
     async def closed(self, timeout: float = 5.0) -> bool:
         try:
@@ -587,5 +612,18 @@ async def test_total_and_attempt_timeouts_are_503(backend, routers):
         # a streaming response that started in time is not cut by the timeout
         r = await c.request(target="/chunked?n=3&size=10")
         assert r.status == 200 and r.body == b"x" * 30
+    finally:
+        c.close()
+
+
+async def test_a_long_pipeline_of_router_errors_and_successes(backend, routers):
+    _, port = await routers.start(f"/svc/hello => {inet(backend)}")
+    c = await RawClient(port).connect()
+    try:
+        n = 1500
+        c.send(b"".join(build("GET", f"/echo/{i}", "hello" if i % 3 == 0 else "nope", None, b"")
+                        for i in range(n)))
+        statuses = [(await c.response()).status for _ in range(n)]
+        assert statuses == [200 if i % 3 == 0 else 502 for i in range(n)]
     finally:
         c.close()

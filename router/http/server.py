@@ -361,7 +361,7 @@ class ServerConnection(asyncio.Protocol):
                       info.body_mode, info.length, info.expect)
         ex.info = info
         self.parsing = ex
-        if self.current is None:
+        if self.current is None and not self.queue:
             self._serve(ex)
         else:
             self.queue.append(ex)
@@ -413,12 +413,19 @@ class ServerConnection(asyncio.Protocol):
             self.transport.close()  # type: ignore[union-attr]
             return
         if self.queue:
-            nxt = self.queue.popleft()
-            if not self.queue:
-                self.resume_reading(self.PAUSE_QUEUE)
-            self._serve(nxt)
+            # On the next loop turn: an exchange can finish synchronously (a router-made
+            # error), and a long pipeline must not become a deep recursion.
+            asyncio.get_running_loop().call_soon(self._serve_next)
         elif self.draining:
             self.transport.close()  # type: ignore[union-attr]
+
+    def _serve_next(self) -> None:
+        if self._closed or self.current is not None or not self.queue:
+            return
+        nxt = self.queue.popleft()
+        if not self.queue:
+            self.resume_reading(self.PAUSE_QUEUE)
+        self._serve(nxt)
 
     def abort_exchange(self, ex: Exchange) -> None:
         """The backend failed after the response head went out: only a reset says so."""
