@@ -150,3 +150,34 @@ async def test_two_real_routers_override_reaches_the_second_hop(env):
     assert ("l5d-ctx-dtab", "/srv/world=>/srv/world-v2") in hdrs
     assert ("l5d-ctx-user", "alice") in hdrs
     assert [v for k, v in hdrs if k == "via"] == ["1.1 linkerd", "1.1 linkerd"]
+
+
+def vm_kb(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"{field} not in /proc/{pid}/status")
+
+
+async def test_large_bodies_stream_through_a_real_process_without_growing_it(env, tmp_path):
+    b1 = await env("backend", "b1")
+    l5d = await env("l5d", "outgoing", f"/svc/hello => /$/inet/127.0.0.1/{b1.port}")
+    rc, _, err = await curl("-x", f"http://127.0.0.1:{l5d.port}", "http://hello/echo")
+    assert rc == 0, err
+    before = vm_kb(l5d.proc.pid, "VmRSS")
+    # 64 MB down to a client reading at 40 MB/s, and 32 MB up, chunked, from a file
+    rc, out, err = await curl("-x", f"http://127.0.0.1:{l5d.port}", "-o", "/dev/null",
+                              "--limit-rate", "40M", "-w", "%{size_download}",
+                              "http://hello/chunked?n=512&size=131072")
+    assert rc == 0, err
+    assert int(out) == 64 * 1024 * 1024
+    upload = tmp_path / "upload.bin"
+    upload.write_bytes(b"u" * (32 * 1024 * 1024))
+    rc, out, err = await curl("-x", f"http://127.0.0.1:{l5d.port}", "-H",
+                              "Transfer-Encoding: chunked", "--data-binary", f"@{upload}",
+                              "http://hello/echo")
+    assert rc == 0, err
+    assert json.loads(out)["body_len"] == 32 * 1024 * 1024
+    grown_mb = (vm_kb(l5d.proc.pid, "VmHWM") - before) / 1024
+    assert grown_mb < 16, f"the router grew {grown_mb:.1f} MB while streaming 96 MB"
