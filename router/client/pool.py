@@ -70,6 +70,8 @@ _RESPONSE_SPECIAL: dict[bytes, int] = {
     b"content-length": _R_LENGTH,
     b"transfer-encoding": _R_CHUNKED,
     b"connection": _R_CONNECTION,
+    # the other hop-by-hop headers (router.http.headers.HOP_BY_HOP; not imported here so
+    # the client package does not depend on the server side)
     **{h: _R_DROP for h in (b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade",
                             b"proxy-authorization", b"proxy-authenticate")},
 }

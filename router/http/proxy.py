@@ -41,10 +41,6 @@ log = logging.getLogger(__name__)
 
 BODY_BUFFER_LIMIT = 256 * 1024
 ROUTE_CACHE_MAX = 10_000
-_REQUEST_OWNED = frozenset(
-    {b"l5d-dtab", b"l5d-ctx-dtab", b"l5d-dst-service", b"l5d-dst-client", b"l5d-dst-residual",
-     b"l5d-reqid"}
-)
 _VIA = (b"Via", b"1.1 linkerd")
 _CHUNKED = (b"Transfer-Encoding", b"chunked")
 _rng = random.Random()

@@ -20,7 +20,7 @@ import httptools
 
 from router.client.cache import ClientCache
 from router.http.errors import ErrorResponse, RouteError
-from router.http.headers import HOP_BY_HOP
+from router.http.headers import HOP_BY_HOP, REQUEST_OWNED
 from router.http.proxy import Exchange, dispatch
 from router.identifiers import IdentificationError
 from router.request import RequestHead
@@ -158,8 +158,7 @@ _REQUEST_SPECIAL: dict[bytes, int] = {
     b"l5d-ctx-dtab": _CTX_DTAB,
     b"l5d-dtab": _USER_DTAB,
     **{h: _DROP for h in HOP_BY_HOP - {b"connection", b"content-length", b"transfer-encoding"}},
-    **{h: _DROP for h in (b"l5d-dst-service", b"l5d-dst-client", b"l5d-dst-residual",
-                          b"l5d-reqid")},
+    **{h: _DROP for h in REQUEST_OWNED},
 }
 
 
