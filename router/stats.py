@@ -54,9 +54,9 @@ class RequestStats:
             self.success.value += 1
         self.latency.add(latency_ms)
         if self.with_status:
-            code, klass = self._status_counters(status)
-            code.value += 1
-            klass.value += 1
+            pair = self._status.get(status) or self._status_counters(status)
+            pair[0].value += 1
+            pair[1].value += 1
 
     def record_failure(self, cause: str, latency_ms: float, status: int | None = None) -> None:
         """A request that failed with an exception (and maybe a router-made status)."""

@@ -9,6 +9,7 @@ Parsed dtabs are memoised by header text: callers repeat the same override.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 
 from dtab.dtab import Dtab
 from dtab.errors import DtabParseError
@@ -36,7 +37,7 @@ def parse_dtab_header(name: str, value: bytes) -> Dtab:
     return dtab
 
 
-def local_dtab(ctx_values: list[bytes], dtab_values: list[bytes]) -> Dtab:
+def local_dtab(ctx_values: Sequence[bytes], dtab_values: Sequence[bytes]) -> Dtab:
     """`l5d-ctx-dtab` entries followed by `l5d-dtab` entries (later ones take priority)."""
     out = Dtab.empty()
     for v in ctx_values:

@@ -524,7 +524,7 @@ def _prepare(ex: Exchange) -> _Plan:
             "GlobalRequestTimeoutException",
         )
     plan.route_key = (ident.path.elems, None if local is None else
-                      (tuple(info.ctx_dtabs), tuple(info.user_dtabs)))
+                      (info.ctx_dtabs, info.user_dtabs))
     plan.base = base = router.base_dtab
     plan.full = base if local is None else base + local
     return plan

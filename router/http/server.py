@@ -174,8 +174,8 @@ class _HeadInfo:
         self.length: bytes | None = None
         self.expect = False
         self.conn_tokens: list[bytes] | None = None
-        self.ctx_dtabs: list[bytes] = []
-        self.user_dtabs: list[bytes] = []
+        self.ctx_dtabs: tuple[bytes, ...] = ()  # tuples: no allocation in the common case
+        self.user_dtabs: tuple[bytes, ...] = ()
 
 
 class ServerConnection(asyncio.Protocol):
@@ -339,9 +339,9 @@ class ServerConnection(asyncio.Protocol):
         elif self.server.clear_context:
             return  # l5d-* from outside the mesh
         elif code == _CTX_DTAB:
-            info.ctx_dtabs.append(value)
+            info.ctx_dtabs += (value,)
         elif code == _USER_DTAB:
-            info.user_dtabs.append(value)
+            info.user_dtabs += (value,)
         # _DROP: other hop-by-hop headers and the l5d-dst-*/l5d-reqid this router sets
 
     def on_headers_complete(self) -> None:
