@@ -1,13 +1,14 @@
 """One request through the router: identify -> bind -> pick a leaf -> client -> forward.
 
-`route(ex)` is the only coroutine per request: it does the parts that may
-wait (binding, connecting). Everything after the request head reaches the
-backend is callback-driven: the upstream connection hands response head,
-body chunks and completion to the `Exchange`, which writes them downstream
-as they arrive. Bodies are never held whole. Before a backend is chosen, a
-request body is buffered up to `BODY_BUFFER_LIMIT` and the client is paused
-beyond that; `Exchange.body_chunks` is where a bounded replay buffer for
-retries will hang later.
+`dispatch(ex)` routes synchronously when the binding is cached, the address
+bound and a pooled connection idle (the steady state: no task, no extra loop
+turn); only what must wait (binding, a Pending address, connecting) runs in a
+task. Everything after the request head reaches the backend is callback-driven:
+the upstream connection hands response head, body chunks and completion to the
+`Exchange`, which writes them downstream as they arrive. Bodies are never held
+whole. Before a backend is chosen, a request body is buffered up to
+`BODY_BUFFER_LIMIT` and the client is paused beyond that; `Exchange.body_chunks`
+is where a bounded replay buffer for retries will hang later.
 """
 
 from __future__ import annotations
@@ -442,7 +443,7 @@ class _Plan:
         self.local: Any = None
         self.head_bytes = b""
         self.route_key: Any = None
-        self.suffix: list[tuple[bytes, bytes]] = []
+        self.suffix: Any = ()
         self.ep: Endpoint | None = None  # picked on the fast path, connected on the slow one
 
 
