@@ -627,3 +627,35 @@ async def test_a_long_pipeline_of_router_errors_and_successes(backend, routers):
         assert statuses == [200 if i % 3 == 0 else 502 for i in range(n)]
     finally:
         c.close()
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "text"),
+    [
+        (b"GARBAGE\r\n\r\n", 400, "Invalid HTTP request: Invalid method encountered"),
+        (b"GET / HTTP/1.1\r\nHost: hello\r\nContent-Length: 5\r\n"
+         b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "Invalid HTTP request: "),
+        (b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\nHost: hello\r\n\r\n", 414,
+         "Request line longer than 65536 bytes"),
+        (b"GET / HTTP/1.1\r\nHost: hello\r\nX: " + b"b" * 70000 + b"\r\n\r\n", 431,
+         "Request head longer than 65536 bytes"),
+        (b"GET http://[::1/ HTTP/1.1\r\nHost: hello\r\n\r\n", 400,
+         "Invalid request target: http://[::1/"),
+    ],
+)
+async def test_malformed_requests_are_refused_with_a_reason(backend, routers, raw, status, text):
+    _, port = await routers.start(f"/svc/hello => {inet(backend)}")
+    c = await RawClient(port).connect()
+    try:
+        c.send(raw)
+        r = await c.response()
+        assert r.status == status
+        assert unquote(r.header("l5d-err")).startswith(text)
+    finally:
+        c.close()
+    assert backend.requests == []
+    c = await RawClient(port).connect()
+    try:
+        assert (await c.request()).status == 200
+    finally:
+        c.close()

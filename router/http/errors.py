@@ -19,6 +19,7 @@ REASONS = {
     400: b"Bad Request",
     404: b"Not Found",
     413: b"Payload Too Large",
+    414: b"URI Too Long",
     431: b"Request Header Fields Too Large",
     500: b"Internal Server Error",
     501: b"Not Implemented",

@@ -498,6 +498,8 @@ def _prepare(ex: Exchange) -> _Plan:
     plan = _Plan()
     plan.fwd = head.headers
     info = ex.info
+    if info.bad_target:
+        raise RouteError(400, f"Invalid request target: {head.target}", "BadRequest")
     if info.hops > srv.max_call_depth:
         raise RouteError(400, max_call_depth_message(srv.max_call_depth), "MaxCallDepthExceeded")
 

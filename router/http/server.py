@@ -162,11 +162,19 @@ _REQUEST_SPECIAL: dict[bytes, int] = {
 }
 
 
+class HeadTooLarge(Exception):
+    """A request line or head past MAX_HEAD_BYTES (414 or 431)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class _HeadInfo:
     """What the header callbacks learned about one request head."""
 
     __slots__ = ("hops", "body_mode", "length", "expect", "conn_tokens", "ctx_dtabs",
-                 "user_dtabs")
+                 "user_dtabs", "bad_target")
 
     def __init__(self) -> None:
         self.hops = 0
@@ -176,6 +184,7 @@ class _HeadInfo:
         self.conn_tokens: list[bytes] | None = None
         self.ctx_dtabs: tuple[bytes, ...] = ()  # tuples: no allocation in the common case
         self.user_dtabs: tuple[bytes, ...] = ()
+        self.bad_target = False
 
 
 class ServerConnection(asyncio.Protocol):
@@ -240,7 +249,11 @@ class ServerConnection(asyncio.Protocol):
             if self.parsing is not None:
                 self.parsing.keep_alive = False
         except httptools.HttpParserError as e:
-            self._bad_request(f"Invalid HTTP request: {e}")
+            cause = e.__context__
+            if isinstance(cause, HeadTooLarge):
+                self._bad_request(str(cause), cause.status)
+            else:
+                self._bad_request(f"Invalid HTTP request: {e}")
 
     def eof_received(self) -> bool:
         # Half-closed by the client: finish what is in flight, then close.
@@ -309,12 +322,12 @@ class ServerConnection(asyncio.Protocol):
         self._url += url
         self._head_bytes += len(url)
         if self._head_bytes > MAX_HEAD_BYTES:
-            raise ValueError("request line too long")
+            raise HeadTooLarge(414, f"Request line longer than {MAX_HEAD_BYTES} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_bytes += len(name) + len(value)
         if self._head_bytes > MAX_HEAD_BYTES:
-            raise ValueError("request headers too large")
+            raise HeadTooLarge(431, f"Request head longer than {MAX_HEAD_BYTES} bytes")
         lk = name.lower()
         code = _REQUEST_SPECIAL.get(lk)
         if code is None:
@@ -370,7 +383,8 @@ class ServerConnection(asyncio.Protocol):
         try:
             url = httptools.parse_url(target.encode("latin-1"))
         except httptools.HttpParserInvalidURLError:
-            return target  # identification will refuse it with the target in the message
+            self._info.bad_target = True  # refused with 400 before routing
+            return target
         if url.host:
             host = url.host + (b":%d" % url.port if url.port else b"")
             headers[:] = [(k, v) for k, v in headers if k.lower() != b"host"]
@@ -433,7 +447,7 @@ class ServerConnection(asyncio.Protocol):
         self.queue.clear()
         self.abort()
 
-    def _bad_request(self, message: str) -> None:
+    def _bad_request(self, message: str, status: int = 400) -> None:
         self._broken = True
         log.info("%s: %s from %s:%s", self.server.label, message, *self.peer)
         cur = self.current
@@ -444,11 +458,11 @@ class ServerConnection(asyncio.Protocol):
                 cur.cancel()
                 self.abort()
             else:
-                cur.respond_error(RouteError(400, message, "BadRequest"))
+                cur.respond_error(RouteError(status, message, "BadRequest"))
             return
         if self.current is None and not self.queue:
-            self.stats.record_failure("BadRequest", 0.0, 400)
-            self.write(ErrorResponse(400, message).encode(keep_alive=False,
+            self.stats.record_failure("BadRequest", 0.0, status)
+            self.write(ErrorResponse(status, message).encode(keep_alive=False,
                                                           l5d_err=not self.server.clear_context))
             self.close()
         else:
