@@ -412,6 +412,9 @@ async def test_backend_dying_mid_response_fails_only_that_request(backend, route
         r = await c.request(target="/garbage")
         assert r.status == 502
         assert "invalid HTTP response" in unquote(r.header("l5d-err"))
+        r = await c.request(target="/bighead")
+        assert r.status == 502
+        assert "response head longer than 65536 bytes" in unquote(r.header("l5d-err"))
         r = await c.request(target="/reset")
         assert r.status == 502
         assert "closed before responding" in unquote(r.header("l5d-err"))

@@ -65,6 +65,7 @@ class ResponseSink(Protocol):
     def upstream_resume_writing(self) -> None: ...
 
 
+MAX_RESPONSE_HEAD_BYTES = 64 * 1024  # a backend cannot make the router hold an endless head
 _R_LENGTH, _R_CHUNKED, _R_CONNECTION, _R_DROP = range(4)
 _RESPONSE_SPECIAL: dict[bytes, int] = {
     b"content-length": _R_LENGTH,
@@ -82,7 +83,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     __slots__ = ("endpoint", "transport", "parser", "sink", "closed", "_headers", "_reason",
                  "_no_body", "_until_close", "_in_body", "_head_done", "_connected", "reused",
-                 "_received", "_length", "_chunked", "_tokens", "_l5d", "_l5d_err")
+                 "_received", "_length", "_chunked", "_tokens", "_l5d", "_l5d_err",
+                 "_head_bytes")
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
@@ -101,6 +103,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._reset_head()
 
     def _reset_head(self) -> None:
+        self._head_bytes = 0
         self._headers = []
         self._reason = b""
         self._length: bytes | None = None
@@ -180,7 +183,8 @@ class UpstreamConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)  # type: ignore[union-attr]
         except httptools.HttpParserError as e:
-            self._fail(UpstreamError(self.endpoint.hostport, f"invalid HTTP response: {e}",
+            detail = e.__context__ if isinstance(e.__context__, ValueError) else e
+            self._fail(UpstreamError(self.endpoint.hostport, f"invalid HTTP response: {detail}",
                                      "ProtocolException"))
         except httptools.HttpParserUpgrade:
             self._fail(UpstreamError(self.endpoint.hostport, "unexpected protocol upgrade",
@@ -202,6 +206,9 @@ class UpstreamConnection(asyncio.Protocol):
     # headers are taken out here (the exchange re-frames for its client), and whether
     # any `l5d-*` / `l5d-err` header is present is noted for clearContext servers.
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value)
+        if self._head_bytes > MAX_RESPONSE_HEAD_BYTES:
+            raise ValueError(f"response head longer than {MAX_RESPONSE_HEAD_BYTES} bytes")
         lk = name.lower()
         code = _RESPONSE_SPECIAL.get(lk)
         if code is None:

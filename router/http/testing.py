@@ -151,7 +151,8 @@ class Backend:
     without answering; `/stall` never answers; `/l5derr` is a 500 with `l5d-err`;
     `/hop` answers with hop-by-hop and `l5d-*` headers; `/slow?ms=N` answers after N ms;
     any `?drop_next=1` makes the connection close on its next request, unanswered;
-    `/close` answers with no length and closes (read-until-EOF framing).
+    `/close` answers with no length and closes (read-until-EOF framing); `/bighead` sends a
+    200 KB response head.
     """
 
     def __init__(self, name: str = "backend") -> None:
@@ -260,6 +261,13 @@ class Backend:
             await asyncio.sleep(0.05)
             writer.transport.abort()
             return False
+        if path == "/bighead":
+            writer.write(b"HTTP/1.1 200 OK\r\n")
+            for i in range(2000):
+                writer.write(b"X-Filler-%d: %s\r\n" % (i, b"f" * 100))
+            writer.write(b"Content-Length: 0\r\n\r\n")
+            await writer.drain()
+            return True
         if path == "/garbage":
             writer.write(b"SPLAT \x00\x01 this is not http\r\n\r\n")
             await writer.drain()
