@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from http import HTTPStatus
 from typing import Protocol
 
 import httptools
@@ -65,6 +66,9 @@ class ResponseSink(Protocol):
     def upstream_resume_writing(self) -> None: ...
 
 
+# The reason phrase is advisory (RFC 9112 §4); the standard one is sent downstream, which
+# spares a parser callback per response.
+_REASONS: dict[int, bytes] = {int(s): s.phrase.encode() for s in HTTPStatus}
 MAX_RESPONSE_HEAD_BYTES = 64 * 1024  # a backend cannot make the router hold an endless head
 _R_LENGTH, _R_CHUNKED, _R_CONNECTION, _R_DROP = range(4)
 _RESPONSE_SPECIAL: dict[bytes, int] = {
@@ -81,7 +85,7 @@ _RESPONSE_SPECIAL: dict[bytes, int] = {
 class UpstreamConnection(asyncio.Protocol):
     """One TCP connection to a backend, reused across exchanges while it keeps alive."""
 
-    __slots__ = ("endpoint", "transport", "parser", "sink", "closed", "_headers", "_reason",
+    __slots__ = ("endpoint", "transport", "parser", "sink", "closed", "_headers",
                  "_no_body", "_until_close", "_in_body", "_head_done", "_connected", "reused",
                  "_received", "_length", "_chunked", "_tokens", "_l5d", "_l5d_err",
                  "_head_bytes")
@@ -93,7 +97,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.sink: ResponseSink | None = None
         self.closed = False
         self._headers: list[tuple[bytes, bytes]] = []
-        self._reason = b""
         self._no_body = False
         self._until_close = False
         self._in_body = False
@@ -105,7 +108,6 @@ class UpstreamConnection(asyncio.Protocol):
     def _reset_head(self) -> None:
         self._head_bytes = 0
         self._headers = []
-        self._reason = b""
         self._length: bytes | None = None
         self._chunked = False
         self._tokens: list[bytes] | None = None
@@ -199,9 +201,6 @@ class UpstreamConnection(asyncio.Protocol):
             sink.on_upstream_error(err)
 
     # --- httptools callbacks ----------------------------------------------
-    def on_status(self, status: bytes) -> None:
-        self._reason += status
-
     # Each response header is lowercased and classified once: framing and hop-by-hop
     # headers are taken out here (the exchange re-frames for its client), and whether
     # any `l5d-*` / `l5d-err` header is present is noted for clearContext servers.
@@ -240,8 +239,9 @@ class UpstreamConnection(asyncio.Protocol):
         sink = self.sink
         if sink is None:
             return
-        sink.on_response_head(status, self._reason, self._headers, not no_body, content_length,
-                              self._tokens, self._l5d, self._l5d_err)
+        sink.on_response_head(status, _REASONS.get(status, b"Unknown"), self._headers,
+                              not no_body, content_length, self._tokens, self._l5d,
+                              self._l5d_err)
         if no_body and self._no_body and self.sink is sink:
             # A HEAD response: llhttp would wait for the announced body, so finish here
             # and give the next exchange a fresh parser.

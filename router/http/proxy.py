@@ -459,10 +459,12 @@ def dispatch(ex: Exchange) -> None:
             if plan.tree is not None and _choose(ex, plan):
                 ep = plan.ep = ex.balancer.pick()
                 if ep is not None and not ep.down:
-                    conn = ep.take_idle()
-                    if conn is not None:
-                        ex.attach(conn, ep, plan)
-                        return
+                    idle = ep.idle
+                    while idle:
+                        conn = idle.pop()
+                        if not conn.closed:
+                            ex.attach(conn, ep, plan)
+                            return
     except RouteError as e:
         ex.respond_error(e)
         return
