@@ -115,7 +115,13 @@ def lookup_once(
     return act.value
 
 
-class _Binder:
+class Evaluation:
+    """What one evaluation of `root` carries, shared by binding and delegation.
+
+    The dtab, the namers, the depth and lookup limits, and the Activities
+    consulted so far (`deps`).
+    """
+
     __slots__ = ("dtab", "lookup", "max_depth", "root", "deps", "budget", "max_lookups")
 
     def __init__(
@@ -130,6 +136,7 @@ class _Binder:
         self.max_lookups = max_lookups
 
     def spend(self, chain: tuple[Path, ...]) -> None:
+        """Count one lookup; past `max_lookups`, raise `LookupBudgetExceeded` for `chain`."""
         self.budget -= 1
         if self.budget < 0:
             raise LookupBudgetExceeded(
@@ -138,9 +145,17 @@ class _Binder:
                 )
             )
 
+    def too_deep(self, chain: tuple[Path, ...]) -> DelegationLoopError:
+        """The error for a branch that went past `max_depth` through `chain`."""
+        return DelegationLoopError(self.root, chain, self.max_depth, self.dtab.show)
+
+
+class _Binder(Evaluation):
+    __slots__ = ()
+
     def bind(self, tree: NameTree[Any], depth: int, chain: tuple[Path, ...]) -> ActivityState:
         if depth > self.max_depth:
-            return Failed(DelegationLoopError(self.root, chain, self.max_depth, self.dtab.show))
+            return Failed(self.too_deep(chain))
         if isinstance(tree, Leaf):
             value = tree.value
             if isinstance(value, Path):

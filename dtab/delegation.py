@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from dtab.addr import ADDR_PENDING, AddrPending, BoundName
-from dtab.binding import MAX_DEPTH, MAX_LOOKUPS, Lookup, LookupBudgetExceeded
+from dtab.binding import MAX_DEPTH, MAX_LOOKUPS, Evaluation, Lookup, LookupBudgetExceeded
 from dtab.dtab import Dentry, Dtab
 from dtab.errors import DelegationLoopError
 from dtab.nametree import Alt, EmptyTree, FailTree, Leaf, NameTree, NegTree, Union
@@ -37,8 +37,13 @@ _FAIL_PREFIX = Path.of("$", "fail")
 TransformStep = tuple[str, Callable[[BoundName], NameTree[BoundName]]]
 
 
-def _dentry_json(d: Dentry | None) -> dict[str, Any]:
-    return {} if d is None else {"dentry": {"prefix": d.prefix.show, "dst": d.dst.show}}
+def _node_json(kind: str, shown: str, dentry: Dentry | None, **fields: Any) -> dict[str, Any]:
+    """A node's JSON in Linkerd's key order: type, path, dentry (none at the root), the rest."""
+    out: dict[str, Any] = {"type": kind, "path": shown}
+    if dentry is not None:
+        out["dentry"] = {"prefix": dentry.prefix.show, "dst": dentry.dst.show}
+    out.update(fields)
+    return out
 
 
 class DelegateTree:
@@ -74,12 +79,7 @@ class DelegateNode(DelegateTree):
     tree: DelegateTree
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "type": "delegate",
-            "path": self.path.show,
-            **_dentry_json(self.dentry),
-            "delegate": self.tree.to_json(),
-        }
+        return _node_json("delegate", self.path.show, self.dentry, delegate=self.tree.to_json())
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,12 +91,9 @@ class LeafNode(DelegateTree):
     value: Any  # BoundName (or PendingName) once delegation is done; a Path while running
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "type": "leaf",
-            "path": self.path.show,
-            **_dentry_json(self.dentry),
-            "bound": _bound_json(self.value, self.path),
-        }
+        return _node_json(
+            "leaf", self.path.show, self.dentry, bound=_bound_json(self.value, self.path)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,12 +103,7 @@ class AltNode(DelegateTree):
     trees: tuple[DelegateTree, ...]
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "type": "alt",
-            "path": self.path.show,
-            **_dentry_json(self.dentry),
-            "alt": [t.to_json() for t in self.trees],
-        }
+        return _node_json("alt", self.path.show, self.dentry, alt=[t.to_json() for t in self.trees])
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,12 +122,9 @@ class UnionNode(DelegateTree):
     trees: tuple[WeightedNode, ...]
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "type": "union",
-            "path": self.path.show,
-            **_dentry_json(self.dentry),
-            "union": [w.to_json() for w in self.trees],
-        }
+        return _node_json(
+            "union", self.path.show, self.dentry, union=[w.to_json() for w in self.trees]
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,11 +136,7 @@ class NegNode(DelegateTree):
     reason: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        out = {
-            "type": "neg",
-            "path": "~" if not self.path.elems else self.path.show,
-            **_dentry_json(self.dentry),
-        }
+        out = _node_json("neg", "~" if not self.path.elems else self.path.show, self.dentry)
         if self.reason:
             out["reason"] = self.reason
         return out
@@ -164,7 +149,7 @@ class FailNode(DelegateTree):
 
     def to_json(self) -> dict[str, Any]:
         shown = self.path.show if self.path.startswith(_FAIL_PREFIX) else "!"
-        return {"type": "fail", "path": shown, **_dentry_json(self.dentry)}
+        return _node_json("fail", shown, self.dentry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +158,7 @@ class EmptyNode(DelegateTree):
     dentry: Dentry | None
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": "empty", "path": self.path.show, **_dentry_json(self.dentry)}
+        return _node_json("empty", self.path.show, self.dentry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,12 +168,7 @@ class ExceptionNode(DelegateTree):
     message: str
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "type": "exception",
-            "path": self.path.show,
-            **_dentry_json(self.dentry),
-            "message": self.message,
-        }
+        return _node_json("exception", self.path.show, self.dentry, message=self.message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,19 +305,8 @@ def from_name_tree(path: Path, dentry: Dentry | None, tree: NameTree[Any]) -> De
     raise TypeError(f"not a name tree: {tree!r}")
 
 
-class _Delegator:
-    __slots__ = ("dtab", "lookup", "max_depth", "root", "deps", "budget", "max_lookups")
-
-    def __init__(
-        self, dtab: Dtab, lookup: Lookup, max_depth: int, root: Path, max_lookups: int
-    ) -> None:
-        self.dtab = dtab
-        self.lookup = lookup
-        self.max_depth = max_depth
-        self.root = root
-        self.deps: list[Var[Any]] = []
-        self.budget = max_lookups
-        self.max_lookups = max_lookups
+class _Delegator(Evaluation):
+    __slots__ = ()
 
     def lookup_node(self, dentry: Dentry | None, path: Path) -> DelegateTree:
         """Linkerd's `delegateLookup`: the dtab's matches, else the namers' answer."""
@@ -379,20 +348,10 @@ class _Delegator:
     def bind(self, node: DelegateTree, depth: int, chain: tuple[Path, ...]) -> DelegateTree:
         """Linkerd's `delegateBind`: follow Path leaves; bind every Alt/Union branch."""
         if depth > self.max_depth:
-            raise _TooDeep(DelegationLoopError(self.root, chain, self.max_depth, self.dtab.show))
+            raise _TooDeep(self.too_deep(chain))
         if isinstance(node, LeafNode):
             if isinstance(node.value, Path):
-                self.budget -= 1
-                if self.budget < 0:
-                    raise LookupBudgetExceeded(
-                        DelegationLoopError(
-                            self.root,
-                            chain + (node.value,),
-                            self.max_depth,
-                            self.dtab.show,
-                            max_lookups=self.max_lookups,
-                        )
-                    )
+                self.spend(chain + (node.value,))
                 looked = self.lookup_node(node.dentry, node.value)
                 return self.bind(looked, depth + 1, chain + (node.value,))
             return node
