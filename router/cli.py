@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import uvloop
 
-from router.config import ConfigError, LinkerConfig, load
+from router.config import ConfigError, LinkerConfig, labelled, load, load_all
 
 log = logging.getLogger("l5d")
 
@@ -33,18 +33,21 @@ def build_linker(config: LinkerConfig):  # noqa: ANN201 - Linker, imported lazil
     return Linker(config)
 
 
-def validate(path: str) -> LinkerConfig:
-    """Load and build everything that can be checked without binding ports."""
-    config = load(path)
+def validate(path: str) -> list[tuple[str, LinkerConfig]]:
+    """Load and build everything that can be checked without binding ports: the config,
+    or each l5d config in a Kubernetes manifest's ConfigMaps."""
+    configs = load_all(path)
 
     async def build() -> None:  # some plugins want a running loop to exist
-        linker = build_linker(config)
-        for router in linker.routers:
-            router.close()
-        linker.builtins.close()
+        for label, config in configs:
+            try:
+                linker = build_linker(config)
+            except ConfigError as e:
+                raise labelled(e, label) from None
+            await linker.close()
 
     asyncio.run(build())
-    return config
+    return configs
 
 
 async def serve(config: LinkerConfig, *, ready: asyncio.Event | None = None) -> int:
@@ -95,11 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level)
     if args.validate:
         try:
-            validate(args.config)
+            configs = validate(args.config)
         except ConfigError as e:
             print(f"INVALID: {e}", file=sys.stderr)
             return EXIT_CONFIG
-        print(f"OK: {args.config}")
+        for label, _config in configs:
+            print(f"OK: {args.config} ({label})" if label else f"OK: {args.config}")
         return 0
     try:
         config = load(args.config)

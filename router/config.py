@@ -9,10 +9,14 @@ is checked here (plugin params are checked when `Linker` builds them, with
 the same file/line treatment via `Where.param_error`).
 
 Names and defaults follow ../shared/reference/linkerd1.md (§1.1-1.11).
-Parameters that Linkerd has but l5d-py does not act on yet (service
-`totalTimeoutMs` and `retries`, client `failureAccrual`, `requeueBudget`, TLS,
-...) are parsed, validated and kept so the data path can grow into them; the
-loader logs a warning for keys it keeps without acting on them.
+The data path acts on service `totalTimeoutMs` and client
+`requestAttemptTimeoutMs` (503 when either expires before the response head)
+and on `loadBalancer` `kind`, `maxEffort` and `decayTimeMs`. Parameters that
+Linkerd has but l5d-py does not act on yet (service `retries` and
+`responseClassifier`, client `failureAccrual`, `requeueBudget`, `failFast`,
+TLS, the router's size limits, ...) are parsed, validated and kept so the data
+path can grow into them; the loader logs a warning, with the line, for each
+one the file sets.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import textwrap
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -329,10 +334,18 @@ class _Obj:
         for key in keys:
             if self.has(key):
                 kept[key] = plain(self.raw(key))
+            self.used.add(key)
+        self.warn_unacted(*keys)
+        return kept
+
+    def warn_unacted(self, *keys: str) -> None:
+        """Warn, with the line, about each of `keys` the file sets (parsed, not acted on yet)."""
+        if not self.src.warn:
+            return
+        for key in keys:
+            if self.has(key):
                 log.warning("%s:%s: %s %s", self.src.name, self.key_line(key), self.path(key),
                             _NOT_ACTED_ON)
-            self.used.add(key)
-        return kept
 
     def finish(self) -> None:
         unknown = [k for k in self.data if k not in self.used]
@@ -361,6 +374,7 @@ def _describe(value: Any) -> str:
 class _Source:
     name: str
     text: str
+    warn: bool = True  # False when re-building static params per name at request time
 
     def map_position(
         self, pos: tuple[int, int, str | None] | None, line: int, column: int
@@ -378,9 +392,21 @@ class _Source:
                 indent = len(text_line) - len(text_line.lstrip(" "))
             return file_line, indent + column
         quote = 1 if style in ("'", '"') else 0
-        if line == 1:
-            return vline, vcol + quote + column - 1
-        return vline + line - 1, column
+        if line != 1:
+            return vline + line - 1, column
+        # A flow scalar folds its lines into one, joined by spaces: walk the file's
+        # lines to find which one holds `column` of the folded value.
+        lines = self.text.splitlines()
+        offset = column - 1
+        file_line, start = vline, vcol + quote
+        seg = lines[vline - 1][start - 1:].rstrip() if 0 < vline <= len(lines) else ""
+        while offset > len(seg) and file_line < len(lines):
+            offset -= len(seg) + 1
+            file_line += 1
+            raw = lines[file_line - 1]
+            seg = raw.strip()
+            start = len(raw) - len(raw.lstrip()) + 1
+        return file_line, start + offset
 
 
 # ---------------------------------------------------------------------------
@@ -481,7 +507,12 @@ class FailureAccrualConfig:
 
 @dataclass(frozen=True)
 class ClientConfig:
-    """Per-client params (reference §1.7); `client_config(id)` merges static entries."""
+    """Per-client params (reference §1.7); `client_config(id)` merges static entries.
+
+    Acted on: `requestAttemptTimeoutMs` (503 when an attempt gets no response head in
+    time) and `loadBalancer` (`kind`, `maxEffort`, `decayTimeMs`). The rest is kept
+    for later work, with a warning at load when the file sets it.
+    """
 
     load_balancer: LoadBalancerConfig = LoadBalancerConfig()
     failure_accrual: FailureAccrualConfig = FailureAccrualConfig()
@@ -502,8 +533,12 @@ class RetriesConfig:
 
 @dataclass(frozen=True)
 class ServiceConfig:
-    """Per-service params (reference §1.8). Parsed and kept; enforcing timeouts and
-    retries on the data path is later work."""
+    """Per-service params (reference §1.8).
+
+    `totalTimeoutMs` is enforced: a request with no response head in time gets a 503.
+    `retries` and `responseClassifier` are parsed and kept, not acted on yet (the
+    loader warns when the file sets them).
+    """
 
     total_timeout_ms: int | None = None
     retries: RetriesConfig = RetriesConfig()
@@ -604,7 +639,7 @@ class ParamSpec:
         if not merged:
             return self.default
         assert self.builder is not None
-        src = _Source("<static config for " + name.show + ">", "")
+        src = _Source("<static config for " + name.show + ">", "", warn=False)
         return self.builder(_Obj(src, "", merged, None))
 
 
@@ -721,6 +756,7 @@ def _admin(obj: _Obj | None) -> AdminConfig:
         tls=_mapping_or_none(obj, "tls"),
     )
     obj.keep_unacted("socketOptions", "workerThreads")
+    obj.warn_unacted("httpIdentifierPort", "tls")
     obj.finish()
     return cfg
 
@@ -793,8 +829,7 @@ def _server(obj: _Obj, protocol: str) -> ServerConfig:
             "timestampHeader", "label", "timeoutMs",
         )),
     )
-    if cfg.tls is not None:
-        log.warning("%s:%s: %s.tls %s", obj.src.name, obj.key_line("tls"), obj.key, _NOT_ACTED_ON)
+    obj.warn_unacted("tls", "maxConcurrentRequests")
     obj.finish()
     return cfg
 
@@ -841,6 +876,7 @@ def _load_balancer(obj: _Obj | None) -> LoadBalancerConfig:
         decay_time_ms=obj.int("decayTimeMs", 10000, lo=1) if kind == "ewma" else 10000,
         enable_probation=obj.bool("enableProbation", False),
     )
+    obj.warn_unacted("enableProbation")
     obj.finish()
     return cfg
 
@@ -869,6 +905,8 @@ def _client_params(obj: _Obj) -> ClientConfig:
             "socketOptions", "forwardClientCert", "requestAuthorizers"
         )),
     )
+    obj.warn_unacted("failureAccrual", "requeueBudget", "failFast", "tls",
+                     "hostConnectionPool", "clientSession")
     obj.finish()
     return cfg
 
@@ -892,6 +930,7 @@ def _service_params(obj: _Obj) -> ServiceConfig:
         retries=retries,
         response_classifier=classifier,
     )
+    obj.warn_unacted("retries", "responseClassifier")
     obj.finish()
     return cfg
 
@@ -966,6 +1005,7 @@ def _router(obj: _Obj) -> RouterConfig:
         ttl = bc.int("idleTtlSecs", 600, lo=1)
         for k in ("paths", "trees", "bounds", "clients"):
             capacity[k] = bc.int(k, 1000, lo=1)
+        bc.warn_unacted("trees", "bounds", "clients")  # one cache here, sized by `paths`
         bc.finish()
     cfg = RouterConfig(
         protocol=protocol,
@@ -993,8 +1033,18 @@ def _router(obj: _Obj) -> RouterConfig:
         )),
         where=obj.where(),
     )
+    obj.warn_unacted("originator", "maxHeadersKB", "maxInitialLineKB", "maxErrResponseKB",
+                     "streamAfterContentLengthKB", "streamingEnabled", "compressionLevel")
     obj.finish()
     return cfg
+
+
+_WILDCARD_IPS = frozenset({"0.0.0.0", "::", ""})
+
+
+def _same_socket(a: str, b: str) -> bool:
+    """Two listeners on one port collide when the IPs are equal or either is a wildcard."""
+    return a == b or a in _WILDCARD_IPS or b in _WILDCARD_IPS
 
 
 def _linker(obj: _Obj, src: _Source) -> LinkerConfig:
@@ -1025,7 +1075,7 @@ def _linker(obj: _Obj, src: _Source) -> LinkerConfig:
                                  expected="a non-empty list of routers")
     routers = []
     labels: dict[str, str] = {}
-    ports: dict[tuple[str, int], str] = {}
+    ports: list[tuple[str, int, str]] = [(admin.ip, admin.port, f"admin ({admin.ip}:{admin.port})")]
     for r in router_objs:
         cfg = _router(r)
         if cfg.label in labels:
@@ -1034,12 +1084,15 @@ def _linker(obj: _Obj, src: _Source) -> LinkerConfig:
                         "a unique label per router")
         labels[cfg.label] = r.key
         for i, s in enumerate(cfg.servers):
-            key = (s.ip, s.port)
-            other = ports.get(key) or ("admin" if (admin.ip, admin.port) == key else None)
-            if other:
-                raise r.err(f"servers[{i}].port", f"{s.ip}:{s.port} is already used by {other}",
-                            "a port not used by another server")
-            ports[key] = f"{r.key}.servers[{i}]"
+            for ip, port, other in ports:
+                if port == s.port and _same_socket(ip, s.ip):
+                    server = r.data["servers"][i]
+                    lines = getattr(server, "key_lines", None) or {}
+                    raise ConfigError(f"{s.ip}:{s.port} is already used by {other}",
+                                      file=src.name, line=lines.get("port", r.line),
+                                      key=f"{r.key}.servers[{i}].port",
+                                      expected="a port not used by another server")
+            ports.append((s.ip, s.port, f"{r.key}.servers[{i}] ({s.ip}:{s.port})"))
         routers.append(cfg)
     obj.finish()
     return LinkerConfig(tuple(routers), admin, namers, telemetry, src.name, plain(obj.data))
@@ -1058,8 +1111,15 @@ def parse(text: str, name: str = "<config>") -> LinkerConfig:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None
         problem = e.problem or str(e)
+        if mark is not None:
+            problem += f" at column {mark.column + 1}"
         if e.context:
             problem = f"{e.context}: {problem}"
+            ctx = e.context_mark
+            if ctx is not None and mark is not None and ctx.line != mark.line:
+                problem += f" (the construct began at line {ctx.line + 1})"
+        if "\t" in text and "'\\t'" in problem:
+            problem += "; YAML indents with spaces, not tabs"
         raise ConfigError(f"not valid YAML/JSON: {problem}", file=name, line=line, key="",
                           expected=None) from None
     except yaml.YAMLError as e:
@@ -1071,14 +1131,102 @@ def parse(text: str, name: str = "<config>") -> LinkerConfig:
     return _linker(root, src)
 
 
-def load(path: str) -> LinkerConfig:
-    """Load a config file, or stdin for `-`."""
+def _read(path: str) -> tuple[str, str]:
     if path == "-":
-        return parse(sys.stdin.read(), "<stdin>")
+        return sys.stdin.read(), "<stdin>"
     try:
         with open(path, encoding="utf-8") as f:
-            text = f.read()
+            return f.read(), path
     except OSError as e:
         raise ConfigError(f"cannot read config: {e.strerror}", file=path, line=None,
                           key="") from None
-    return parse(text, path)
+
+
+def load(path: str) -> LinkerConfig:
+    """Load a config file, or stdin for `-` (a manifest with one l5d ConfigMap works too)."""
+    configs = load_all(path)
+    if len(configs) > 1:
+        where = ", ".join(label for label, _ in configs)
+        raise ConfigError(f"holds {len(configs)} l5d configs ({where}); l5d runs one",
+                          file=configs[0][1].source, line=None, key="",
+                          expected="a file with a single config")
+    return configs[0][1]
+
+
+def load_all(path: str) -> list[tuple[str, LinkerConfig]]:
+    """(label, config) for a config file, or for each l5d config in the ConfigMaps of a
+    Kubernetes manifest (several YAML documents, or one ConfigMap), so `l5d --validate
+    k8s/l5d.yml` checks what the DaemonSet will run, with the manifest's line numbers."""
+    text, name = _read(path)
+    embedded = _manifest_configs(text)
+    if embedded is None:
+        return [("", parse(text, name))]
+    if not embedded:
+        raise ConfigError("a Kubernetes manifest with no ConfigMap holding an l5d config",
+                          file=name, line=None, key="",
+                          expected="an l5d config, or a ConfigMap whose data has one")
+    out = []
+    for label, aligned in embedded:
+        try:
+            out.append((label, parse(aligned, name)))
+        except ConfigError as e:
+            raise labelled(e, label) from None
+    return out
+
+
+def labelled(e: ConfigError, label: str) -> ConfigError:
+    """`e` with the key prefixed by where in a manifest the config sits (no-op for '')."""
+    if not label:
+        return e
+    key = f"{label}: {e.key}" if e.key else label
+    return type(e)(e.problem, file=e.file, line=e.line, key=key, expected=e.expected)
+
+
+_ROUTERS_KEY = re.compile(r"^\s*routers\s*:", re.M)
+
+
+def _node_value(node: Any, key: str) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.value == key:
+                return v
+    return None
+
+
+def _manifest_configs(text: str) -> list[tuple[str, str]] | None:
+    """None when `text` is not a Kubernetes manifest; else each ConfigMap data entry that
+    holds an l5d config (it has `routers:`), as (label, text padded so its line numbers
+    are the manifest's)."""
+    try:
+        docs = [d for d in yaml.compose_all(text, Loader=yaml.SafeLoader) if d is not None]
+    except yaml.YAMLError:
+        return None  # parse() reports it with its line
+
+    def kind(doc: Any) -> Any:
+        node = _node_value(doc, "kind")
+        return node.value if isinstance(node, yaml.ScalarNode) else None
+
+    if len(docs) < 2 and not (docs and kind(docs[0]) == "ConfigMap"):
+        return None
+    lines = text.splitlines()
+    out = []
+    for doc in docs:
+        if kind(doc) != "ConfigMap":
+            continue
+        name_node = _node_value(_node_value(doc, "metadata"), "name")
+        cm = name_node.value if isinstance(name_node, yaml.ScalarNode) else "?"
+        data = _node_value(doc, "data")
+        if not isinstance(data, yaml.MappingNode):
+            continue
+        for knode, vnode in data.value:
+            if not isinstance(vnode, yaml.ScalarNode) or not _ROUTERS_KEY.search(vnode.value):
+                continue
+            first = vnode.start_mark.line + 1  # 0-based index of the first content line
+            if vnode.style == "|":
+                raw = "\n".join(lines[first:vnode.end_mark.line])
+                if textwrap.dedent(raw).strip() == vnode.value.strip():
+                    out.append((f"ConfigMap {cm} {knode.value}", "\n" * first + raw + "\n"))
+                    continue
+            out.append((f"ConfigMap {cm} {knode.value}",
+                        "\n" * vnode.start_mark.line + vnode.value))
+    return out

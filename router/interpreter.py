@@ -152,9 +152,19 @@ class TransformedNamer:
             await start()
 
     async def close(self) -> None:
+        """Close the namer, then this entry's transformers (their watches and timers)."""
         close = getattr(self.namer, "close", None)
-        if close is not None:
-            await close()
+        try:
+            if close is not None:
+                await close()
+        finally:
+            for t in self.transformers:
+                t_close = getattr(t, "close", None)
+                if t_close is not None:
+                    try:
+                        t_close()
+                    except Exception:
+                        log.exception("closing transformer %s failed", getattr(t, "prefix", t))
 
 
 def apply_transformers(tree: NameTree, transformers: Sequence[Transformer]) -> NameTree:

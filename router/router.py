@@ -66,6 +66,18 @@ def build_transformers(cfgs: Sequence[PluginConfig]) -> list[Transformer]:
     return out
 
 
+def close_transformers(transformers: Sequence[Any]) -> None:
+    """Close each transformer that has a `close()`; a failure is logged, the rest still close."""
+    for t in transformers:
+        close = getattr(t, "close", None)
+        if close is None:
+            continue
+        try:
+            close()
+        except Exception:
+            log.exception("closing transformer %s failed", getattr(t, "prefix", t))
+
+
 class Router:
     """One router: the request-time interface the data path uses."""
 
@@ -145,7 +157,9 @@ class Router:
         return getattr(self.handle, "clients", None)
 
     def close(self) -> None:
+        """Stop the binding cache, then the interpreter's transformers (their watches, timers)."""
         self.bindings.close()
+        close_transformers(self.interpreter.transformers)
 
 
 class Linker:
@@ -220,6 +234,10 @@ class Linker:
             grace_ms = self.config.admin.shutdown_grace_ms
         log.info("shutting down (grace %d ms)", grace_ms)
         await self._stop(grace_ms / 1000.0)
+
+    async def close(self) -> None:
+        """Stop everything at once, no drain: routers, transformers, namers (also unstarted)."""
+        await self._stop(0.0)
 
     async def _stop(self, grace_s: float) -> None:
         try:

@@ -382,3 +382,167 @@ def test_cli_validate_ok_error_and_stdin(tmp_path) -> None:
     assert out.returncode == 0, out.stderr
     out = _l5d("--validate", "-", stdin="routers: []\n")
     assert out.returncode == 2 and "NoRoutersSpecified" in out.stderr
+
+
+def test_a_wildcard_ip_collides_with_any_ip_on_the_same_port() -> None:
+    e = err("""
+    routers:
+    - protocol: http
+      label: a
+      servers:
+      - port: 4140
+        ip: 0.0.0.0
+    - protocol: http
+      label: b
+      servers:
+      - ip: 127.0.0.1
+        port: 4140
+    """)
+    # the line of the colliding `port`, and both addresses named
+    assert (e.line, e.key) == (11, "routers[1].servers[0].port")
+    assert "127.0.0.1:4140 is already used by routers[0].servers[0] (0.0.0.0:4140)" in str(e)
+    e = err("""
+    admin: {ip: 0.0.0.0, port: 9990}
+    routers:
+    - protocol: http
+      servers: [{port: 9990}]
+    """)
+    assert e.line == 4 and "admin (0.0.0.0:9990)" in str(e)
+    # different ports, or two different specific IPs, are fine
+    parse(cfg("""
+    routers:
+    - protocol: http
+      label: a
+      servers: [{port: 4140, ip: 127.0.0.1}, {port: 4140, ip: 127.0.0.2}]
+    """))
+
+
+def test_yaml_errors_give_the_column_where_the_construct_began_and_a_tab_hint() -> None:
+    e = err("routers:\n- protocol: http\n  dtab: \"/svc => /b\n  servers:\n  - port: 1\n")
+    assert e.line == 6 and "quoted scalar" in str(e)
+    assert "(the construct began at line 3)" in str(e)
+    e = err("routers:\n- protocol: http\n  servers:\n\t- port: 1\n")
+    assert e.line == 4 and "at column 1" in str(e) and "spaces, not tabs" in str(e)
+
+
+def test_invalid_folded_dtab_points_at_the_file_line_and_column() -> None:
+    text = ("routers:\n- protocol: http\n  dtab: /svc => /#/io.l5d.fs;\n"
+            "    /host => /svc &;\n  servers: [{port: 1}]\n")
+    e = err(text)
+    # a plain scalar folds its lines; the error is on the second one, at the ';'
+    assert e.line == 4 and "column 20" in str(e), str(e)
+    assert text.splitlines()[3][19] == ";"
+    text = ('routers:\n- protocol: http\n  dtab: "/svc => /#/io.l5d.fs;\n'
+            '     /host => /svc &;"\n  servers: [{port: 1}]\n')
+    e = err(text)
+    assert e.line == 4 and "column 21" in str(e), str(e)
+    assert text.splitlines()[3][20] == ";"
+
+
+def test_only_keys_not_acted_on_are_warned_about(caplog) -> None:
+    caplog.set_level("WARNING", logger="router.config")
+    parse(cfg("""
+    routers:
+    - protocol: http
+      servers: [{port: 4140}]
+      client:
+        requestAttemptTimeoutMs: 100
+        loadBalancer: {kind: ewma, maxEffort: 3, decayTimeMs: 500}
+      service:
+        totalTimeoutMs: 1000
+    """), "acted.yaml")
+    assert caplog.records == []  # timeouts and the balancer are enforced: no warning
+    parse(cfg("""
+    routers:
+    - protocol: http
+      servers: [{port: 4140}]
+      maxHeadersKB: 16
+      client:
+        kind: io.l5d.static
+        configs:
+        - prefix: /#/io.l5d.fs/{svc}
+          failureAccrual: {kind: none}
+      service:
+        retries: {budget: {percentCanRetry: 0.5}}
+        responseClassifier: {kind: io.l5d.http.retryableRead5XX}
+    """), "kept.yaml")
+    warned = [r.getMessage() for r in caplog.records]
+    for where in ("kept.yaml:4: routers[0].maxHeadersKB",
+                  "kept.yaml:9: routers[0].client.configs[0].failureAccrual",
+                  "kept.yaml:11: routers[0].service.retries",
+                  "kept.yaml:12: routers[0].service.responseClassifier"):
+        assert any(m.startswith(where) and "not acted on" in m for m in warned), (where, warned)
+    assert len(warned) == 4
+
+
+def test_static_params_resolved_per_request_do_not_warn_again(caplog) -> None:
+    config = parse(cfg("""
+    routers:
+    - protocol: http
+      servers: [{port: 4140}]
+      client:
+        kind: io.l5d.static
+        configs:
+        - prefix: /#/io.l5d.fs/{svc}
+          failFast: true
+    """))
+    caplog.clear()
+    caplog.set_level("WARNING", logger="router.config")
+    for name in ("a", "b", "c"):
+        assert config.routers[0].client.resolve(Path.of("#", "io.l5d.fs", name)).fail_fast
+    assert caplog.records == []
+
+
+MANIFEST = """\
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: l5d}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: l5d-config
+data:
+  other.yaml: |
+    not: an l5d config
+  config.yaml: |-
+    admin:
+      port: 9990
+    routers:
+    - protocol: http
+      dtab: |
+        /svc => /#/io.l5d.fs ;
+      servers:
+      - port: 4140
+"""
+
+
+def test_a_kubernetes_manifest_is_validated_through_its_configmap(tmp_path) -> None:
+    from router.config import load_all
+
+    good = tmp_path / "l5d.yml"
+    good.write_text(MANIFEST)
+    [(label, config)] = load_all(str(good))
+    assert label == "ConfigMap l5d-config config.yaml"
+    assert config.routers[0].servers[0].port == 4140
+    assert load(str(good)) == config  # `l5d l5d.yml` runs it
+    out = _l5d("--validate", str(good))
+    assert out.returncode == 0 and out.stdout == f"OK: {good} (ConfigMap l5d-config config.yaml)\n"
+    # errors carry the manifest's own line and column
+    bad = tmp_path / "bad.yml"
+    bad.write_text(MANIFEST.replace("/#/io.l5d.fs ;", "/#/io.l5d.fs &;"))
+    out = _l5d("--validate", str(bad))
+    assert out.returncode == 2
+    assert f"{bad}:18: ConfigMap l5d-config config.yaml: routers[0].dtab: invalid dtab " \
+           "at column 31" in out.stderr, out.stderr
+    assert bad.read_text().splitlines()[17][30] == ";"
+    missing = tmp_path / "missing.yml"
+    missing.write_text(MANIFEST.replace("- port: 4140", "- ip: 0.0.0.0"))
+    out = _l5d("--validate", str(missing))
+    assert out.returncode == 2 and f"{missing}:20: ConfigMap l5d-config config.yaml: " \
+        "routers[0].servers[0]: missing required key 'port'" in out.stderr, out.stderr
+    # a manifest without an l5d config says so instead of a YAML error
+    other = tmp_path / "rbac.yml"
+    other.write_text(MANIFEST.split("---")[0] + "---\n" + MANIFEST.split("---")[0])
+    out = _l5d("--validate", str(other))
+    assert out.returncode == 2 and "no ConfigMap holding an l5d config" in out.stderr

@@ -37,6 +37,7 @@ ENDPOINTS = (
     ("/config.json", "the loaded config"),
     ("/client_state.json", "clients and their addresses"),
     ("/bound-names.json", "bound names the namers know"),
+    ("/namer_state/<prefix>.json", "a namer's watch state, e.g. /namer_state/io.l5d.k8s.json"),
     ("/admin/shutdown", "POST: drain and exit"),
 )
 
@@ -124,6 +125,16 @@ def _clients_of(router: Any) -> Any:
     return None
 
 
+def _namer_states(linker: Any) -> dict[str, Any]:
+    """`io.l5d.k8s` -> the namer with a `state_json()` (under any namer transformers)."""
+    out = {}
+    for prefix, namer in getattr(linker, "namers", []):
+        inner = getattr(namer, "namer", namer)  # router.interpreter.TransformedNamer
+        if callable(getattr(inner, "state_json", None)):
+            out[prefix.show.lstrip("/")] = inner
+    return out
+
+
 def build_app(linker: Any) -> web.Application:
     admin_cfg = getattr(getattr(linker, "config", None), "admin", None)
     security = Security.from_config(setting(admin_cfg, "security", None))
@@ -144,6 +155,8 @@ def build_app(linker: Any) -> web.Application:
 
     async def index(_: web.Request) -> web.Response:
         lines = [f"{path}  {what}" for path, what in ENDPOINTS]
+        lines += [f"/namer_state/{prefix}.json  state of namer /{prefix}"
+                  for prefix in sorted(_namer_states(linker))]
         lines += [f"{path}  prometheus exposition" for path, _ in prometheus_telemeters(
             setting(getattr(linker, "config", None), "telemetry", None))]
         return web.Response(text="\n".join(lines) + "\n")
@@ -178,6 +191,16 @@ def build_app(linker: Any) -> web.Application:
             names = await names
         return web.json_response(list(names))
 
+    async def namer_state(request: web.Request) -> web.Response:
+        prefix = request.match_info["prefix"]
+        states = _namer_states(linker)
+        namer = states.get(prefix)
+        if namer is None:
+            known = ", ".join(f"/namer_state/{p}.json" for p in sorted(states)) or "none"
+            return web.Response(status=404, text=f"no namer with state at prefix /{prefix}; "
+                                f"known: {known}\n")
+        return web.json_response(namer.state_json())
+
     grace_ms = int(setting(admin_cfg, "shutdownGraceMs", 10000))
 
     async def shutdown(request: web.Request) -> web.Response:
@@ -205,6 +228,7 @@ def build_app(linker: Any) -> web.Application:
     app.router.add_get("/config.json", config_json)
     app.router.add_get("/client_state.json", client_state)
     app.router.add_get("/bound-names.json", bound_names)
+    app.router.add_get(r"/namer_state/{prefix:.+}.json", namer_state)
     app.router.add_route("*", "/admin/shutdown", shutdown)
     app.router.add_static("/files/", str(STATIC))
 

@@ -1,0 +1,97 @@
+"""The Linker's lifecycle beyond the data path: shutdown closes every transformer and
+namer (their Vars, timers and polling tasks), and the admin serves each namer's
+`state_json()` at `/namer_state/<prefix>.json`, as Linkerd does."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+import time
+
+import aiohttp
+
+from dtab.addr import AddrBound
+from dtab.path import Path
+from router.config import parse
+from router.router import Linker
+from tests.util import free_port
+
+
+def _config(tmp_path, *, router_port: int = 0, admin_port: int = 0):
+    (tmp_path / "hello").write_text("127.0.0.1 7000\n")
+    return parse(textwrap.dedent(f"""\
+        admin: {{port: {admin_port or free_port()}}}
+        namers:
+        - kind: io.l5d.fs
+          rootDir: {tmp_path}
+          transformers:
+          - kind: io.l5d.port
+            port: 7001
+        routers:
+        - protocol: http
+          dtab: /svc => /#/io.l5d.fs
+          interpreter:
+            transformers:
+            - kind: io.l5d.port
+              port: 7002
+          servers:
+          - port: {router_port or free_port()}
+        """), "lifecycle.yaml")
+
+
+async def _bind_hello(linker: Linker) -> AddrBound:
+    router = linker.routers[0]
+    tree = await router.bind(router.base_dtab, Path.read("/svc/hello"))
+    addr = tree.value.addr.value
+    assert isinstance(addr, AddrBound)
+    return addr
+
+
+async def test_close_closes_namer_and_interpreter_transformers_and_namers(tmp_path) -> None:
+    linker = Linker(_config(tmp_path))
+    addr = await _bind_hello(linker)
+    assert {(a.host, a.port) for a in addr.addresses} == {("127.0.0.1", 7002)}
+    namer_wrapper = linker.namers[0][1]
+    fs = namer_wrapper.namer
+    namer_port = namer_wrapper.transformers[0]
+    router_port = linker.routers[0].interpreter.transformers[0]
+    assert namer_port.live == 1 and router_port.live == 1
+    assert fs._task is not None and not fs._task.done()  # polling the directory
+
+    await linker.close()
+
+    assert namer_port.live == 0 and router_port.live == 0
+    assert namer_port._sweep_timer is None and router_port._sweep_timer is None
+    assert fs._task is None
+
+
+async def test_namer_state_json_per_prefix(tmp_path) -> None:
+    linker = Linker(_config(tmp_path))
+    await linker.start()
+    try:
+        await _bind_hello(linker)
+        url = linker.admin.url
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"{url}/namer_state/io.l5d.fs.json") as r:
+                assert r.status == 200
+                state = await r.json()
+            # the namer's own addresses, before its transformers
+            assert state == {"/#/io.l5d.fs/hello": {
+                "type": "bound", "addrs": [{"ip": "127.0.0.1", "port": 7000, "meta": {}}],
+                "meta": {}}}
+            # an edit of the file shows up there (the fs namer polls once a second)
+            (tmp_path / "hello").write_text("127.0.0.1 7100\n")
+            deadline = time.monotonic() + 10
+            port = 7000
+            while port != 7100 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+                async with s.get(f"{url}/namer_state/io.l5d.fs.json") as r:
+                    port = (await r.json())["/#/io.l5d.fs/hello"]["addrs"][0]["port"]
+            assert port == 7100
+            async with s.get(f"{url}/namer_state/io.l5d.k8s.json") as r:
+                assert r.status == 404
+                assert "/namer_state/io.l5d.fs.json" in await r.text()
+            async with s.get(f"{url}/admin") as r:
+                assert "/namer_state/io.l5d.fs.json" in await r.text()
+    finally:
+        await linker.shutdown(0)
