@@ -3,11 +3,16 @@
 A request is fed to a server connection and a canned nginx-like response to the
 pooled upstream connection, N times, with fake transports, so the number is the
 interpreter's share alone (syscalls and the kernel excluded). Use it to check an
-optimisation before the real benchmark: `python bench/dataplane_micro.py [N]`.
+optimisation before the real benchmark: `python bench/dataplane_micro.py [N] [--profile]`.
+
+`--router l5d` routes with the real `Router` built from `make bench`'s l5d config
+(io.l5d.header.token identifier, binding cache, interpreter) instead of the static
+test double, so the number is what the `l5d-1hop` process pays in Python.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import cProfile
 import pstats
@@ -52,8 +57,28 @@ class FakeTransport:
         return 0
 
 
-async def main(n: int, profile: bool) -> None:
-    router = StaticRouter([StaticServerConfig(4140)], "/svc/hello => /$/inet/127.0.0.1/8080")
+L5D_CONF = """routers:
+- protocol: http
+  label: micro
+  dtab: |
+    /svc/hello => /$/inet/127.0.0.1/8080;
+  servers:
+  - ip: 127.0.0.1
+    port: 4140
+"""
+
+
+def make_router(kind: str):  # noqa: ANN201
+    if kind == "static":
+        return StaticRouter([StaticServerConfig(4140)], "/svc/hello => /$/inet/127.0.0.1/8080")
+    from router.config import parse
+    from router.router import Linker
+
+    return Linker(parse(L5D_CONF)).routers[0]
+
+
+async def main(n: int, profile: bool, kind: str) -> None:
+    router = make_router(kind)
     rt = RouterRuntime(router)
     server = HttpServer(rt, router.config.servers[0])
     server.stats = ServerStats(router.metrics, server.ip, server.port)
@@ -80,12 +105,17 @@ async def main(n: int, profile: bool) -> None:
     dt = time.perf_counter() - t0
     if prof:
         prof.disable()
-        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+        pstats.Stats(prof).sort_stats("tottime").print_stats(80)
     assert server.stats.requests.value == n + 1000, server.stats.requests.value
     assert ep.idle == [up]
     print(f"{dt / n * 1e6:.2f} us of Python per proxied request ({n} requests)")
 
 
 if __name__ == "__main__":
-    count = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 50_000
-    asyncio.run(main(count, "--profile" in sys.argv))
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("n", type=int, nargs="?", default=50_000, help="requests (default 50000)")
+    ap.add_argument("--profile", action="store_true", help="print a cProfile table")
+    ap.add_argument("--router", choices=["static", "l5d"], default="static")
+    a = ap.parse_args()
+    asyncio.run(main(a.n, a.profile, a.router))

@@ -48,15 +48,32 @@ def _segments(path: str) -> list[str]:
     return [s for s in path.split("/") if s]
 
 
+_NAME_CACHE_MAX = 1000
+
+
 def header_token(prefix: Path, header: str = "Host") -> Identifier:
     """`/svc/<raw header value>`: not lowercased, port kept (e.g. `/svc/web:8080`)."""
     absent = f"{header} header is absent"
+    key = header.lower().encode("latin-1")
+    # The default identifier runs on every request, and callers repeat a handful of
+    # Host values: the (immutable) result is remembered per raw value, bounded.
+    names: dict[bytes, Identified] = {}
 
     def identify(head: RequestHead) -> Identified:
-        value = head.header(header)
-        if not value:
+        for k, v in head.headers:  # the first `header`, as RequestHead.header finds it
+            if k.lower() == key:
+                raw = v
+                break
+        else:
             raise IdentificationError(absent)
-        return Identified(prefix + Path((value,)))
+        hit = names.get(raw)
+        if hit is None:
+            if not raw:
+                raise IdentificationError(absent)
+            if len(names) >= _NAME_CACHE_MAX:
+                names.clear()
+            hit = names[raw] = Identified(prefix + Path((raw.decode("latin-1"),)))
+        return hit
 
     return identify
 
