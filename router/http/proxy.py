@@ -33,6 +33,7 @@ from router.http.errors import (
     unknown_destination_message,
 )
 from router.http.headers import L5D_PREFIX, serialize
+from router.stats import record_all
 
 if TYPE_CHECKING:
     from router.http.server import HttpServer, ServerConnection
@@ -335,19 +336,13 @@ class Exchange:
         self._record_failure("ChannelClosedException", latency, None, now)
 
     def _record(self, status: int, latency: float, now: float) -> None:
-        self.server.stats.record(status, latency)
-        s = self.svc_stats
-        if s is not None:
-            s.record(status, latency)
-            s.last_used = now
-        c = self.client_stats
+        srv, s, c, cs = self.server.stats, self.svc_stats, self.client_stats, self.client_svc_stats
         if c is not None:
             self.client.last_used = now
-            c.record(status, latency)
-            cs = self.client_svc_stats
-            if cs is not None:
-                cs.record(status, latency)
-                cs.last_used = now
+        if s is not None and c is not None and cs is not None:
+            record_all((srv, s, c, cs), status, latency, now)  # the proxied steady state
+        else:
+            record_all(tuple(x for x in (srv, s, c) if x is not None), status, latency, now)
 
     def _record_failure(self, cause: str, latency: float, status: int | None, now: float) -> None:
         self.server.stats.record_failure(cause, latency, status)
