@@ -21,8 +21,10 @@ one the file sets.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
+import socket
 import sys
 import textwrap
 from collections.abc import Callable, Iterable, Mapping
@@ -229,7 +231,12 @@ class _Obj:
         return value
 
     def int(self, key: str, default: int | None = None, *, lo: int | None = None,
-            hi: int | None = None, required: bool = False, expected: str = "an integer") -> Any:
+            hi: int | None = None, required: bool = False, expected: str | None = None) -> Any:
+        if expected is None:
+            expected = ("an integer" if lo is None and hi is None else
+                        f"an integer >= {lo}" if hi is None else
+                        f"an integer <= {hi}" if lo is None else
+                        f"an integer from {lo} to {hi}")
         value = self.require(key, expected) if required else self.raw(key, default)
         if value is None:
             return None
@@ -249,6 +256,21 @@ class _Obj:
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             raise self.err(key, f"{value} is out of range", f"a number in [{lo}, {hi}]")
         return float(value)
+
+    def ip(self, key: str, default: str) -> str:
+        """An address to bind: an IP literal, or a host name that resolves here."""
+        value = self.str(key, default)
+        try:
+            ipaddress.ip_address(value)
+            return value
+        except ValueError:
+            pass
+        try:
+            socket.getaddrinfo(value, None, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as e:
+            raise self.err(key, f"{value!r} is not an IP address and does not resolve ({e})",
+                           "an IP address to listen on, such as 127.0.0.1 or 0.0.0.0") from None
+        return value
 
     def bool(self, key: str, default: bool) -> bool:
         value = self.raw(key, default)
@@ -748,7 +770,7 @@ def _admin(obj: _Obj | None) -> AdminConfig:
         )
         sec.finish()
     cfg = AdminConfig(
-        ip=obj.str("ip", "127.0.0.1"),
+        ip=obj.ip("ip", "127.0.0.1"),
         port=obj.int("port", 9990, lo=0, hi=65535, expected="a port number (0-65535)"),
         shutdown_grace_ms=obj.int("shutdownGraceMs", 10000, lo=0),
         http_identifier_port=obj.int("httpIdentifierPort", None, lo=1, hi=65535),
@@ -819,7 +841,7 @@ def _server(obj: _Obj, protocol: str) -> ServerConfig:
         port=obj.int("port", required=True, lo=1, hi=65535,
                      expected=f"a port number (1-65535); Linkerd's {protocol} default is "
                      f"{PROTOCOL_DEFAULT_PORT[protocol]}"),
-        ip=obj.str("ip", "127.0.0.1"),
+        ip=obj.ip("ip", "127.0.0.1"),
         clear_context=obj.bool("clearContext", False),
         max_call_depth=obj.int("maxCallDepth", 1000, lo=1),
         max_concurrent_requests=obj.int("maxConcurrentRequests", None, lo=1),

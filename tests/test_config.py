@@ -546,3 +546,25 @@ def test_a_kubernetes_manifest_is_validated_through_its_configmap(tmp_path) -> N
     other.write_text(MANIFEST.split("---")[0] + "---\n" + MANIFEST.split("---")[0])
     out = _l5d("--validate", str(other))
     assert out.returncode == 2 and "no ConfigMap holding an l5d config" in out.stderr
+
+
+def test_listen_ips_must_parse_or_resolve_and_ranges_say_the_bound() -> None:
+    e = err("""
+    routers:
+    - protocol: http
+      servers:
+      - port: 4140
+        ip: not-an-ip.invalid
+    """)
+    assert (e.line, e.key) == (5, "routers[0].servers[0].ip") and "does not resolve" in str(e)
+    e = err("admin: {ip: 999.1.1.1}\n" + cfg(MINIMAL))
+    assert (e.line, e.key) == (1, "admin.ip")
+    config = parse(cfg(MINIMAL.replace("- port: 4140", "- {port: 4140, ip: localhost}")))
+    assert config.routers[0].servers[0].ip == "localhost"
+    e = err("""
+    routers:
+    - protocol: http
+      servers: [{port: 4140}]
+      service: {totalTimeoutMs: 0}
+    """)
+    assert "0 is out of range (expected an integer >= 1)" in str(e)
