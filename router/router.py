@@ -206,7 +206,12 @@ class Linker:
                 if start is not None:
                     await start()
             for router in self.routers:
-                router.handle = await start_http_router(router)
+                try:
+                    router.handle = await start_http_router(router)
+                except OSError as e:
+                    ports = ", ".join(f"{s.ip}:{s.port}" for s in router.config.servers)
+                    raise OSError(e.errno, f"router {router.label} cannot listen on {ports}: "
+                                  f"{e.strerror or e}") from e
                 self._started.append(router.handle)
                 ports = ", ".join(f"{s.ip}:{s.port}" for s in router.config.servers)
                 log.info("router %s serving on %s", router.label, ports)

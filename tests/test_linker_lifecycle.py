@@ -5,16 +5,18 @@ namer (their Vars, timers and polling tasks), and the admin serves each namer's
 from __future__ import annotations
 
 import asyncio
+import socket
 import textwrap
 import time
 
 import aiohttp
+import pytest
 
 from dtab.addr import AddrBound
 from dtab.path import Path
 from router.config import parse
 from router.router import Linker
-from tests.util import free_port
+from tests.util import free_port, port_open
 
 
 def _config(tmp_path, *, router_port: int = 0, admin_port: int = 0):
@@ -95,3 +97,16 @@ async def test_namer_state_json_per_prefix(tmp_path) -> None:
                 assert "/namer_state/io.l5d.fs.json" in await r.text()
     finally:
         await linker.shutdown(0)
+
+
+async def test_a_busy_port_names_the_router_and_address_and_nothing_stays_up(tmp_path) -> None:
+    busy, admin = free_port(), free_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", busy))
+        s.listen()
+        linker = Linker(_config(tmp_path, router_port=busy, admin_port=admin))
+        with pytest.raises(OSError) as info:
+            await linker.start()
+        assert f"router http cannot listen on 127.0.0.1:{busy}" in str(info.value)
+        assert not port_open(admin)
+        assert linker.namers[0][1].namer._task is None  # the namer started, then was stopped
