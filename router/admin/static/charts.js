@@ -75,7 +75,8 @@
       // legend with the latest value
       const last = vals.length ? vals[vals.length - 1] : null;
       ctx.fillStyle = s.color; ctx.textAlign = "left"; ctx.textBaseline = "top";
-      ctx.fillText(s.label + " " + fmt(last) + (opts.unit || ""), left + 4 + si * 110, 2);
+      const shown = last === null || last === undefined ? "–" : fmt(last) + (opts.unit || "");
+      ctx.fillText(s.label + " " + shown, left + 4 + si * 110, 2);
     });
   }
 
