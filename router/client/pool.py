@@ -70,7 +70,7 @@ class ResponseSink(Protocol):
 # spares a parser callback per response.
 _REASONS: dict[int, bytes] = {int(s): s.phrase.encode() for s in HTTPStatus}
 MAX_RESPONSE_HEAD_BYTES = 64 * 1024  # a backend cannot make the router hold an endless head
-_R_LENGTH, _R_CHUNKED, _R_CONNECTION, _R_DROP = range(4)
+_R_LENGTH, _R_CHUNKED, _R_CONNECTION, _R_DROP, _R_PLAIN, _R_L5D, _R_L5D_ERR = range(7)
 _RESPONSE_SPECIAL: dict[bytes, int] = {
     b"content-length": _R_LENGTH,
     b"transfer-encoding": _R_CHUNKED,
@@ -80,6 +80,20 @@ _RESPONSE_SPECIAL: dict[bytes, int] = {
     **{h: _R_DROP for h in (b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade",
                             b"proxy-authorization", b"proxy-authenticate")},
 }
+# Raw header name (as the backend spelled it) -> its code: one dict lookup per header
+# instead of lower() + lookup + prefix tests. Bounded, since backends choose the names.
+_NAME_CODES: dict[bytes, int] = {}
+_NAME_CODES_MAX = 512
+
+
+def _response_code(name: bytes) -> int:
+    lk = name.lower()
+    code = _RESPONSE_SPECIAL.get(lk)
+    if code is None:
+        code = _R_L5D_ERR if lk == b"l5d-err" else _R_L5D if lk[:4] == b"l5d-" else _R_PLAIN
+    if len(_NAME_CODES) < _NAME_CODES_MAX:
+        _NAME_CODES[name] = code
+    return code
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -208,13 +222,15 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_bytes += len(name) + len(value)
         if self._head_bytes > MAX_RESPONSE_HEAD_BYTES:
             raise ValueError(f"response head longer than {MAX_RESPONSE_HEAD_BYTES} bytes")
-        lk = name.lower()
-        code = _RESPONSE_SPECIAL.get(lk)
+        code = _NAME_CODES.get(name)
         if code is None:
-            if lk[:4] == b"l5d-":
-                self._l5d = True
-                if lk == b"l5d-err":
-                    self._l5d_err = True
+            code = _response_code(name)
+        if code == _R_PLAIN:
+            self._headers.append((name, value))
+        elif code == _R_L5D or code == _R_L5D_ERR:
+            self._l5d = True
+            if code == _R_L5D_ERR:
+                self._l5d_err = True
             self._headers.append((name, value))
         elif code == _R_LENGTH:
             self._length = value.strip()
@@ -239,8 +255,13 @@ class UpstreamConnection(asyncio.Protocol):
         sink = self.sink
         if sink is None:
             return
+        tokens = self._tokens
+        if tokens is not None:
+            # `Connection: keep-alive` names a header that is never forwarded anyway: only
+            # tokens that could name a forwarded header are passed on.
+            tokens = [t for t in tokens if t not in _RESPONSE_SPECIAL] or None
         sink.on_response_head(status, _REASONS.get(status, b"Unknown"), self._headers,
-                              not no_body, content_length, self._tokens, self._l5d,
+                              not no_body, content_length, tokens, self._l5d,
                               self._l5d_err)
         if no_body and self._no_body and self.sink is sink:
             # A HEAD response: llhttp would wait for the announced body, so finish here

@@ -146,9 +146,8 @@ class HttpServer:
             c.abort()
 
 
-_VIA, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _EXPECT, _CTX_DTAB, _USER_DTAB, _DROP = (
-    range(8)
-)
+(_VIA, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _EXPECT, _CTX_DTAB, _USER_DTAB, _DROP,
+ _PLAIN, _L5D) = range(10)
 _REQUEST_SPECIAL: dict[bytes, int] = {
     b"via": _VIA,
     b"content-length": _CONTENT_LENGTH,
@@ -160,6 +159,25 @@ _REQUEST_SPECIAL: dict[bytes, int] = {
     **{h: _DROP for h in HOP_BY_HOP - {b"connection", b"content-length", b"transfer-encoding"}},
     **{h: _DROP for h in REQUEST_OWNED},
 }
+# Headers a `Connection:` token can name that are never forwarded anyway.
+_ALREADY_DROPPED = frozenset(
+    k for k, c in _REQUEST_SPECIAL.items()
+    if c in (_CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _EXPECT, _DROP)
+)
+# Raw header name (as the client spelled it) -> its code, so the common headers cost one
+# dict lookup instead of lower() + lookup + prefix test. Names come from clients: bounded.
+_NAME_CODES: dict[bytes, int] = {}
+_NAME_CODES_MAX = 512
+
+
+def _request_code(name: bytes) -> int:
+    lk = name.lower()
+    code = _REQUEST_SPECIAL.get(lk)
+    if code is None:
+        code = _L5D if lk[:4] == b"l5d-" else _PLAIN
+    if len(_NAME_CODES) < _NAME_CODES_MAX:
+        _NAME_CODES[name] = code
+    return code
 
 
 class HeadTooLarge(Exception):
@@ -187,6 +205,11 @@ class _HeadInfo:
         self.bad_target = False
 
 
+# Most requests carry none of the headers _HeadInfo tracks: they share this one, and
+# on_header makes a request its own _HeadInfo before changing anything (never mutate it).
+_NO_INFO = _HeadInfo()
+
+
 class ServerConnection(asyncio.Protocol):
     PAUSE_QUEUE = 1
     PAUSE_BODY = 2
@@ -208,7 +231,7 @@ class ServerConnection(asyncio.Protocol):
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0
-        self._info = _HeadInfo()
+        self._info = _NO_INFO
         self._paused = 0
         self._closed = False
         self.draining = False
@@ -316,7 +339,7 @@ class ServerConnection(asyncio.Protocol):
         self._url = b""
         self._headers = []
         self._head_bytes = 0
-        self._info = _HeadInfo()
+        self._info = _NO_INFO
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -328,13 +351,19 @@ class ServerConnection(asyncio.Protocol):
         self._head_bytes += len(name) + len(value)
         if self._head_bytes > MAX_HEAD_BYTES:
             raise HeadTooLarge(431, f"Request head longer than {MAX_HEAD_BYTES} bytes")
-        lk = name.lower()
-        code = _REQUEST_SPECIAL.get(lk)
+        code = _NAME_CODES.get(name)
         if code is None:
-            if lk[:4] != b"l5d-" or not self.server.clear_context:
+            code = _request_code(name)
+        if code == _PLAIN:
+            self._headers.append((name, value))
+            return
+        if code == _L5D:
+            if not self.server.clear_context:
                 self._headers.append((name, value))
             return
         info = self._info
+        if info is _NO_INFO:
+            info = self._info = _HeadInfo()
         if code == _VIA:
             info.hops += sum(1 for p in value.split(b",") if p.strip())
             self._headers.append((name, value))
@@ -364,9 +393,11 @@ class ServerConnection(asyncio.Protocol):
         target = self._url.decode("latin-1")
         if target[:1] != "/" and target != "*":
             target = self._absolute_form(target, headers)
+            info = self._info  # may have become its own _HeadInfo (bad_target)
         if info.conn_tokens:
-            named = set(info.conn_tokens)
-            headers[:] = [(k, v) for k, v in headers if k.lower() not in named]
+            named = set(info.conn_tokens) - _ALREADY_DROPPED  # e.g. `keep-alive`: gone already
+            if named:
+                headers[:] = [(k, v) for k, v in headers if k.lower() not in named]
         head = RequestHead(parser.get_method().decode("latin-1"), target,
                            parser.get_http_version(), headers, self.peer)
         ex = Exchange(self, head, parser.should_keep_alive() and not self.draining,
@@ -383,6 +414,8 @@ class ServerConnection(asyncio.Protocol):
         try:
             url = httptools.parse_url(target.encode("latin-1"))
         except httptools.HttpParserInvalidURLError:
+            if self._info is _NO_INFO:
+                self._info = _HeadInfo()
             self._info.bad_target = True  # refused with 400 before routing
             return target
         if url.host:
