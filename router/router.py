@@ -228,8 +228,8 @@ class Linker:
         assert self._stopped is not None, "start() first"
         await self._stopped.wait()
 
-    async def shutdown(self, grace_ms: int | None = None) -> None:
-        """Stop accepting, drain in-flight requests up to `grace_ms`, stop everything."""
+    async def shutdown(self, grace_ms: int | None = None, *, quiet: bool = False) -> None:
+        """Stop accepting, drain in-flight requests up to `grace_ms`, stop everything (once)."""
         if self._shutting_down:
             if self._stopped is not None:
                 await self._stopped.wait()
@@ -237,12 +237,13 @@ class Linker:
         self._shutting_down = True
         if grace_ms is None:
             grace_ms = self.config.admin.shutdown_grace_ms
-        log.info("shutting down (grace %d ms)", grace_ms)
+        if not quiet:
+            log.info("shutting down (grace %d ms)", grace_ms)
         await self._stop(grace_ms / 1000.0)
 
     async def close(self) -> None:
         """Stop everything at once, no drain: routers, transformers, namers (also unstarted)."""
-        await self._stop(0.0)
+        await self.shutdown(0, quiet=True)
 
     async def _stop(self, grace_s: float) -> None:
         try:

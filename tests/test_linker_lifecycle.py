@@ -65,6 +65,8 @@ async def test_close_closes_namer_and_interpreter_transformers_and_namers(tmp_pa
     assert namer_port.live == 0 and router_port.live == 0
     assert namer_port._sweep_timer is None and router_port._sweep_timer is None
     assert fs._task is None
+    await linker.close()  # once only: a second close or a shutdown returns at once
+    await asyncio.wait_for(linker.shutdown(), 1)
 
 
 async def test_namer_state_json_per_prefix(tmp_path) -> None:
