@@ -152,19 +152,17 @@ class TransformedNamer:
             await start()
 
     async def close(self) -> None:
-        """Close the namer, then this entry's transformers (their watches and timers)."""
+        """Close this entry's transformers (they may hold the namer's watches), then the namer."""
+        for t in self.transformers:
+            t_close = getattr(t, "close", None)
+            if t_close is not None:
+                try:
+                    t_close()
+                except Exception:
+                    log.exception("closing transformer %s failed", getattr(t, "prefix", t))
         close = getattr(self.namer, "close", None)
-        try:
-            if close is not None:
-                await close()
-        finally:
-            for t in self.transformers:
-                t_close = getattr(t, "close", None)
-                if t_close is not None:
-                    try:
-                        t_close()
-                    except Exception:
-                        log.exception("closing transformer %s failed", getattr(t, "prefix", t))
+        if close is not None:
+            await close()
 
 
 def apply_transformers(tree: NameTree, transformers: Sequence[Transformer]) -> NameTree:

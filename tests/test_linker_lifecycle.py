@@ -16,6 +16,7 @@ from dtab.addr import AddrBound
 from dtab.path import Path
 from router.config import parse
 from router.router import Linker
+from tests.fake_apiserver import FakeApiServer, endpoints, fake_k8s  # noqa: F401
 from tests.util import free_port, port_open
 
 
@@ -112,3 +113,37 @@ async def test_a_busy_port_names_the_router_and_address_and_nothing_stays_up(tmp
         assert f"router http cannot listen on 127.0.0.1:{busy}" in str(info.value)
         assert not port_open(admin)
         assert linker.namers[0][1].namer._task is None  # the namer started, then was stopped
+
+
+async def test_closing_a_k8s_namer_with_a_daemonset_transformer_logs_no_error(
+    fake_k8s: FakeApiServer, caplog: pytest.LogCaptureFixture  # noqa: F811
+) -> None:
+    fake_k8s.upsert("endpoints", endpoints("hello", [("10.0.1.5", "node-a")], {"http": 8080}))
+    fake_k8s.upsert("endpoints", endpoints("l5d", [("10.0.1.9", "node-a")], {"incoming": 4141}))
+    linker = Linker(parse(textwrap.dedent(f"""\
+        admin: {{port: {free_port()}}}
+        namers:
+        - kind: io.l5d.k8s
+          host: 127.0.0.1
+          port: {fake_k8s.port}
+          transformers:
+          - kind: io.l5d.k8s.daemonset
+            namespace: default
+            port: incoming
+            service: l5d
+            k8sHost: 127.0.0.1
+            k8sPort: {fake_k8s.port}
+        routers:
+        - protocol: http
+          dtab: /svc => /#/io.l5d.k8s/default/http
+          servers: [{{port: {free_port()}}}]
+        """), "k8s.yaml"))
+    router = linker.routers[0]
+    tree = await router.bind(router.base_dtab, Path.read("/svc/hello"))
+    deadline = time.monotonic() + 10
+    while not isinstance(tree.value.addr.value, AddrBound) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert {(a.host, a.port) for a in tree.value.addr.value.addresses} == {("10.0.1.9", 4141)}
+    caplog.set_level("WARNING")
+    await linker.close()
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
