@@ -196,15 +196,27 @@ class UpstreamConnection(asyncio.Protocol):
             self.abort()
             return
         self._received = True
+        if not self._head_done:
+            # Counted per read, not per header callback: a head still incomplete after
+            # MAX_RESPONSE_HEAD_BYTES fails below, so at most one read more is held.
+            self._head_bytes += len(data)
         try:
             self.parser.feed_data(data)  # type: ignore[union-attr]
         except httptools.HttpParserError as e:
             detail = e.__context__ if isinstance(e.__context__, ValueError) else e
             self._fail(UpstreamError(self.endpoint.hostport, f"invalid HTTP response: {detail}",
                                      "ProtocolException"))
+            return
         except httptools.HttpParserUpgrade:
             self._fail(UpstreamError(self.endpoint.hostport, "unexpected protocol upgrade",
                                      "ProtocolException"))
+            return
+        if (not self._head_done and self._head_bytes > MAX_RESPONSE_HEAD_BYTES
+                and self.sink is not None):
+            self._fail(UpstreamError(
+                self.endpoint.hostport,
+                f"invalid HTTP response: response head longer than {MAX_RESPONSE_HEAD_BYTES} "
+                "bytes", "ProtocolException"))
 
     def _fail(self, err: UpstreamError) -> None:
         sink = self.sink
@@ -219,9 +231,6 @@ class UpstreamConnection(asyncio.Protocol):
     # headers are taken out here (the exchange re-frames for its client), and whether
     # any `l5d-*` / `l5d-err` header is present is noted for clearContext servers.
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_bytes += len(name) + len(value)
-        if self._head_bytes > MAX_RESPONSE_HEAD_BYTES:
-            raise ValueError(f"response head longer than {MAX_RESPONSE_HEAD_BYTES} bytes")
         code = _NAME_CODES.get(name)
         if code is None:
             code = _response_code(name)
