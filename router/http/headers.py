@@ -37,4 +37,4 @@ REQUEST_OWNED: frozenset[bytes] = frozenset(
 
 def serialize(start_line: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
     """A message head on the wire: start line, `Name: value` lines, blank line."""
-    return b"\r\n".join([start_line, *[b": ".join(h) for h in headers], b"\r\n"])
+    return b"\r\n".join([start_line, *map(b": ".join, headers), b"\r\n"])

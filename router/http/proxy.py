@@ -46,14 +46,14 @@ ROUTE_CACHE_MAX = 10_000
 _VIA = (b"Via", b"1.1 linkerd")
 _CHUNKED = (b"Transfer-Encoding", b"chunked")
 _rng = random.Random()
-_REQID_PREFIX = os.urandom(4).hex()
+_REQID_PREFIX = os.urandom(4).hex().encode()
 _reqid_counter = 0
 
 
 def _reqid() -> bytes:
     global _reqid_counter
     _reqid_counter = (_reqid_counter + 1) & 0xFFFFFFFF
-    return f"{_REQID_PREFIX}{_reqid_counter:08x}".encode()
+    return b"%s%08x" % (_REQID_PREFIX, _reqid_counter)
 
 
 class Exchange:
@@ -438,7 +438,7 @@ class _Plan:
         self.local: Any = None
         self.head_bytes = b""
         self.route_key: Any = None
-        self.suffix: Any = ()
+        self.suffix = b""  # the route's own headers (Via, l5d-dst-*), serialised
         self.ep: Endpoint | None = None  # picked on the fast path, connected on the slow one
 
 
@@ -567,13 +567,15 @@ def _choose(ex: Exchange, plan: _Plan) -> bool:
             plan.reason = reason
             client = rt.clients.get(bound)
             client_svc = client.stats.services.get(plan.service)
-            suffix = [_VIA]
+            added = [_VIA]
             if plan.local is not None:
-                suffix.append((b"l5d-ctx-dtab", plan.local.show.encode("latin-1")))
-            suffix.append((b"l5d-dst-service", plan.service.encode("latin-1")))
-            suffix.append((b"l5d-dst-client", client.name_bytes))
+                added.append((b"l5d-ctx-dtab", plan.local.show.encode("latin-1")))
+            added.append((b"l5d-dst-service", plan.service.encode("latin-1")))
+            added.append((b"l5d-dst-client", client.name_bytes))
             if len(bound.residual):
-                suffix.append((b"l5d-dst-residual", bound.residual.show.encode("latin-1")))
+                added.append((b"l5d-dst-residual", bound.residual.show.encode("latin-1")))
+            # the same for every request on this route: serialised once, with the route
+            suffix = b"".join([b"%s: %s\r\n" % h for h in added])
             if type(tree) is Leaf:
                 if len(routes) >= ROUTE_CACHE_MAX:
                     routes.clear()
@@ -598,17 +600,18 @@ def _choose(ex: Exchange, plan: _Plan) -> bool:
     if not ex.balancer.endpoints:
         raise _no_route(plan, f"{client.name} has no endpoints")
 
-    hdrs = plan.fwd
-    hdrs.extend(plan.suffix)
-    hdrs.append((b"l5d-reqid", _reqid()))
-    if ex.body_mode == 1:
-        hdrs.append((b"Content-Length", ex.content_length))  # type: ignore[arg-type]
-    elif ex.body_mode == 2:
-        hdrs.append(_CHUNKED)
+    # The caller's headers, then the route's (pre-serialised), request id and framing.
+    if ex.body_mode == 0:
+        tail = b"%sl5d-reqid: %s\r\n\r\n" % (plan.suffix, _reqid())
+    elif ex.body_mode == 1:
+        tail = b"%sl5d-reqid: %s\r\nContent-Length: %s\r\n\r\n" % (
+            plan.suffix, _reqid(), ex.content_length)
+    else:
+        tail = b"%sl5d-reqid: %s\r\nTransfer-Encoding: chunked\r\n\r\n" % (
+            plan.suffix, _reqid())
     head = ex.head
-    plan.head_bytes = serialize(
-        f"{head.method} {head.target} HTTP/1.1".encode("latin-1"), hdrs
-    )
+    plan.head_bytes = b"\r\n".join([f"{head.method} {head.target} HTTP/1.1".encode("latin-1"),
+                                     *map(b": ".join, plan.fwd), tail])
     return True
 
 
