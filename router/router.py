@@ -78,6 +78,35 @@ def close_transformers(transformers: Sequence[Any]) -> None:
             log.exception("closing transformer %s failed", getattr(t, "prefix", t))
 
 
+def warn_unreachable_namers(
+    config: RouterConfig, prefixes: Sequence[Path], builtins: Sequence[str]
+) -> list[str]:
+    """Warn about dtab leaves under `/#/` or `/$/` that no configured or built-in namer
+    serves (a typo, or a namer left out of the config): Linkerd accepts them, and every
+    name through them then fails with "Unable to route request!"."""
+    where = config.where
+    line = where.key_lines.get("dtab", where.line) if where else None
+    place = f"{where.file}:{line}: {where.key}.dtab" if where else f"router {config.label} dtab"
+    problems = []
+    for dentry in config.dtab:
+        for leaf in dentry.dst.leaves():
+            elems = leaf.elems
+            if len(elems) < 2:
+                continue
+            if elems[0] == "#":
+                rest = leaf.drop(1)
+                if not any(rest.startswith(p) or p.startswith(rest) for p in prefixes):
+                    known = ", ".join(p.show for p in prefixes) or "none"
+                    problems.append(f"{leaf.show} reaches no configured namer "
+                                    f"(namer prefixes: {known})")
+            elif elems[0] == "$" and elems[1] not in builtins:
+                problems.append(f"{leaf.show}: no built-in namer /$/{elems[1]} "
+                                f"(built-ins: {', '.join(builtins)})")
+    for problem in problems:
+        log.warning("%s: %s; names routed there will not resolve", place, problem)
+    return problems
+
+
 class Router:
     """One router: the request-time interface the data path uses."""
 
@@ -184,6 +213,8 @@ class Linker:
         self.routers: list[Router] = [
             Router(rcfg, self.namers, self.builtins, self.metrics) for rcfg in config.routers
         ]
+        for rcfg in config.routers:
+            warn_unreachable_namers(rcfg, [p for p, _ in self.namers], self.builtins.names())
         self.admin: Any = None
         self._started: list[Any] = []
         self._stopped = asyncio.Event() if _loop_running() else None

@@ -147,3 +147,29 @@ async def test_closing_a_k8s_namer_with_a_daemonset_transformer_logs_no_error(
     caplog.set_level("WARNING")
     await linker.close()
     assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
+
+
+async def test_dtab_leaves_that_reach_no_namer_are_warned_about_at_load(
+    tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("WARNING", logger="router.router")
+    linker = Linker(parse(textwrap.dedent(f"""\
+        namers:
+        - kind: io.l5d.fs
+          rootDir: {tmp_path}
+        routers:
+        - protocol: http
+          dtab: |
+            /svc => /#/io.l5d.fs ;
+            /a => /#/io.l5d.k8s/default/http ;
+            /b => /$/inet/127.0.0.1/80 | /$/io.buoyant.http.domainToPathPfx/x | /$/inett/x ;
+            /c => /# ;
+          servers: [{{port: {free_port()}}}]
+        """), "namers.yaml"))
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 2, warned
+    assert warned[0].startswith("namers.yaml:6: routers[0].dtab: /#/io.l5d.k8s/default/http "
+                                "reaches no configured namer (namer prefixes: /io.l5d.fs)")
+    assert warned[1].startswith("namers.yaml:6: routers[0].dtab: /$/inett/x: no built-in "
+                                "namer /$/inett")
+    await linker.close()
