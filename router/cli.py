@@ -1,5 +1,8 @@
 """`l5d CONFIG` runs the router; `l5d --validate CONFIG` checks a config and exits.
 
+CONFIG may also be a Kubernetes manifest (k8s/l5d.yml): the l5d config in its
+ConfigMap is what gets checked or run, with errors at the manifest's lines.
+
 The process runs under uvloop (the data path's speed depends on it). SIGTERM
 and SIGINT drain in-flight requests for the admin `shutdownGraceMs` and exit
 0. A config error is printed as `file:line: key: problem (expected ...)` and
@@ -85,7 +88,8 @@ def parser() -> argparse.ArgumentParser:
         prog="l5d",
         description="l5d-py: a Linkerd 1 compatible service-mesh router.",
     )
-    p.add_argument("config", help="config file (YAML or JSON), or - for stdin")
+    p.add_argument("config", help="config file (YAML or JSON), a Kubernetes manifest whose "
+                   "ConfigMap holds one, or - for stdin")
     p.add_argument("--validate", action="store_true",
                    help="check the config (parse, build namers/transformers/identifiers) and exit")
     p.add_argument("--log-level", default="info",
