@@ -93,7 +93,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--validate", action="store_true",
                    help="check the config (parse, build namers/transformers/identifiers) and exit")
     p.add_argument("--log-level", default="info",
-                   choices=["debug", "info", "warning", "error", "critical"])
+                   choices=["debug", "info", "warning", "error", "critical"],
+                   help="log level on stderr (default: info)")
     return p
 
 
