@@ -115,21 +115,27 @@ class _Loader(yaml.SafeLoader):
 
 
 def _construct_map(loader: _Loader, node: yaml.MappingNode) -> _Map:
+    # `<<: *anchor` merges come first after flattening; a key written in this mapping
+    # overrides a merged one (YAML's merge rule). Only two written keys are duplicates.
+    written = {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"}
     loader.flatten_mapping(node)
     out = _Map()
     out.line = node.start_mark.line + 1
     out.key_lines = {}
     out.value_pos = {}
+    written_keys: set[str] = set()
     for knode, vnode in node.value:
         key = loader.construct_object(knode, deep=True)
         if not isinstance(key, str):
             raise yaml.constructor.ConstructorError(
                 None, None, f"keys must be strings, got {key!r}", knode.start_mark
             )
-        if key in out:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", knode.start_mark
-            )
+        if id(knode) in written:
+            if key in written_keys:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", knode.start_mark
+                )
+            written_keys.add(key)
         out[key] = loader.construct_object(vnode, deep=True)
         out.key_lines[key] = knode.start_mark.line + 1
         style = vnode.style if isinstance(vnode, yaml.ScalarNode) else None

@@ -568,3 +568,29 @@ def test_listen_ips_must_parse_or_resolve_and_ranges_say_the_bound() -> None:
       service: {totalTimeoutMs: 0}
     """)
     assert "0 is out of range (expected an integer >= 1)" in str(e)
+
+
+def test_yaml_merge_keys_let_a_router_override_what_it_merges() -> None:
+    config = parse(cfg("""
+    routers:
+    - &outgoing
+      protocol: http
+      label: outgoing
+      dtab: /svc => /#/io.l5d.fs
+      servers: [{port: 4140}]
+    - <<: *outgoing
+      label: incoming
+      servers: [{port: 4141}]
+    """))
+    a, b = config.routers
+    assert (b.label, b.servers[0].port, b.dtab) == ("incoming", 4141, a.dtab)
+    e = err("""
+    routers:
+    - &r
+      protocol: http
+      servers: [{port: 4140}]
+    - <<: *r
+      label: b
+      label: c
+    """)
+    assert e.line == 7 and "duplicate key 'label'" in str(e)
