@@ -168,6 +168,7 @@ def plain(value: Any) -> Any:
 
 
 _NOT_ACTED_ON = "is accepted but not acted on yet by l5d-py"
+_INT_TEXT = re.compile(r"\s*[+-]?[0-9]+\s*")
 
 
 class _Obj:
@@ -246,6 +247,8 @@ class _Obj:
         value = self.require(key, expected) if required else self.raw(key, default)
         if value is None:
             return None
+        if isinstance(value, str) and _INT_TEXT.fullmatch(value):
+            value = int(value)  # "4140" is 4140, as Linkerd's Jackson reads it (templated YAML)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.err(key, f"got {_describe(value)}", expected)
         if (lo is not None and value < lo) or (hi is not None and value > hi):
@@ -280,6 +283,8 @@ class _Obj:
 
     def bool(self, key: str, default: bool) -> bool:
         value = self.raw(key, default)
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            value = value.lower() == "true"  # as Jackson reads "true"
         if not isinstance(value, bool):
             raise self.err(key, f"got {_describe(value)}", "true or false")
         return value

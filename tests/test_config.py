@@ -594,3 +594,23 @@ def test_yaml_merge_keys_let_a_router_override_what_it_merges() -> None:
       label: c
     """)
     assert e.line == 7 and "duplicate key 'label'" in str(e)
+
+
+def test_quoted_numbers_and_booleans_read_as_linkerd_reads_them() -> None:
+    # Templated YAML often quotes scalars; Linkerd's Jackson coerces them, so do we.
+    config = parse(cfg("""
+    admin: {port: "9991"}
+    routers:
+    - protocol: http
+      servers: [{port: "4140", clearContext: "true"}]
+      service: {totalTimeoutMs: "250"}
+    """))
+    server = config.routers[0].servers[0]
+    assert (config.admin.port, server.port, server.clear_context) == (9991, 4140, True)
+    assert config.routers[0].service.default.total_timeout_ms == 250
+    e = err("""
+    routers:
+    - protocol: http
+      servers: [{port: "41 40"}]
+    """)
+    assert "string '41 40'" in str(e)
