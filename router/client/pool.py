@@ -285,9 +285,16 @@ class UpstreamConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if not self._head_done:
             return  # end of a 1xx
-        if self._no_body and self.sink is None:
+        sink = self.sink
+        if sink is None:
+            if not self._no_body:
+                self._head_done = False
             return
-        self._complete(self.parser.should_keep_alive())  # type: ignore[union-attr]
+        # _complete, inlined: this runs once per proxied response
+        self.sink = None
+        self._head_done = False
+        sink.on_response_complete(
+            self.parser.should_keep_alive() and not self._until_close)  # type: ignore[union-attr]
 
     def _complete(self, keep_alive: bool) -> None:
         sink = self.sink

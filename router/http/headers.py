@@ -34,7 +34,3 @@ REQUEST_OWNED: frozenset[bytes] = frozenset(
     {b"l5d-dst-service", b"l5d-dst-client", b"l5d-dst-residual", b"l5d-reqid"}
 )
 
-
-def serialize(start_line: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
-    """A message head on the wire: start line, `Name: value` lines, blank line."""
-    return b"\r\n".join([start_line, *map(b": ".join, headers), b"\r\n"])

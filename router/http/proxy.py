@@ -32,7 +32,7 @@ from router.http.errors import (
     no_route_message,
     unknown_destination_message,
 )
-from router.http.headers import L5D_PREFIX, serialize
+from router.http.headers import L5D_PREFIX
 from router.stats import record_all
 
 if TYPE_CHECKING:
@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 BODY_BUFFER_LIMIT = 256 * 1024
 ROUTE_CACHE_MAX = 10_000
 _VIA = (b"Via", b"1.1 linkerd")
-_CHUNKED = (b"Transfer-Encoding", b"chunked")
 _rng = random.Random()
 _REQID_PREFIX = os.urandom(4).hex().encode()
 _reqid_counter = 0
@@ -172,28 +171,33 @@ class Exchange:
             out = [(k, v) for k, v in out if k[:4].lower() != L5D_PREFIX]
         else:
             l5d_err = False
-        if not has_body and content_length is not None:
-            out.append((b"Content-Length", content_length))  # HEAD: the length not sent
-        out.append(_VIA)
+        # The headers this hop sets, already serialised (after the backend's, in this order).
         if has_body:
             if l5d_err:
                 self.discard_body = True
-                out.append((b"Content-Length", b"0"))
+                tail = b"Via: 1.1 linkerd\r\nContent-Length: 0\r\n"
             elif content_length is not None:
-                out.append((b"Content-Length", content_length))
+                tail = b"Via: 1.1 linkerd\r\nContent-Length: %s\r\n" % content_length
             elif self.version == "1.1":
                 self.chunked_down = True
-                out.append(_CHUNKED)
+                tail = b"Via: 1.1 linkerd\r\nTransfer-Encoding: chunked\r\n"
             else:
                 self.close_after = True
+                tail = b"Via: 1.1 linkerd\r\n"
+        elif content_length is not None:  # HEAD: the length not sent
+            tail = b"Content-Length: %s\r\nVia: 1.1 linkerd\r\n" % content_length
+        else:
+            tail = b"Via: 1.1 linkerd\r\n"
         if self.close_after or not self.keep_alive or self.conn.draining:
             self.keep_alive = self.keep_alive and not self.conn.draining
-            out.append((b"Connection", b"close"))
+            tail += b"Connection: close\r\n\r\n"
         elif self.version == "1.0":
-            out.append((b"Connection", b"keep-alive"))
-        line = b"HTTP/1.1 %d %s" % (status, reason or b"OK")
+            tail += b"Connection: keep-alive\r\n\r\n"
+        else:
+            tail += b"\r\n"
         # Held back so head and body usually leave in one write (one syscall, one packet).
-        self.pending_head = serialize(line, out)
+        self.pending_head = b"\r\n".join([b"HTTP/1.1 %d %s" % (status, reason or b"OK"),
+                                           *map(b": ".join, out), tail])
         self.head_sent = True
 
     def on_response_body(self, chunk: bytes) -> None:

@@ -335,12 +335,9 @@ class ServerConnection(asyncio.Protocol):
     # Each request header is lowercased and classified once, here: framing and hop-by-hop
     # headers are taken out (the proxy re-frames), `l5d-dtab`/`l5d-ctx-dtab` are collected,
     # `Via` hops counted, and with clearContext every `l5d-*` header is dropped on arrival.
-    def on_message_begin(self) -> None:
-        self._url = b""
-        self._headers = []
-        self._head_bytes = 0
-        self._info = _NO_INFO
-
+    # There is no on_message_begin (one callback less per request): on_headers_complete
+    # hands the head's state to the exchange and starts the next head afresh; a head that
+    # fails to parse ends the connection, so its leftovers are never read.
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._head_bytes += len(url)
@@ -403,6 +400,10 @@ class ServerConnection(asyncio.Protocol):
         ex = Exchange(self, head, parser.should_keep_alive() and not self.draining,
                       info.body_mode, info.length, info.expect)
         ex.info = info
+        self._url = b""
+        self._headers = []
+        self._head_bytes = 0
+        self._info = _NO_INFO
         self.parsing = ex
         if self.current is None and not self.queue:
             self._serve(ex)
@@ -452,8 +453,8 @@ class ServerConnection(asyncio.Protocol):
         self.current = None
         if self._closed:
             return
-        # backpressure from this exchange's body or backend ends with it
-        self.resume_reading(self.PAUSE_BODY | self.PAUSE_UPSTREAM)
+        if self._paused:  # backpressure from this exchange's body or backend ends with it
+            self.resume_reading(self.PAUSE_BODY | self.PAUSE_UPSTREAM)
         if not (reusable and ex.keep_alive and ex.request_done) or self._broken:
             # Unread request body, Connection: close, or HTTP/1.0: the connection ends here.
             self.transport.close()  # type: ignore[union-attr]
