@@ -1139,7 +1139,10 @@ def parse(text: str, name: str = "<config>") -> LinkerConfig:
     """Parse config text; raises ConfigError naming `name`, the line and the key."""
     src = _Source(name, text)
     try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+        # Empty documents (a stray leading or trailing `---`) are skipped; two real ones
+        # are an error (a Kubernetes manifest goes through load_all's ConfigMap path).
+        docs = [d for d in yaml.load_all(text, Loader=_Loader)  # noqa: S506 - a SafeLoader
+                if d is not None]
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None
@@ -1157,9 +1160,14 @@ def parse(text: str, name: str = "<config>") -> LinkerConfig:
                           expected=None) from None
     except yaml.YAMLError as e:
         raise ConfigError(f"not valid YAML/JSON: {e}", file=name, line=None, key="") from None
-    if data is None:
+    if not docs:
         raise NoRoutersSpecified("the config is empty (NoRoutersSpecified)", file=name, line=1,
                                  key="routers", expected="a mapping with a 'routers' list")
+    if len(docs) > 1:
+        raise ConfigError(f"{len(docs)} YAML documents (separated by ---); l5d reads one",
+                          file=name, line=getattr(docs[1], "line", None), key="",
+                          expected="a single config document")
+    data = docs[0]
     root = _Obj(src, "", data, getattr(data, "line", 1))
     return _linker(root, src)
 
@@ -1239,8 +1247,8 @@ def _manifest_configs(text: str) -> list[tuple[str, str]] | None:
         node = _node_value(doc, "kind")
         return node.value if isinstance(node, yaml.ScalarNode) else None
 
-    if len(docs) < 2 and not (docs and kind(docs[0]) == "ConfigMap"):
-        return None
+    if not any(kind(d) is not None and _node_value(d, "apiVersion") is not None for d in docs):
+        return None  # no Kubernetes object: an l5d config (parse() checks the rest)
     lines = text.splitlines()
     out = []
     for doc in docs:

@@ -614,3 +614,10 @@ def test_quoted_numbers_and_booleans_read_as_linkerd_reads_them() -> None:
       servers: [{port: "41 40"}]
     """)
     assert "string '41 40'" in str(e)
+
+
+def test_stray_document_markers_are_fine_and_two_configs_are_not() -> None:
+    config = parse("---\n" + cfg(MINIMAL) + "---\n")
+    assert config.routers[0].servers[0].port == 4140
+    e = err(MINIMAL + "---\n" + MINIMAL)
+    assert e.line == 7 and "2 YAML documents" in str(e)
