@@ -14,7 +14,7 @@ from dtab.observable import Ok
 from dtab.path import Path
 from namers.k8s.api import ApiTarget, K8sApi
 from namers.k8s.namer import K8sNamer, build
-from namers.k8s.watch import Backoff, WatchHub
+from namers.k8s.watch import Backoff, WatchHub, WatchKey
 from tests.fake_apiserver import FakeApiServer, endpoints, fake_k8s, service  # noqa: F401
 from tests.util import async_wait_until
 
@@ -300,3 +300,14 @@ async def test_names_that_cannot_exist_are_neg_without_a_watch(
         assert isinstance(act.value, Ok) and isinstance(act.value.value, NegTree), path
         assert why in act.value.value.reason
     assert namer.hub.watching() == [] and fake_k8s.list_requests == []
+
+
+async def test_a_lease_released_after_the_hub_closed_is_harmless(
+    fake_k8s: FakeApiServer,  # noqa: F811
+) -> None:
+    """Shutdown closes the hub before transformers drop their leases; that must not raise."""
+    hub = WatchHub(K8sApi(ApiTarget("127.0.0.1", fake_k8s.port)), backoff=FAST, linger=0.05)
+    lease = hub.acquire(WatchKey("endpoints", "default", "hello"))
+    await hub.close()
+    lease.release()
+    assert hub.watching() == []

@@ -259,8 +259,11 @@ class WatchHub:
         return WatchLease(self, watch)
 
     def _release(self, key: WatchKey) -> None:
-        self._refs[key] -= 1
-        if self._refs[key] > 0:
+        refs = self._refs.get(key)
+        if refs is None:  # the hub closed first (shutdown): nothing left to stop
+            return
+        self._refs[key] = refs - 1
+        if refs > 1:
             return
         del self._refs[key]
         loop = asyncio.get_running_loop()
