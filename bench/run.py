@@ -153,7 +153,8 @@ def start_nginx(procs: Procs, tmp: Path, name: str, conf: str, **fmt) -> tuple[i
     return port, p.pid
 
 
-def start_l5d(procs: Procs, tmp: Path, name: str, target: int, launcher: str) -> tuple[int, int]:
+def start_l5d(procs: Procs, tmp: Path, name: str, target: int, launcher: str,
+              profile: str | None = None) -> tuple[int, int]:
     d = tmp / name
     d.mkdir()
     port = free_port()
@@ -165,6 +166,8 @@ def start_l5d(procs: Procs, tmp: Path, name: str, target: int, launcher: str) ->
     else:
         args = [PY, str(ROOT / "bench" / "launch_static.py"), str(port),
                 f"/svc/hello => /$/inet/127.0.0.1/{target}", "--label", name]
+        if profile:
+            args += ["--profile", str(Path(profile).resolve())]
     p = procs.start(args, d / "l5d.log", env=env, cwd=str(ROOT))
     wait_port(port, p)
     return port, p.pid
@@ -247,7 +250,7 @@ def one_run(args: argparse.Namespace, launcher: str) -> tuple[dict, dict]:
     try:
         backend, be_pid = start_nginx(procs, tmp, "backend", BACKEND_CONF)
         proxy, px_pid = start_nginx(procs, tmp, "nginx-proxy", PROXY_CONF, backend=backend)
-        one, one_pid = start_l5d(procs, tmp, "l5d-1hop", backend, launcher)
+        one, one_pid = start_l5d(procs, tmp, "l5d-1hop", backend, launcher, args.profile)
         incoming, in_pid = start_l5d(procs, tmp, "incoming", backend, launcher)
         outgoing, out_pid = start_l5d(procs, tmp, "outgoing", incoming, launcher)
         targets = {"direct": backend, "nginx": proxy, "l5d-1hop": one, "l5d-2hop": outgoing}
@@ -279,7 +282,12 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
     ap.add_argument("--launcher", choices=["auto", "l5d", "static"], default="auto",
                     help="l5d: the real `l5d CONFIG` process; static: bench/launch_static.py")
+    ap.add_argument("--profile", metavar="OUT",
+                    help="with --launcher static: the l5d-1hop process writes cProfile stats "
+                         "to OUT when it stops (a single run's numbers are then skewed)")
     args = ap.parse_args()
+    if args.profile and args.launcher != "static":
+        ap.error("--profile needs --launcher static")
     for tool in ("wrk", "curl"):
         if not shutil.which(tool):
             print(f"{tool} is not installed (make system-deps)", file=sys.stderr)
