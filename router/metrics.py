@@ -55,6 +55,11 @@ def _bucket_limits() -> list[float]:
 _LIMITS = _bucket_limits()
 
 
+def bucket_index(value: float) -> int:
+    """The histogram bucket `value` falls in (shared by every Histogram)."""
+    return bisect.bisect_left(_LIMITS, value)
+
+
 class Histogram:
     """Counts values into fixed buckets; `snapshot()` summarises and resets.
 
@@ -75,7 +80,11 @@ class Histogram:
         self.last: dict[str, float] = {"count": 0}
 
     def add(self, value: float) -> None:
-        self.counts[bisect.bisect_left(_LIMITS, value)] += 1
+        self.add_at(bucket_index(value), value)
+
+    def add_at(self, bucket: int, value: float) -> None:
+        """`add` with the bucket already found (one value recorded in several histograms)."""
+        self.counts[bucket] += 1
         self.count += 1
         self.sum += value
         if value < self.min:

@@ -10,9 +10,8 @@ their metrics from the registry.
 from __future__ import annotations
 
 import time
-from bisect import bisect_left
 
-from router.metrics import _LIMITS, Counter, Histogram, Scope
+from router.metrics import Counter, Histogram, Scope, bucket_index
 
 
 def scope_name(path_show: str) -> str:
@@ -85,11 +84,10 @@ def record_all(group: tuple[RequestStats, ...], status: int, latency_ms: float,
     """`s.record(status, latency_ms)` and `s.last_used = now` for every `s` in `group`.
 
     A proxied response lands in four stats (server, service, client, client/service)
-    with one latency: one call that finds the histogram bucket once and bumps the
-    fields directly costs about half of four `record` calls. The histogram part must
-    stay in step with `router.metrics.Histogram.add`.
+    with one latency: one call that finds the histogram bucket once costs about half
+    of four `record` calls.
     """
-    i = bisect_left(_LIMITS, latency_ms)
+    i = bucket_index(latency_ms)
     ok = status < 500
     for s in group:
         s.last_used = now
@@ -98,14 +96,7 @@ def record_all(group: tuple[RequestStats, ...], status: int, latency_ms: float,
             s.success.value += 1
         else:
             s.failures.value += 1
-        h = s.latency
-        h.counts[i] += 1
-        h.count += 1
-        h.sum += latency_ms
-        if latency_ms < h.min:
-            h.min = latency_ms
-        if latency_ms > h.max:
-            h.max = latency_ms
+        s.latency.add_at(i, latency_ms)
         if s.with_status:
             pair = s._status.get(status) or s._status_counters(status)
             pair[0].value += 1
