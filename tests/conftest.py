@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -25,7 +24,7 @@ from pathlib import Path as FsPath
 
 import pytest
 
-from tests.util import free_port, port_open
+from tests.util import free_port, port_open, stop_process
 
 REPO = FsPath(__file__).resolve().parent.parent
 
@@ -42,14 +41,7 @@ class L5dProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 15.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
+        return stop_process(self.proc, timeout)
 
 
 def _start_process(args: list[str], log_path: FsPath, cwd: FsPath,

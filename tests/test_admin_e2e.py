@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.util import free_port, port_open
+from tests.util import free_port, port_open, stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -130,13 +129,7 @@ async def running_l5d(tmp: Path, backends: Backends) -> AsyncIterator[L5d]:
             await asyncio.sleep(0.05)
         yield L5d(proc, admin, proxy, xform, disco, log)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_process(proc)
 
 
 async def send(session: aiohttp.ClientSession, port: int, host: str) -> int:

@@ -29,7 +29,7 @@ import yaml
 from aiohttp import web
 
 from tests.fake_apiserver import FakeApiServer, endpoints, fake_k8s  # noqa: F401
-from tests.util import async_wait_until, port_open
+from tests.util import async_wait_until, port_open, stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -170,13 +170,9 @@ async def mesh(
     finally:
         for n in nodes.values():
             if n.proc.poll() is None:
-                n.proc.send_signal(signal.SIGTERM)
+                n.proc.send_signal(signal.SIGTERM)  # all drain at once, then each is reaped
         for n in nodes.values():
-            try:
-                n.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                n.proc.kill()
-                n.proc.wait(5)
+            stop_process(n.proc)
 
 
 async def metrics(session: aiohttp.ClientSession, m: Mesh, node: str) -> dict[str, Any]:

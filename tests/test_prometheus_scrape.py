@@ -4,7 +4,6 @@ Prometheus's HTTP API in Linkerd's label form. promtool parses the live expositi
 from __future__ import annotations
 
 import asyncio
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.test_admin_e2e import L5d, backends, l5d, traffic  # noqa: F401 (fixtures)
-from tests.util import free_port, port_open
+from tests.util import free_port, port_open, stop_process
 
 PROM_CONFIG = """\
 global:
@@ -104,9 +103,4 @@ async def test_prometheus_scrapes_linkerd_label_form(l5d: L5d, tmp_path: Path) -
         assert problems <= {"metric names should not contain ':'",
                             "metric names should not contain abbreviated units"}, problems
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc)
