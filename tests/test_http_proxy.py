@@ -55,6 +55,12 @@ class RawClient:
         self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
         return self
 
+    async def __aenter__(self) -> RawClient:
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
     def send(self, data: bytes) -> None:
         self.writer.write(data)
 
@@ -214,8 +220,7 @@ async def test_absolute_form_via_curl_proxy_and_l5d_headers(backend, routers):
 
 async def test_keep_alive_pool_reuse_and_pipelining(backend, routers):
     _, port = await routers.start(f"/svc/hello => {inet(backend)}")
-    c = await RawClient(port).connect()
-    try:
+    async with RawClient(port) as c:
         for i in range(5):
             r = await c.request(target=f"/echo/{i}")
             assert r.status == 200 and r.json()["target"] == f"/echo/{i}"
@@ -225,15 +230,12 @@ async def test_keep_alive_pool_reuse_and_pipelining(backend, routers):
         r1, r2 = await c.response(), await c.response()
         assert (r1.json()["target"], r2.json()["target"]) == ("/echo/p1", "/echo/p2")
         assert r2.json()["body_len"] == 7
-    finally:
-        c.close()
     assert backend.connections == 1  # one pooled backend connection served all seven
 
 
 async def test_hop_by_hop_dropped_both_ways_and_via(backend, routers):
     _, port = await routers.start(f"/svc/hello => {inet(backend)}")
-    c = await RawClient(port).connect()
-    try:
+    async with RawClient(port) as c:
         r = await c.request(headers=[
             ("Connection", "keep-alive, X-Drop-Me"), ("X-Drop-Me", "1"), ("Keep-Alive", "300"),
             ("Proxy-Connection", "keep-alive"), ("TE", "trailers"), ("Upgrade", "websocket"),
@@ -251,14 +253,11 @@ async def test_hop_by_hop_dropped_both_ways_and_via(backend, routers):
         assert r.header("x-end") == "kept" and r.header("via") == "1.1 linkerd"
         assert r.header("l5d-success-class") == "1.0"  # kept without clearContext
         assert r.body == b"ok"
-    finally:
-        c.close()
 
 
 async def test_bad_l5d_dtab_is_400_naming_the_position(backend, routers):
     _, port = await routers.start(f"/svc/hello => {inet(backend)}")
-    c = await RawClient(port).connect()
-    try:
+    async with RawClient(port) as c:
         r = await c.request(headers=[("l5d-dtab", "/svc/hello =>")])
         assert r.status == 400
         msg = unquote(r.header("l5d-err"))
@@ -267,8 +266,6 @@ async def test_bad_l5d_dtab_is_400_naming_the_position(backend, routers):
         assert r.header("content-type") == "text/plain"
         # the connection stays usable after a router-made error
         assert (await c.request()).status == 200
-    finally:
-        c.close()
     assert backend.requests and len(backend.requests) == 1
 
 
@@ -278,8 +275,7 @@ async def test_l5d_dtab_override_two_hops_deep_and_ctx_propagation(backend, back
         label="incoming",
     )
     _, outer = await routers.start(f"/svc => /$/inet/127.0.0.1/{inner}", label="outgoing")
-    c = await RawClient(outer).connect()
-    try:
+    async with RawClient(outer) as c:
         r = await c.request()
         assert r.json()["backend"] == "b1"
         r = await c.request(headers=[("l5d-dtab", "/srv/v1 => /srv/v2"),
@@ -293,25 +289,19 @@ async def test_l5d_dtab_override_two_hops_deep_and_ctx_propagation(backend, back
         # the outer hop's residual went out as l5d-dst-residual to the inner router
         assert r.header("via") == "1.1 linkerd, 1.1 linkerd" or r.headers.count(
             ("Via", "1.1 linkerd")) == 2
-    finally:
-        c.close()
 
 
 async def test_residual_header(backend, routers):
     _, port = await routers.start(f"/svc => {inet(backend)}/extra")
-    c = await RawClient(port).connect()
-    try:
+    async with RawClient(port) as c:
         r = await c.request()
         assert r.sent_header("l5d-dst-residual") == ["/extra/hello"]
         assert r.sent_header("l5d-dst-client") == [inet(backend)]
-    finally:
-        c.close()
 
 
 async def test_clear_context_inbound_and_on_responses(backend, backend2, routers):
     _, port = await routers.start(f"/svc/hello => {inet(backend)}", clear_context=True)
-    c = await RawClient(port).connect()
-    try:
+    async with RawClient(port) as c:
         r = await c.request(headers=[("l5d-dtab", f"/svc/hello => {inet(backend2)}"),
                                      ("l5d-ctx-user", "u1"), ("l5d-sample", "1")])
         assert r.json()["backend"] == "b1"  # the override was stripped, not applied
@@ -326,14 +316,11 @@ async def test_clear_context_inbound_and_on_responses(backend, backend2, routers
         # and a router-made error loses l5d-err and its body too
         r = await c.request(host="nope")
         assert r.status == 502 and r.header("l5d-err") is None and r.body == b""
-    finally:
-        c.close()
 
 
 async def test_neg_is_502_with_dtabs(backend, routers):
     _, port = await routers.start(f"/svc/hello => {inet(backend)}")
-    c = await RawClient(port).connect()
-    try:
+    async with RawClient(port) as c:
         r = await c.request(host="nope", headers=[("l5d-dtab", "/svc/other => /$/nil")])
         assert r.status == 502
         text = r.body.decode()
@@ -345,14 +332,11 @@ async def test_neg_is_502_with_dtabs(backend, routers):
             f"base dtab:\n  /svc/hello => {inet(backend)}\n"
             "override dtab:\n  /svc/other => /$/nil\n"
         )
-    finally:
-        c.close()
 
 
 async def test_identification_failure_is_400(backend, routers):
     _, port = await routers.start(f"/svc/hello => {inet(backend)}")
-    c = await RawClient(port).connect()
-    try:
+    async with RawClient(port) as c:
         r = await c.request(host=None, version="1.0", target="/x")
         assert r.status == 400
         local = c.writer.get_extra_info("sockname")
@@ -360,8 +344,6 @@ async def test_identification_failure_is_400(backend, routers):
             f'Unknown destination: Request("GET /x", from /127.0.0.1:{local[1]}) / no host header'
         )
         assert await c.closed()  # HTTP/1.0 without keep-alive
-    finally:
-        c.close()
 
 
 async def test_connection_refused_is_502_naming_the_address(routers):
@@ -369,8 +351,7 @@ async def test_connection_refused_is_502_naming_the_address(routers):
 
     dead = free_port()
     _, port = await routers.start(f"/svc/hello => /$/inet/127.0.0.1/{dead}")
-    c = await RawClient(port).connect()
-    try:
+    async with RawClient(port) as c:
         r = await c.request()
         assert r.status == 502
         text = unquote(r.header("l5d-err"))
@@ -379,35 +360,26 @@ async def test_connection_refused_is_502_naming_the_address(routers):
         assert f"client name: /$/inet/127.0.0.1/{dead}\n" in text
         assert f"addresses: [127.0.0.1:{dead}]\n" in text
         assert f"selected address: 127.0.0.1:{dead}\n" in text
-    finally:
-        c.close()
 
 
 async def test_max_call_depth_counts_via_hops(backend, routers):
     _, port = await routers.start(f"/svc/hello => {inet(backend)}", max_call_depth=2)
-    c = await RawClient(port).connect()
-    try:
+    async with RawClient(port) as c:
         assert (await c.request(headers=[("Via", "1.1 a, 1.1 b")])).status == 200
         r = await c.request(headers=[("Via", "1.1 a, 1.1 b"), ("Via", "1.1 c")])
         assert r.status == 400
         assert unquote(r.header("l5d-err")) == (
             "Maximum number of calls (2) has been exceeded. Please check for proxy loops."
         )
-    finally:
-        c.close()
 
 
 async def test_backend_dying_mid_response_fails_only_that_request(backend, routers):
     router, port = await routers.start(f"/svc/hello => {inet(backend)}")
-    c = await RawClient(port).connect()
-    try:
+    async with RawClient(port) as c:
         r = await c.request(target="/die")
         assert r.status == 200 and not r.done and len(r.body) < 1000  # cut off, not faked
         assert await c.closed()
-    finally:
-        c.close()
-    c = await RawClient(port).connect()
-    try:
+    async with RawClient(port) as c:
         assert (await c.request()).status == 200
         r = await c.request(target="/garbage")
         assert r.status == 502
@@ -419,8 +391,6 @@ async def test_backend_dying_mid_response_fails_only_that_request(backend, route
         assert r.status == 502
         assert "closed before responding" in unquote(r.header("l5d-err"))
         assert (await c.request()).status == 200
-    finally:
-        c.close()
 
 
 async def test_stalled_backend_does_not_block_others(backend, routers):
@@ -438,8 +408,7 @@ async def test_stalled_backend_does_not_block_others(backend, routers):
 
 async def test_http10_head_and_read_until_close(backend, routers):
     _, port = await routers.start(f"/svc/hello => {inet(backend)}")
-    c = await RawClient(port).connect()
-    try:
+    async with RawClient(port) as c:
         r = await c.request(method="HEAD", target="/echo")
         assert r.status == 200 and r.body == b""
         assert int(r.header("content-length")) > 0
@@ -447,27 +416,19 @@ async def test_http10_head_and_read_until_close(backend, routers):
         assert r.body == b"until-eof-body" and r.header("transfer-encoding") == "chunked"
         r = await c.request(target="/echo")  # the downstream connection survived both
         assert r.status == 200
-    finally:
-        c.close()
-    c = await RawClient(port).connect()
-    try:
+    async with RawClient(port) as c:
         r = await c.request(target="/chunked?n=3&size=5", version="1.0")
         assert r.body == b"x" * 15 and r.header("transfer-encoding") is None
         assert await c.closed()
-    finally:
-        c.close()
 
 
 async def test_weighted_union_splits_traffic(backend, backend2, routers):
     _, port = await routers.start(
         f"/svc/hello => 3 * {inet(backend)} & 1 * {inet(backend2)}"
     )
-    c = await RawClient(port).connect()
-    try:
+    async with RawClient(port) as c:
         for _ in range(400):
             await c.request()
-    finally:
-        c.close()
     n1, n2 = len(backend.requests), len(backend2.requests)
     assert n1 + n2 == 400
     assert 0.65 < n1 / 400 < 0.85, (n1, n2)
@@ -497,8 +458,7 @@ async def test_endpoint_changes_via_the_addr_var_and_round_robin(backend, backen
     names = {"/#/io.l5d.fs/hello": BoundName(Path.read("/#/io.l5d.fs/hello"), var)}
     router, port = await routers.start("/svc/hello => /#/io.l5d.fs/hello", names=names,
                                        load_balancer="roundRobin")
-    c = await RawClient(port).connect()
-    try:
+    async with RawClient(port) as c:
         assert (await c.request()).json()["backend"] == "b1"
         var.set(bound(Address("127.0.0.1", backend.port), Address("127.0.0.1", backend2.port)))
         seen = [(await c.request()).json()["backend"] for _ in range(4)]
@@ -513,8 +473,6 @@ async def test_endpoint_changes_via_the_addr_var_and_round_robin(backend, backen
         assert r.status == 502 and "Unable to route request!" in r.body.decode()
         snap = router.handle.clients.snapshot()
         assert snap == {"/#/io.l5d.fs/hello": {"state": "neg", "addresses": []}}
-    finally:
-        c.close()
 
 
 async def async_wait(pred, what: str) -> None:
@@ -525,8 +483,7 @@ async def async_wait(pred, what: str) -> None:
 
 async def test_close_drains_in_flight_requests_then_refuses(backend, routers):
     router, port = await routers.start(f"/svc/hello => {inet(backend)}")
-    c = await RawClient(port).connect()
-    try:
+    async with RawClient(port) as c:
         c.send(build("GET", "/slow?ms=300", "hello", None, b""))
         await async_wait(lambda: len(backend.requests) == 1, "request at backend")
         closing = asyncio.create_task(router.handle.close(5.0))
@@ -535,8 +492,6 @@ async def test_close_drains_in_flight_requests_then_refuses(backend, routers):
         assert r.header("connection") == "close"  # the client learns the connection ends
         await asyncio.wait_for(closing, 5)
         assert await c.closed()
-    finally:
-        c.close()
     from tests.util import port_open
 
     assert not port_open(port)
@@ -544,8 +499,7 @@ async def test_close_drains_in_flight_requests_then_refuses(backend, routers):
 
 async def test_a_pooled_connection_closed_by_the_backend_is_requeued(backend, routers):
     router, port = await routers.start(f"/svc/hello => {inet(backend)}")
-    c = await RawClient(port).connect()
-    try:
+    async with RawClient(port) as c:
         assert (await c.request(target="/echo?drop_next=1")).status == 200
         r = await c.request(target="/echo/again")
         assert r.status == 200 and r.json()["target"] == "/echo/again"
@@ -554,16 +508,13 @@ async def test_a_pooled_connection_closed_by_the_backend_is_requeued(backend, ro
         assert (await c.request(target="/echo?drop_next=1")).status == 200
         r = await c.request(method="POST", target="/echo", body=b"data")
         assert r.status == 502 and "closed before responding" in unquote(r.header("l5d-err"))
-    finally:
-        c.close()
     key = ("rt", "test", "client", f"$/inet/127.0.0.1/{backend.port}", "retries", "requeues")
     assert router.registry.get(key).value == 1
 
 
 async def test_malformed_request_body_mid_stream_is_400_and_frees_the_backend(backend, routers):
     _, port = await routers.start(f"/svc/hello => {inet(backend)}")
-    c = await RawClient(port).connect()
-    try:
+    async with RawClient(port) as c:
         c.send(b"POST /upload HTTP/1.1\r\nHost: hello\r\nTransfer-Encoding: chunked\r\n\r\n"
                b"5\r\nhello\r\n")
         await async_wait(lambda: len(backend.requests) == 1, "request head at backend")
@@ -572,14 +523,11 @@ async def test_malformed_request_body_mid_stream_is_400_and_frees_the_backend(ba
         assert r.status == 400 and "Invalid HTTP request" in unquote(r.header("l5d-err"))
         assert await c.closed()
         await async_wait(lambda: not backend.writers, "backend connection aborted")
-    finally:
-        c.close()
 
 
 async def test_http10_keep_alive_and_absolute_form_with_port(backend, routers):
     _, port = await routers.start(f"/svc/hello:8080 => {inet(backend)}")
-    c = await RawClient(port).connect()
-    try:
+    async with RawClient(port) as c:
         for _ in range(2):
             r = await c.request(target="http://hello:8080/a?b=c", host="ignored", version="1.0",
                                 headers=[("Connection", "keep-alive")])
@@ -587,26 +535,20 @@ async def test_http10_keep_alive_and_absolute_form_with_port(backend, routers):
             seen = r.json()
             assert seen["target"] == "/a?b=c"
             assert r.sent_header("host") == ["hello:8080"]  # the URL's authority wins
-    finally:
-        c.close()
     assert backend.connections == 1
 
 
 async def test_total_and_attempt_timeouts_are_503(backend, routers):
     _, port = await routers.start(f"/svc/hello => {inet(backend)}", total_timeout_ms=200)
-    c = await RawClient(port).connect()
-    try:
+    async with RawClient(port) as c:
         r = await asyncio.wait_for(c.request(target="/slow?ms=3000"), 2)
         assert r.status == 503
         assert unquote(r.header("l5d-err")) == (
             "exceeded 200.milliseconds to /svc/hello while waiting for a response for the "
             "request, including retries (if applicable)")
         assert (await c.request(target="/slow?ms=50")).status == 200  # under the limit
-    finally:
-        c.close()
     _, port = await routers.start(f"/svc/hello => {inet(backend)}", attempt_timeout_ms=150)
-    c = await RawClient(port).connect()
-    try:
+    async with RawClient(port) as c:
         r = await asyncio.wait_for(c.request(target="/stall"), 2)
         assert r.status == 503
         assert unquote(r.header("l5d-err")).startswith(
@@ -615,21 +557,16 @@ async def test_total_and_attempt_timeouts_are_503(backend, routers):
         # a streaming response that started in time is not cut by the timeout
         r = await c.request(target="/chunked?n=3&size=10")
         assert r.status == 200 and r.body == b"x" * 30
-    finally:
-        c.close()
 
 
 async def test_a_long_pipeline_of_router_errors_and_successes(backend, routers):
     _, port = await routers.start(f"/svc/hello => {inet(backend)}")
-    c = await RawClient(port).connect()
-    try:
+    async with RawClient(port) as c:
         n = 1500
         c.send(b"".join(build("GET", f"/echo/{i}", "hello" if i % 3 == 0 else "nope", None, b"")
                         for i in range(n)))
         statuses = [(await c.response()).status for _ in range(n)]
         assert statuses == [200 if i % 3 == 0 else 502 for i in range(n)]
-    finally:
-        c.close()
 
 
 @pytest.mark.parametrize(
@@ -648,17 +585,11 @@ async def test_a_long_pipeline_of_router_errors_and_successes(backend, routers):
 )
 async def test_malformed_requests_are_refused_with_a_reason(backend, routers, raw, status, text):
     _, port = await routers.start(f"/svc/hello => {inet(backend)}")
-    c = await RawClient(port).connect()
-    try:
+    async with RawClient(port) as c:
         c.send(raw)
         r = await c.response()
         assert r.status == status
         assert unquote(r.header("l5d-err")).startswith(text)
-    finally:
-        c.close()
     assert backend.requests == []
-    c = await RawClient(port).connect()
-    try:
+    async with RawClient(port) as c:
         assert (await c.request()).status == 200
-    finally:
-        c.close()
