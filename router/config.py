@@ -37,6 +37,14 @@ import yaml
 from dtab.dtab import Dtab
 from dtab.errors import DtabParseError, ParamError
 from dtab.path import Path
+from router.session import (
+    DEFAULT_CLIENT_SESSION,
+    DEFAULT_SERVER_SESSION,
+    ClientSession,
+    ServerSession,
+    parse_client_session,
+    parse_server_session,
+)
 
 log = logging.getLogger(__name__)
 
@@ -505,6 +513,7 @@ class ServerConfig:
     max_concurrent_requests: int | None = None
     tls: Mapping[str, Any] | None = None  # kept for the TLS work; not served yet
     extra: Mapping[str, Any] = field(default_factory=_empty, hash=False)
+    session: ServerSession = DEFAULT_SERVER_SESSION  # serverSession (router/session.py)
 
 
 @dataclass(frozen=True)
@@ -554,7 +563,7 @@ class ClientConfig:
     fail_fast: bool = False
     tls: Mapping[str, Any] | None = None
     host_connection_pool: Mapping[str, Any] = field(default_factory=_empty, hash=False)
-    client_session: Mapping[str, Any] = field(default_factory=_empty, hash=False)
+    client_session: ClientSession = DEFAULT_CLIENT_SESSION  # clientSession (router/session.py)
     extra: Mapping[str, Any] = field(default_factory=_empty, hash=False)
 
 
@@ -857,8 +866,9 @@ def _server(obj: _Obj, protocol: str) -> ServerConfig:
         max_call_depth=obj.int("maxCallDepth", 1000, lo=1),
         max_concurrent_requests=obj.int("maxConcurrentRequests", None, lo=1),
         tls=_mapping_or_none(obj, "tls"),
+        session=parse_server_session(obj.child("serverSession")),
         extra=MappingProxyType(obj.keep_unacted(
-            "announce", "serverSession", "socketOptions", "addForwardedHeader",
+            "announce", "socketOptions", "addForwardedHeader",
             "timestampHeader", "label", "timeoutMs",
         )),
     )
@@ -933,13 +943,13 @@ def _client_params(obj: _Obj) -> ClientConfig:
         fail_fast=obj.bool("failFast", False),
         tls=_mapping_or_none(obj, "tls"),
         host_connection_pool=_mapping_or_none(obj, "hostConnectionPool") or _EMPTY,
-        client_session=_mapping_or_none(obj, "clientSession") or _EMPTY,
+        client_session=parse_client_session(obj.child("clientSession")),
         extra=MappingProxyType(obj.keep_unacted(
             "socketOptions", "forwardClientCert", "requestAuthorizers"
         )),
     )
     obj.warn_unacted("failureAccrual", "requeueBudget", "failFast", "tls",
-                     "hostConnectionPool", "clientSession")
+                     "hostConnectionPool")
     obj.finish()
     return cfg
 

@@ -621,3 +621,51 @@ def test_stray_document_markers_are_fine_and_two_configs_are_not() -> None:
     assert config.routers[0].servers[0].port == 4140
     e = err(MINIMAL + "---\n" + MINIMAL)
     assert e.line == 7 and "2 YAML documents" in str(e)
+
+
+def test_server_and_client_session_keys_defaults_and_errors() -> None:
+    from router.session import DEFAULT_CLIENT_SESSION, DEFAULT_SERVER_SESSION
+
+    (r,) = parse(cfg(MINIMAL)).routers
+    assert r.servers[0].session is DEFAULT_SERVER_SESSION  # Linkerd: idle/life forever
+    assert (DEFAULT_SERVER_SESSION.idle_time_ms, DEFAULT_SERVER_SESSION.life_time_ms) == (None,
+                                                                                         None)
+    assert (DEFAULT_SERVER_SESSION.header_read_timeout_ms,
+            DEFAULT_SERVER_SESSION.body_progress_timeout_ms) == (10_000, 60_000)
+    assert r.client.resolve(Path.read("/$/inet/a/1")).client_session is DEFAULT_CLIENT_SESSION
+    (r,) = parse(cfg("""
+    routers:
+    - protocol: http
+      client:
+        kind: io.l5d.static
+        configs:
+        - prefix: /$/inet/*
+          clientSession: {idleTimeMs: 5000, bodyProgressTimeoutMs: 0}
+      servers:
+      - port: 4140
+        serverSession: {idleTimeMs: 30000, lifeTimeMs: 600000, headerReadTimeoutMs: 0}
+    """)).routers
+    s = r.servers[0].session
+    assert (s.idle_time_ms, s.life_time_ms, s.header_read_timeout_ms,
+            s.body_progress_timeout_ms) == (30000, 600000, None, 60000)
+    c = r.client.resolve(Path.read("/$/inet/a/1")).client_session
+    assert (c.idle_time_ms, c.body_progress_timeout_ms, c.body_s) == (5000, None, None)
+    e = err("""
+    routers:
+    - protocol: http
+      servers:
+      - port: 4140
+        serverSession:
+          idleTimeMs: 0
+    """)
+    assert (e.file, e.line) == ("l5d.yaml", 6)
+    assert e.key == "routers[0].servers[0].serverSession.idleTimeMs"
+    e = err("""
+    routers:
+    - protocol: http
+      servers:
+      - port: 4140
+        serverSession:
+          headerReadTimeoutMS: 5
+    """)
+    assert e.line == 6 and "unknown key 'headerReadTimeoutMS'" in str(e)

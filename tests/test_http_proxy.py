@@ -11,6 +11,7 @@ from urllib.parse import unquote
 import httptools
 import pytest
 
+from dtab.path import Path
 from router.http import start_http_router
 from router.http.testing import Backend, StaticRouter, StaticServerConfig
 
@@ -510,6 +511,27 @@ async def test_a_pooled_connection_closed_by_the_backend_is_requeued(backend, ro
         assert r.status == 502 and "closed before responding" in unquote(r.header("l5d-err"))
     key = ("rt", "test", "client", f"$/inet/127.0.0.1/{backend.port}", "retries", "requeues")
     assert router.registry.get(key).value == 1
+
+
+async def test_a_post_never_goes_out_on_a_pooled_connection_already_closed(backend, routers):
+    """The backend closed an idle pooled connection and its FIN is in the router's socket,
+    but the loop has not read it yet (under load it handles the client's request first; here
+    the pooled connection's reading is paused to hold that moment). A request with a body
+    cannot be re-sent once written, so the router checks first and takes a fresh one."""
+    router, port = await routers.start(f"/svc/hello => {inet(backend)}")
+    async with RawClient(port) as c:
+        assert (await c.request(target="/echo")).status == 200
+        (ep,) = router.handle.clients.get(
+            router.inet[Path.read(inet(backend))]).balancer.endpoints
+        (pooled,) = ep.idle
+        pooled.transport.pause_reading()
+        for w in list(backend.writers):
+            w.transport.close()
+        await asyncio.sleep(0.2)  # the FIN has arrived; the router has not looked
+        assert not pooled.closed
+        r = await asyncio.wait_for(c.request(method="POST", target="/echo", body=b"data"), 5)
+        assert r.status == 200 and r.json()["body_len"] == 4
+    assert backend.connections == 2
 
 
 async def test_malformed_request_body_mid_stream_is_400_and_frees_the_backend(backend, routers):

@@ -17,6 +17,7 @@ from dtab.addr import AddrBound, AddrFailed, AddrNeg, AddrPending, BoundName
 from router.client.balancer import Balancer, build_balancer
 from router.client.pool import Endpoint
 from router.metrics import Scope
+from router.session import DEFAULT_CLIENT_SESSION, ClientSession
 from router.stats import ClientStats
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ class Client:
     """The traffic side of a bound name."""
 
     __slots__ = ("id", "name", "name_bytes", "bound", "balancer", "stats", "last_used",
-                 "requeues", "attempt_timeout_s")
+                 "requeues", "attempt_timeout_s", "session", "body_s")
 
     def __init__(self, bound: BoundName, balancer: Balancer, stats: ClientStats) -> None:
         self.id = bound.id
@@ -40,6 +41,8 @@ class Client:
         self.last_used = time.monotonic()
         self.requeues = stats.scope.counter("retries", "requeues")
         self.attempt_timeout_s: float | None = None  # client requestAttemptTimeoutMs
+        self.session: ClientSession = DEFAULT_CLIENT_SESSION  # clientSession
+        self.body_s = self.session.body_s
         balancer.on_new_endpoint = self._new_endpoint
         for ep in balancer.endpoints:
             self._new_endpoint(ep)
@@ -58,6 +61,7 @@ class Client:
             connects.value += 1
 
         ep.on_connect = on_connect
+        ep.idle_s, ep.life_s = self.session.idle_s, self.session.life_s
 
     def state(self) -> dict[str, Any]:
         addr = self.bound.addr.value
@@ -120,6 +124,11 @@ class ClientCache:
         ms = getattr(cfg, "request_attempt_timeout_ms", None)
         if ms:
             client.attempt_timeout_s = ms / 1000.0
+        session = getattr(cfg, "client_session", None)
+        if isinstance(session, ClientSession) and session != client.session:
+            client.session, client.body_s = session, session.body_s
+            for ep in balancer.endpoints:
+                ep.idle_s, ep.life_s = session.idle_s, session.life_s
         return client
 
     def _evicted(self) -> None:

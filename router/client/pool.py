@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
 import time
 from http import HTTPStatus
 from typing import Protocol
@@ -102,7 +103,7 @@ class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("endpoint", "transport", "parser", "sink", "closed", "_headers",
                  "_no_body", "_until_close", "_in_body", "_head_done", "_connected", "reused",
                  "_received", "_length", "_chunked", "_tokens", "_l5d", "_l5d_err",
-                 "_head_bytes")
+                 "_head_bytes", "reads", "born", "idle_since", "fd")
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
@@ -117,6 +118,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_done = False
         self.reused = False  # served an exchange before (came from the idle list)
         self._received = False  # any byte of the current response arrived
+        self.reads = 0  # reads and write-buffer drains: progress, for the body timeout
+        self.born = 0.0
+        self.idle_since = 0.0
+        self.fd = -1
         self._reset_head()
 
     def _reset_head(self) -> None:
@@ -132,6 +137,24 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.endpoint.open_connections += 1
+        self.born = time.monotonic()
+        sock = transport.get_extra_info("socket")
+        self.fd = sock.fileno() if sock is not None else -1
+
+    def peer_closed(self) -> bool:
+        """Whether an idle pooled connection is already dead although the loop has not seen
+        it yet (its FIN or reset queued in the kernel, or stray bytes): checked before a
+        request that cannot be re-sent once written (it has a body) goes out on it."""
+        if self.closed or self.transport is None or self.transport.is_closing():
+            return True
+        if self.fd < 0:
+            return False
+        p = select.poll()
+        p.register(self.fd, select.POLLIN | select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+        try:
+            return bool(p.poll(0))
+        except OSError:
+            return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed:
@@ -186,10 +209,12 @@ class UpstreamConnection(asyncio.Protocol):
             self.sink.upstream_pause_writing()
 
     def resume_writing(self) -> None:
+        self.reads += 1
         if self.sink is not None:
             self.sink.upstream_resume_writing()
 
     def data_received(self, data: bytes) -> None:
+        self.reads += 1
         if self.sink is None:
             log.warning("unexpected %d bytes from idle connection to %s; closing",
                         len(data), self.endpoint.hostport)
@@ -309,7 +334,7 @@ class Endpoint:
 
     __slots__ = ("address", "host", "port", "hostport", "weight", "idle", "pending",
                  "open_connections", "down", "removed", "cost", "stamp", "on_connect",
-                 "connect_timeout_s")
+                 "connect_timeout_s", "idle_s", "life_s", "_sweeper")
 
     def __init__(self, address: Address, *, connect_timeout_s: float = 10.0) -> None:
         self.address = address
@@ -326,12 +351,20 @@ class Endpoint:
         self.stamp = time.monotonic()
         self.on_connect = None  # callback(latency_ms) for client stats
         self.connect_timeout_s = connect_timeout_s
+        # clientSession idleTimeMs / lifeTimeMs (None: forever, as Linkerd)
+        self.idle_s: float | None = None
+        self.life_s: float | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
 
-    def take_idle(self) -> UpstreamConnection | None:
+    def take_idle(self, *, checked: bool = False) -> UpstreamConnection | None:
+        """An idle connection; `checked`: one the kernel does not already know is dead."""
         idle = self.idle
         while idle:
             conn = idle.pop()
             if not conn.closed:
+                if checked and conn.peer_closed():
+                    conn.abort()
+                    continue
                 return conn
         return None
 
@@ -354,10 +387,32 @@ class Endpoint:
     def release(self, conn: UpstreamConnection, reusable: bool) -> None:
         """Return a connection after a finished exchange (or close it if it cannot be reused)."""
         if reusable and not conn.closed and not self.removed:
+            if self.idle_s is not None or self.life_s is not None:
+                now = time.monotonic()
+                if self.life_s is not None and now - conn.born >= self.life_s:
+                    conn.close()
+                    return
+                conn.idle_since = now
+                if self.idle_s is not None and self._sweeper is None:
+                    self._sweeper = asyncio.get_running_loop().call_later(
+                        self.idle_s / 4, self._sweep_idle)
             conn.reused = True
             self.idle.append(conn)
         else:
             conn.close()
+
+    def _sweep_idle(self) -> None:
+        """clientSession idleTimeMs: close pooled connections idle that long."""
+        self._sweeper = None
+        if self.idle_s is None:
+            return
+        now = time.monotonic()
+        for conn in [c for c in self.idle if now - c.idle_since >= self.idle_s]:
+            self.forget(conn)
+            conn.close()
+        if self.idle and not self.removed:
+            self._sweeper = asyncio.get_running_loop().call_later(self.idle_s / 4,
+                                                                  self._sweep_idle)
 
     def forget(self, conn: UpstreamConnection) -> None:
         try:
@@ -368,6 +423,9 @@ class Endpoint:
     def close(self) -> None:
         """The endpoint left the address set: close idle connections; busy ones close on release."""
         self.removed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         idle, self.idle = self.idle, []
         for conn in idle:
             conn.close()

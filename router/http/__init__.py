@@ -29,7 +29,8 @@ class HttpRouterHandle:
         return [s.port for s in self.servers]
 
     async def close(self, grace_s: float = 10.0) -> None:
-        """Stop accepting, let in-flight requests finish for up to `grace_s`, then close all."""
+        """Stop accepting, let in-flight requests finish for up to `grace_s`, then close all:
+        a request still without its response head gets a 503 with `l5d-err`."""
         for s in self.servers:
             s.stop_accepting()
         deadline = time.monotonic() + grace_s
@@ -40,7 +41,7 @@ class HttpRouterHandle:
             if busy:
                 log.warning("%s: closing %d connections with requests still in flight",
                             s.label, busy)
-            s.close_all()
+            s.close_all(grace_s * 1000)
             if s.aserver is not None:
                 await s.aserver.wait_closed()
         self.runtime.close()

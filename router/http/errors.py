@@ -18,6 +18,7 @@ MAX_ERR_BODY = 5120 * 1024  # maxErrResponseKB
 REASONS = {
     400: b"Bad Request",
     404: b"Not Found",
+    408: b"Request Timeout",
     413: b"Payload Too Large",
     414: b"URI Too Long",
     431: b"Request Header Fields Too Large",
@@ -26,6 +27,7 @@ REASONS = {
     502: b"Bad Gateway",
     503: b"Service Unavailable",
     504: b"Gateway Timeout",
+    505: b"HTTP Version Not Supported",
 }
 
 

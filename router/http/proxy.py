@@ -64,7 +64,7 @@ class Exchange:
         "balancer", "head_sent", "chunked_down", "close_after", "discard_body", "finished",
         "start", "svc_stats", "client_stats", "client_svc_stats", "task", "expect_continue",
         "status", "upstream_paused", "pending_head", "plan", "requeued", "info",
-        "total_timer", "attempt_timer",
+        "total_timer", "attempt_timer", "body_seen",
     )
 
     def __init__(self, conn: ServerConnection, head: Any, keep_alive: bool, body_mode: int,
@@ -78,6 +78,7 @@ class Exchange:
         self.content_length = content_length
         self.body_chunks: list[bytes] = []
         self.body_buffered = 0
+        self.body_seen = 0  # request body bytes read so far
         self.request_done = body_mode == 0
         self.upstream: UpstreamConnection | None = None
         self.endpoint: Endpoint | None = None
@@ -105,6 +106,7 @@ class Exchange:
 
     # --- request body, from the downstream parser ---------------------------
     def feed_body(self, chunk: bytes) -> None:
+        self.body_seen += len(chunk)
         up = self.upstream
         if up is not None:
             if self.body_mode == 2:
@@ -150,6 +152,7 @@ class Exchange:
         if self.body_chunks:
             chunks, self.body_chunks = self.body_chunks, []
             self.body_buffered = 0
+            self.body_seen -= sum(map(len, chunks))  # counted once, when read
             for c in chunks:
                 self.feed_body(c)
             self.conn.resume_reading(self.conn.PAUSE_BODY)
@@ -188,8 +191,10 @@ class Exchange:
             tail = b"Content-Length: %s\r\nVia: 1.1 linkerd\r\n" % content_length
         else:
             tail = b"Via: 1.1 linkerd\r\n"
-        if self.close_after or not self.keep_alive or self.conn.draining:
-            self.keep_alive = self.keep_alive and not self.conn.draining
+        if self.close_after or not self.keep_alive or self.conn.draining or not self.request_done:
+            # A response that starts before its request body was all read (the backend
+            # answered early) ends the connection: say so, never close a kept-alive one.
+            self.keep_alive = self.keep_alive and not self.conn.draining and self.request_done
             tail += b"Connection: close\r\n\r\n"
         elif self.version == "1.0":
             tail += b"Connection: keep-alive\r\n\r\n"
@@ -268,6 +273,23 @@ class Exchange:
             self.conn.abort_exchange(self)
         else:
             self.respond_error(RouteError(502, str(error), error.cause))
+
+    def backend_body_s(self) -> float:
+        """The client's (`clientSession`) body-progress timeout, in seconds (1e18: none)."""
+        client = self.client
+        return (client.body_s or 1e18) if client is not None else 1e18
+
+    def body_timed_out(self, ms: str) -> None:
+        """The backend stopped reading the request body, or stopped sending the response
+        body, for a whole body-progress timeout."""
+        client = self.client
+        if client is not None:
+            client.stats.scope.counter("timeouts", "body_progress").value += 1
+        side = "reading the request" if not self.request_done else "sending the response"
+        endpoint = self.endpoint.hostport if self.endpoint is not None else "?"
+        self.on_upstream_error(UpstreamError(
+            endpoint, f"backend stopped {side} body: no progress for {ms} ms",
+            "BodyProgressTimeout"))
 
     def upstream_pause_writing(self) -> None:
         self.conn.pause_reading(self.conn.PAUSE_UPSTREAM)
@@ -459,6 +481,11 @@ def dispatch(ex: Exchange) -> None:
                 ep = plan.ep = ex.balancer.pick()
                 if ep is not None and not ep.down:
                     idle = ep.idle
+                    if ex.body_mode:  # cannot be re-sent once written: no dead connection
+                        conn = ep.take_idle(checked=True)
+                        if conn is not None:
+                            ex.attach(conn, ep, plan)
+                            return
                     while idle:
                         conn = idle.pop()
                         if not conn.closed:
@@ -655,7 +682,7 @@ async def _connect(ex: Exchange, plan: _Plan) -> None:
         if ep is None or ep in tried:
             break
         tried.add(ep)
-        conn = ep.take_idle()
+        conn = ep.take_idle(checked=ex.body_mode != 0)
         if conn is None:
             try:
                 conn = await ep.connect()

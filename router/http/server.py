@@ -12,7 +12,11 @@ backend backpressure), tracked as bits so one resuming does not undo another.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import re
+import select
+import termios
 from collections import deque
 from typing import Any
 
@@ -24,11 +28,13 @@ from router.http.headers import HOP_BY_HOP, REQUEST_OWNED
 from router.http.proxy import Exchange, dispatch
 from router.identifiers import IdentificationError
 from router.request import RequestHead
+from router.session import DEFAULT_SERVER_SESSION, ServerSession
 from router.stats import ServerStats, ServiceStats, ServiceStatsCache
 
 log = logging.getLogger(__name__)
 
 MAX_HEAD_BYTES = 64 * 1024  # whole request head; beyond it the request is refused
+LINGER_S = 2.0  # reading (and dropping) an unwanted request body after the response
 
 
 class RouterRuntime:
@@ -114,6 +120,10 @@ class HttpServer:
         if depth is None:
             depth = getattr(getattr(router, "config", None), "max_call_depth", None)
         self.max_call_depth = int(depth) if depth is not None else 1000
+        self.session: ServerSession = getattr(server_cfg, "session", None) or \
+            DEFAULT_SERVER_SESSION
+        self.tick_s = self.session.tick_s()
+        self.timeouts: dict[str, Any] = {}  # kind -> counter, made in start()
         self.stats: ServerStats | None = None  # named by the bound port, made in start()
         self.connections: set[ServerConnection] = set()
         self.aserver: asyncio.Server | None = None
@@ -128,6 +138,9 @@ class HttpServer:
         if self.port == 0:
             self.port = self.aserver.sockets[0].getsockname()[1]
         self.stats = ServerStats(self.runtime.router.metrics, self.ip, self.port)
+        # rt/<label>/server/<ip>/<port>/timeouts/<kind>: connections a session timeout ended
+        self.timeouts = {k: self.stats.scope.counter("timeouts", k)
+                         for k in ("header_read", "idle", "lifetime", "body_progress")}
 
     @property
     def busy(self) -> int:
@@ -141,14 +154,27 @@ class HttpServer:
             if c.current is None:
                 c.close()
 
-    def close_all(self) -> None:
+    def close_all(self, grace_ms: float | None = None) -> None:
+        """End every connection. A request still waiting for its response head gets a 503
+        (with `l5d-err`) first, so the client knows it was not served, not just a reset."""
         for c in list(self.connections):
-            c.abort()
+            cur = c.current
+            if cur is not None and not cur.head_sent and not cur.finished and grace_ms is not None:
+                c.draining = True
+                cur.keep_alive = False
+                cur.respond_error(RouteError(
+                    503, f"Router {self.label} is shutting down: the request did not complete "
+                    f"within the {grace_ms:g} ms grace period", "ShutdownGracePeriodExpired"))
+                c.queue.clear()
+                c.close()  # flushes the 503
+            else:
+                c.abort()
 
 
 (_VIA, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _EXPECT, _CTX_DTAB, _USER_DTAB, _DROP,
- _PLAIN, _L5D) = range(10)
+ _PLAIN, _L5D, _HOST) = range(11)
 _REQUEST_SPECIAL: dict[bytes, int] = {
+    b"host": _HOST,
     b"via": _VIA,
     b"content-length": _CONTENT_LENGTH,
     b"transfer-encoding": _TRANSFER_ENCODING,
@@ -180,12 +206,46 @@ def _request_code(name: bytes) -> int:
     return code
 
 
-class HeadTooLarge(Exception):
-    """A request line or head past MAX_HEAD_BYTES (414 or 431)."""
+class BadHead(Exception):
+    """A request head refused before routing (the connection closes after the answer)."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class HeadTooLarge(BadHead):
+    """A request line or head past MAX_HEAD_BYTES (414 or 431)."""
+
+
+# RFC 9110 §7.2 / RFC 3986 §3.2: a Host is a reg-name, IPv4 or [IPv6] literal, optional port.
+_HOST_RE = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
+_GOOD_HOSTS: set[bytes] = set()  # values already checked; bounded, they come from clients
+_GOOD_HOSTS_MAX = 1024
+
+
+def _check_host(value: bytes) -> None:
+    if _HOST_RE.fullmatch(value) is None:
+        shown = value[:64].decode("latin-1")
+        raise BadHead(400, f"Invalid Host header value: {shown!r}")
+    if len(_GOOD_HOSTS) < _GOOD_HOSTS_MAX:
+        _GOOD_HOSTS.add(value)
+
+
+def _peer_state(fd: int) -> tuple[bool, bool, int]:
+    """(peer shut down its sending side, connection reset or hung up, bytes queued unread),
+    without reading: how a paused connection learns the client went away."""
+    p = select.poll()
+    p.register(fd, select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+    events = p.poll(0)
+    ev = events[0][1] if events else 0
+    buf = bytearray(4)
+    try:
+        fcntl.ioctl(fd, termios.FIONREAD, buf)
+        queued = int.from_bytes(buf, "little")
+    except OSError:
+        queued = 0
+    return (bool(ev & select.POLLRDHUP), bool(ev & (select.POLLHUP | select.POLLERR)), queued)
 
 
 class _HeadInfo:
@@ -217,7 +277,9 @@ class ServerConnection(asyncio.Protocol):
 
     __slots__ = ("server", "stats", "transport", "parser", "peer", "current", "parsing", "queue",
                  "_url", "_headers", "_head_bytes", "_info", "_paused", "_closed", "draining",
-                 "writing_paused", "_broken")
+                 "writing_paused", "_broken", "_hosts", "reads", "_heads", "_timer", "_w_mark",
+                 "_w_heads", "_w_since", "_w_head", "_born", "_lingering", "_w_idle", "_w_tick",
+                 "_idle_reads")
 
     def __init__(self, server: HttpServer) -> None:
         self.server = server
@@ -237,6 +299,21 @@ class ServerConnection(asyncio.Protocol):
         self.draining = False
         self.writing_paused = False
         self._broken = False
+        self._lingering = False
+        self._hosts = 0
+        # Session timeouts (router.session): counters the hot path bumps, sampled by one
+        # timer per connection (`_tick`) that compares them with what it saw last time.
+        self.reads = 0  # reads from the client, plus drains of its write buffer
+        self._heads = 0  # request heads completed
+        self._timer: asyncio.TimerHandle | None = None
+        self._w_mark = -1
+        self._w_heads = 0
+        self._w_since = 0.0  # when the tick last saw anything move
+        self._w_head: float | None = None  # when a request head was first seen arriving
+        self._w_idle: float | None = None  # when the tick first saw the connection idle
+        self._w_tick = 0.0
+        self._idle_reads = 0  # `reads` when the last exchange ended
+        self._born = 0.0
 
     # --- transport events ------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -247,9 +324,18 @@ class ServerConnection(asyncio.Protocol):
         self.server.connections.add(self)
         self.stats.connects.value += 1
         self.stats.open_connections += 1
+        tick = self.server.tick_s
+        if tick is not None:
+            loop = asyncio.get_running_loop()
+            self._born = self._w_since = self._w_tick = now = loop.time()
+            self._w_head = now  # a connection's first head is timed from accept
+            self._timer = loop.call_at(now + tick, self._tick)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.server.connections.discard(self)
         self.stats.open_connections -= 1
         cur = self.current
@@ -262,6 +348,7 @@ class ServerConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.stats.received_bytes.value += len(data)
+        self.reads += 1
         if self._broken:
             return
         try:
@@ -273,15 +360,22 @@ class ServerConnection(asyncio.Protocol):
                 self.parsing.keep_alive = False
         except httptools.HttpParserError as e:
             cause = e.__context__
-            if isinstance(cause, HeadTooLarge):
+            if isinstance(cause, BadHead):
                 self._bad_request(str(cause), cause.status)
             else:
                 self._bad_request(f"Invalid HTTP request: {e}")
 
     def eof_received(self) -> bool:
         # Half-closed by the client: finish what is in flight, then close.
-        if self.current is None:
+        if self.current is None or self._lingering:
             return False
+        ex = self.parsing
+        if ex is not None and not ex.request_done and not self._broken:
+            # The body still being read can never be completed now: answer 400 (or reset, if
+            # the response already started) and let go of the backend connection.
+            self._bad_request("Request body truncated: the client closed its side before "
+                              "sending all of it")
+            return not self._closed
         self.draining = True
         return True
 
@@ -294,6 +388,7 @@ class ServerConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.writing_paused = False
+        self.reads += 1  # progress for the body timeout: the client is reading
         cur = self.current
         if cur is not None and cur.upstream_paused:
             cur.upstream_paused = False
@@ -354,6 +449,12 @@ class ServerConnection(asyncio.Protocol):
         if code == _PLAIN:
             self._headers.append((name, value))
             return
+        if code == _HOST:
+            self._hosts += 1
+            if value not in _GOOD_HOSTS:
+                _check_host(value)
+            self._headers.append((name, value))
+            return
         if code == _L5D:
             if not self.server.clear_context:
                 self._headers.append((name, value))
@@ -369,6 +470,11 @@ class ServerConnection(asyncio.Protocol):
                 info.length = value.strip()
                 info.body_mode = 1 if info.length != b"0" else 0
         elif code == _TRANSFER_ENCODING:
+            # Only `chunked` is understood (RFC 9112 §6.1: 501 for any other coding); a
+            # list such as `gzip, chunked` would be re-framed with its coding lost.
+            if value.strip().lower() != b"chunked":
+                raise BadHead(501, "Unsupported Transfer-Encoding: "
+                              f"{value[:64].decode('latin-1')!r} (only chunked)")
             info.body_mode = 2
         elif code == _CONNECTION:
             tokens = [t.strip().lower() for t in value.split(b",")]
@@ -387,6 +493,15 @@ class ServerConnection(asyncio.Protocol):
         parser = self.parser
         headers = self._headers
         info = self._info
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            if version == "0.9":  # `GET /a` with no version: llhttp reads it as HTTP/0.9
+                raise BadHead(400, "HTTP/0.9 request lines are not supported")
+            raise BadHead(505, f"HTTP version {version} is not supported")
+        if self._hosts > 1:  # RFC 9112 §3.2: more than one Host is a 400
+            raise BadHead(400, "More than one Host header")
+        self._hosts = 0
+        self._heads += 1
         target = self._url.decode("latin-1")
         if target[:1] != "/" and target != "*":
             target = self._absolute_form(target, headers)
@@ -395,8 +510,8 @@ class ServerConnection(asyncio.Protocol):
             named = set(info.conn_tokens) - _ALREADY_DROPPED  # e.g. `keep-alive`: gone already
             if named:
                 headers[:] = [(k, v) for k, v in headers if k.lower() not in named]
-        head = RequestHead(parser.get_method().decode("latin-1"), target,
-                           parser.get_http_version(), headers, self.peer)
+        head = RequestHead(parser.get_method().decode("latin-1"), target, version, headers,
+                           self.peer)
         ex = Exchange(self, head, parser.should_keep_alive() and not self.draining,
                       info.body_mode, info.length, info.expect)
         ex.info = info
@@ -451,13 +566,17 @@ class ServerConnection(asyncio.Protocol):
         if self.current is not ex:
             return
         self.current = None
+        self._idle_reads = self.reads
         if self._closed:
             return
         if self._paused:  # backpressure from this exchange's body or backend ends with it
             self.resume_reading(self.PAUSE_BODY | self.PAUSE_UPSTREAM)
         if not (reusable and ex.keep_alive and ex.request_done) or self._broken:
             # Unread request body, Connection: close, or HTTP/1.0: the connection ends here.
-            self.transport.close()  # type: ignore[union-attr]
+            if not ex.request_done and not self._broken:
+                self._linger()
+            else:
+                self.transport.close()  # type: ignore[union-attr]
             return
         if self.queue:
             # On the next loop turn: an exchange can finish synchronously (a router-made
@@ -473,6 +592,141 @@ class ServerConnection(asyncio.Protocol):
         if not self.queue:
             self.resume_reading(self.PAUSE_QUEUE)
         self._serve(nxt)
+
+    # --- session timeouts (router.session) ------------------------------------------
+    def _tick(self) -> None:
+        """Every deadline of this connection, checked by sampling: counters the data path
+        bumps anyway are compared with the last tick's, so no request pays for a timer."""
+        self._timer = None
+        if self._closed:
+            return
+        srv = self.server
+        ses = srv.session
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        prev, self._w_tick = self._w_tick, now
+        if self._heads != self._w_heads:
+            self._w_heads = self._heads
+            self._w_head = None
+        cur = self.current
+        up = cur.upstream if cur is not None else None
+        mark = self.reads + (up.reads if up is not None else 0)
+        if mark != self._w_mark:
+            self._w_mark = mark
+            self._w_since = now
+        if cur is None:
+            partial = self.reads != self._idle_reads or self._url or self._head_bytes
+            if partial and self._w_head is None:
+                self._w_head = prev  # the head began at most one tick ago
+            if self._w_head is not None:
+                self._w_idle = None
+                if ses.header_s is not None and now - self._w_head >= ses.header_s:
+                    self._session_timeout("header_read", 408, "Request head not received "
+                                          f"within {ses.header_read_timeout_ms} ms")
+                    return
+            else:
+                if self._w_idle is None:
+                    self._w_idle = now
+                if ses.idle_s is not None and now - self._w_idle >= ses.idle_s:
+                    self._session_timeout("idle", 0, "")
+                    return
+            if ses.life_s is not None and now - self._born >= ses.life_s and not partial:
+                self._session_timeout("lifetime", 0, "")
+                return
+        else:
+            self._w_idle = None
+            if not cur.request_done and self._paused and self._peer_gone(cur):
+                return
+            in_body = not cur.request_done or cur.head_sent
+            if not in_body:
+                self._w_since = now  # waiting for the response head: the service's timeouts
+            elif now - self._w_since >= min(ses.body_s or 1e18, cur.backend_body_s()):
+                if self._body_stalled(cur, now - self._w_since):
+                    return
+            if (ses.life_s is not None and now - self._born >= ses.life_s
+                    and not self.draining):
+                self.draining = True  # the response says Connection: close, then it ends
+                srv.timeouts["lifetime"].value += 1
+        self._timer = loop.call_at(now + srv.tick_s, self._tick)  # type: ignore[operator]
+
+    def _session_timeout(self, kind: str, status: int, message: str) -> None:
+        self.server.timeouts[kind].value += 1
+        self._broken = True
+        if status and self.reads:  # a connection that never sent a byte is just closed
+            log.info("%s: %s from %s:%s", self.server.label, message, *self.peer)
+            self.stats.record_failure("RequestHeadTimeout", 0.0, status)
+            self.write(ErrorResponse(status, message).encode(
+                keep_alive=False, l5d_err=not self.server.clear_context))
+        self.close()
+
+    def _body_stalled(self, cur: Exchange, stalled_s: float) -> bool:
+        """No body byte moved for a body-progress timeout: end the exchange. True if it ended.
+        The request body waits on the backend when the backend stopped reading it (this
+        reader is paused for it); the response body waits on the client when the client
+        stopped reading it (writes are paused)."""
+        ses = self.server.session
+        if not cur.request_done:
+            backend_side = bool(self._paused & self.PAUSE_UPSTREAM)
+        else:
+            backend_side = not self.writing_paused
+        limit = cur.backend_body_s() if backend_side else (ses.body_s or 1e18)
+        if stalled_s < limit:
+            return False
+        ms = f"{limit * 1000:g}"
+        if backend_side:
+            cur.body_timed_out(ms)
+            return True
+        self.server.timeouts["body_progress"].value += 1
+        if not cur.request_done and not cur.head_sent:
+            self._bad_request(f"Request body made no progress for {ms} ms", 408)
+        else:
+            log.info("%s: %s:%s stopped reading its response for %s ms", self.server.label,
+                     *self.peer, ms)
+            cur.cancel()
+            self.abort()
+        return True
+
+    def _peer_gone(self, cur: Exchange) -> bool:
+        """While reading is paused the transport sees no EOF; ask the socket whether the
+        client shut down, and whether what it left queued can still complete the body."""
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is None:
+            return False
+        try:
+            rdhup, hup, queued = _peer_state(sock.fileno())
+        except (OSError, ValueError):
+            return False
+        if hup:
+            log.info("%s: %s:%s went away mid-request", self.server.label, *self.peer)
+            cur.cancel()
+            self.abort()
+            return True
+        if rdhup and cur.body_mode == 1 and cur.content_length is not None:
+            try:
+                remaining = int(cur.content_length) - cur.body_seen
+            except ValueError:
+                return False
+            if queued < remaining:
+                self._bad_request(f"Request body truncated: the client closed its side "
+                                  f"{remaining - queued} bytes short")
+                return True
+        return False
+
+    def _linger(self) -> None:
+        """The response went out (announcing `Connection: close`) before the request body was
+        all read. Closing now, with unread bytes queued, makes the kernel send a reset that
+        can destroy the response before the client reads it; so half-close, read and discard
+        what still comes for a short while, then close (nginx's lingering close)."""
+        transport = self.transport
+        self._broken = self._lingering = True
+        self.queue.clear()
+        if transport is None or not transport.can_write_eof():
+            self.close()
+            return
+        transport.write_eof()
+        self._paused = 0
+        transport.resume_reading()
+        asyncio.get_running_loop().call_later(LINGER_S, self.close)
 
     def abort_exchange(self, ex: Exchange) -> None:
         """The backend failed after the response head went out: only a reset says so."""

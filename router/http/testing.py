@@ -152,7 +152,8 @@ class Backend:
     `/hop` answers with hop-by-hop and `l5d-*` headers; `/slow?ms=N` answers after N ms;
     any `?drop_next=1` makes the connection close on its next request, unanswered;
     `/close` answers with no length and closes (read-until-EOF framing); `/bighead` sends a
-    200 KB response head.
+    200 KB response head; `/early` answers 200 before reading the request body (then reads
+    it); `/halfbody` promises 1000 bytes, sends 10 and stalls.
     """
 
     def __init__(self, name: str = "backend") -> None:
@@ -208,6 +209,11 @@ class Backend:
                 self.requests.append(req)
                 if target.startswith("/upload") and self.read_gate is not None:
                     await self.read_gate.wait()
+                if target.startswith("/early"):
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly")
+                    await writer.drain()
+                    req["body_len"] = await self._read_body(reader, hmap)
+                    continue
                 body_len = await self._read_body(reader, hmap)
                 req["body_len"] = body_len
                 if not await self._respond(writer, method, target, req):
@@ -281,6 +287,11 @@ class Backend:
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow")
             await writer.drain()
             return True
+        if path == "/halfbody":
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
+            await writer.drain()
+            await asyncio.sleep(3600)
+            return False
         if path == "/stall":
             await asyncio.sleep(3600)
             return False
