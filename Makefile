@@ -9,7 +9,7 @@ CONFIG ?= configs/local.yaml
 APT_PACKAGES := nginx-light wrk chromium prometheus curl
 APT_BINARIES := nginx wrk chromium prometheus promtool curl
 
-.PHONY: run test bench lint system-deps venv clean
+.PHONY: run test bench soak lint system-deps venv clean
 
 venv: $(STAMP)
 
@@ -36,6 +36,10 @@ test: $(STAMP) system-deps
 
 bench: $(STAMP) system-deps
 	$(PY) bench/run.py
+
+# Longer hostile-input runs than `make test` affords: the malformed-HTTP corpus 20 times.
+soak: $(STAMP) system-deps
+	L5D_CORPUS_ROUNDS=20 $(PY) -m pytest -q -s tests/test_http_corpus.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

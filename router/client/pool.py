@@ -222,6 +222,11 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self._received = True
         if not self._head_done:
+            if not self._head_bytes and data[:5] != b"HTTP/":
+                # llhttp also takes RTSP/ and ICE/ status lines; a backend speaks HTTP
+                self._fail(UpstreamError(self.endpoint.hostport, "invalid HTTP response: "
+                                         f"status line {data[:32]!r}", "ProtocolException"))
+                return
             # Counted per read, not per header callback: a head still incomplete after
             # MAX_RESPONSE_HEAD_BYTES fails below, so at most one read more is held.
             self._head_bytes += len(data)
@@ -269,7 +274,11 @@ class UpstreamConnection(asyncio.Protocol):
         elif code == _R_LENGTH:
             self._length = value.strip()
         elif code == _R_CHUNKED:
-            self._chunked = b"chunked" in value.lower()
+            # Only `chunked` is re-framed faithfully; `gzip, chunked` would lose its coding
+            # and `chunked, gzip` means read-until-close to llhttp but chunked to us.
+            if value.strip().lower() != b"chunked":
+                raise ValueError(f"unsupported Transfer-Encoding {value[:64]!r}")
+            self._chunked = True
         elif code == _R_CONNECTION:
             tokens = [t.strip().lower() for t in value.split(b",")]
             self._tokens = tokens if self._tokens is None else self._tokens + tokens
@@ -277,6 +286,15 @@ class UpstreamConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         parser = self.parser
         status = parser.get_status_code()  # type: ignore[union-attr]
+        if status > 599:
+            raise ValueError(f"status code {status} out of range")
+        version = parser.get_http_version()  # type: ignore[union-attr]
+        if version != "1.1" and version != "1.0":
+            raise ValueError(f"HTTP version {version} in the status line")
+        if self._head_bytes > MAX_RESPONSE_HEAD_BYTES and sum(
+                len(k) + len(v) for k, v in self._headers) > MAX_RESPONSE_HEAD_BYTES:
+            # the whole head came in one big read: measured here instead
+            raise ValueError(f"response head longer than {MAX_RESPONSE_HEAD_BYTES} bytes")
         if status < 200:
             # 1xx interim responses are not forwarded (we never send Expect upstream).
             self._reset_head()

@@ -172,7 +172,7 @@ class HttpServer:
 
 
 (_VIA, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _EXPECT, _CTX_DTAB, _USER_DTAB, _DROP,
- _PLAIN, _L5D, _HOST) = range(11)
+ _PLAIN, _L5D, _HOST, _AMBIGUOUS) = range(12)
 _REQUEST_SPECIAL: dict[bytes, int] = {
     b"host": _HOST,
     b"via": _VIA,
@@ -201,6 +201,10 @@ def _request_code(name: bytes) -> int:
     code = _REQUEST_SPECIAL.get(lk)
     if code is None:
         code = _L5D if lk[:4] == b"l5d-" else _PLAIN
+        if b"_" in lk and lk.replace(b"_", b"-") in (b"content-length", b"transfer-encoding"):
+            # CGI-style servers read `Transfer_Encoding` as Transfer-Encoding: a framing
+            # header in disguise, refused rather than forwarded (smuggling)
+            code = _AMBIGUOUS
     if len(_NAME_CODES) < _NAME_CODES_MAX:
         _NAME_CODES[name] = code
     return code
@@ -459,6 +463,8 @@ class ServerConnection(asyncio.Protocol):
             if not self.server.clear_context:
                 self._headers.append((name, value))
             return
+        if code == _AMBIGUOUS:
+            raise BadHead(400, f"Ambiguous framing header name {name[:64].decode('latin-1')!r}")
         info = self._info
         if info is _NO_INFO:
             info = self._info = _HeadInfo()
