@@ -32,35 +32,6 @@ def _s(ms: int | None) -> float | None:
 
 
 @dataclass(frozen=True)
-class ServerSession:
-    idle_time_ms: int | None = None
-    life_time_ms: int | None = None
-    header_read_timeout_ms: int | None = DEFAULT_HEADER_READ_TIMEOUT_MS
-    body_progress_timeout_ms: int | None = DEFAULT_BODY_PROGRESS_TIMEOUT_MS
-
-    @property
-    def idle_s(self) -> float | None:
-        return _s(self.idle_time_ms)
-
-    @property
-    def life_s(self) -> float | None:
-        return _s(self.life_time_ms)
-
-    @property
-    def header_s(self) -> float | None:
-        return _s(self.header_read_timeout_ms)
-
-    @property
-    def body_s(self) -> float | None:
-        return _s(self.body_progress_timeout_ms)
-
-    def tick_s(self) -> float | None:
-        """How often a connection checks its deadlines (None: never)."""
-        limits = [x for x in (self.idle_s, self.life_s, self.header_s, self.body_s) if x]
-        return min(max(min(limits) / 4, 0.02), 2.5) if limits else None
-
-
-@dataclass(frozen=True)
 class ClientSession:
     idle_time_ms: int | None = None
     life_time_ms: int | None = None
@@ -79,6 +50,22 @@ class ClientSession:
         return _s(self.body_progress_timeout_ms)
 
 
+@dataclass(frozen=True)
+class ServerSession(ClientSession):
+    """The client's keys plus the request head's timeout."""
+
+    header_read_timeout_ms: int | None = DEFAULT_HEADER_READ_TIMEOUT_MS
+
+    @property
+    def header_s(self) -> float | None:
+        return _s(self.header_read_timeout_ms)
+
+    def tick_s(self) -> float | None:
+        """How often a connection checks its deadlines (None: never)."""
+        limits = [x for x in (self.idle_s, self.life_s, self.header_s, self.body_s) if x]
+        return min(max(min(limits) / 4, 0.02), 2.5) if limits else None
+
+
 DEFAULT_SERVER_SESSION = ServerSession()
 DEFAULT_CLIENT_SESSION = ClientSession()
 
@@ -90,17 +77,23 @@ def _ms(obj: Any, key: str, default: int | None, *, zero_is_off: bool) -> int | 
     return value or None
 
 
+def _common(obj: Any) -> dict[str, int | None]:
+    return {
+        "idle_time_ms": _ms(obj, "idleTimeMs", None, zero_is_off=False),
+        "life_time_ms": _ms(obj, "lifeTimeMs", None, zero_is_off=False),
+        "body_progress_timeout_ms": _ms(obj, "bodyProgressTimeoutMs",
+                                        DEFAULT_BODY_PROGRESS_TIMEOUT_MS, zero_is_off=True),
+    }
+
+
 def parse_server_session(obj: Any) -> ServerSession:
     """`serverSession:` of a server entry (`obj` is the config loader's mapping, or None)."""
     if obj is None:
         return DEFAULT_SERVER_SESSION
     cfg = ServerSession(
-        idle_time_ms=_ms(obj, "idleTimeMs", None, zero_is_off=False),
-        life_time_ms=_ms(obj, "lifeTimeMs", None, zero_is_off=False),
+        **_common(obj),
         header_read_timeout_ms=_ms(obj, "headerReadTimeoutMs", DEFAULT_HEADER_READ_TIMEOUT_MS,
                                    zero_is_off=True),
-        body_progress_timeout_ms=_ms(obj, "bodyProgressTimeoutMs",
-                                     DEFAULT_BODY_PROGRESS_TIMEOUT_MS, zero_is_off=True),
     )
     obj.finish()
     return cfg
@@ -110,11 +103,6 @@ def parse_client_session(obj: Any) -> ClientSession:
     """`clientSession:` of a client (global or one static entry)."""
     if obj is None:
         return DEFAULT_CLIENT_SESSION
-    cfg = ClientSession(
-        idle_time_ms=_ms(obj, "idleTimeMs", None, zero_is_off=False),
-        life_time_ms=_ms(obj, "lifeTimeMs", None, zero_is_off=False),
-        body_progress_timeout_ms=_ms(obj, "bodyProgressTimeoutMs",
-                                     DEFAULT_BODY_PROGRESS_TIMEOUT_MS, zero_is_off=True),
-    )
+    cfg = ClientSession(**_common(obj))
     obj.finish()
     return cfg

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = """admin:
   ip: 127.0.0.1
   port: {admin}
-routers:
+{admin_extra}routers:
 - protocol: http
   label: {label}
   dtab: |
@@ -35,12 +35,13 @@ routers:
 
 
 class L5d:
-    def __init__(self, tmp: Path, label: str, dtab: str, extra: str = "") -> None:
+    def __init__(self, tmp: Path, label: str, dtab: str, extra: str = "",
+                 admin_extra: str = "") -> None:
         self.port, self.admin = free_port(), free_port()
         self.cfg = tmp / f"{label}.yaml"
         body = "\n".join(f"    {line};" for line in dtab.split(";") if line.strip())
         self.cfg.write_text(CONFIG.format(admin=self.admin, label=label, dtab=body,
-                                          port=self.port, extra=extra))
+                                          port=self.port, extra=extra, admin_extra=admin_extra))
         self.log = tmp / f"{label}.log"
         self.proc: asyncio.subprocess.Process | None = None
 

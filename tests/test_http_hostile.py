@@ -13,11 +13,13 @@ from urllib.parse import unquote
 import pytest
 
 from router.http.testing import Backend
+from tests import test_http_e2e
 from tests.test_http_e2e import L5d
 from tests.test_http_proxy import RawClient, curl
 from tests.util import async_wait_until
 
 pytestmark = pytest.mark.timeout(60)
+env = test_http_e2e.env  # the fixture: backends and l5d processes, stopped afterwards
 
 SESSION = """    serverSession:
       headerReadTimeoutMs: {header}
@@ -27,34 +29,6 @@ CLIENT = """  client:
     clientSession:
       bodyProgressTimeoutMs: {body}
 """
-
-
-@pytest.fixture
-async def env(tmp_path):
-    started: list = []
-
-    async def start(kind, *args, grace_ms=None, **kw):
-        if kind == "backend":
-            obj = await Backend(*args).start()
-        else:
-            obj = L5d(tmp_path, *args, **kw)
-            if grace_ms is not None:
-                port = f"  port: {obj.admin}\n"
-                text = obj.cfg.read_text().replace(
-                    port, f"{port}  shutdownGraceMs: {grace_ms}\n")
-                obj.cfg.write_text(text)
-            await obj.start()
-        started.append(obj)
-        return obj
-
-    try:
-        yield start
-    finally:
-        for obj in reversed(started):
-            if isinstance(obj, L5d):
-                await obj.stop()
-            else:
-                await obj.close()
 
 
 async def metrics(l5d: L5d) -> dict:
@@ -256,7 +230,7 @@ async def test_early_response_to_upload_announces_close_and_lingers(env):
 
 async def test_sigterm_answers_unfinished_requests_503(env):
     b = await env("backend", "b1")
-    l5d = await env("l5d", "out", dtab(b), grace_ms=300)
+    l5d = await env("l5d", "out", dtab(b), admin_extra="  shutdownGraceMs: 300\n")
     c = await RawClient(l5d.port).connect()
     c.send(b"GET /stall HTTP/1.1\r\nHost: hello\r\n\r\n")
     await async_wait_until(lambda: len(b.requests) == 1, what="request in flight")

@@ -177,7 +177,8 @@ class Routers:
         self.handles: list = []
 
     async def start(self, dtab: str, **kw) -> tuple[StaticRouter, int]:
-        server_kw = {k: kw.pop(k) for k in ("clear_context", "max_call_depth") if k in kw}
+        server_kw = {k: kw.pop(k) for k in ("clear_context", "max_call_depth", "session")
+                     if k in kw}
         router = StaticRouter([StaticServerConfig(0, **server_kw)], dtab, **kw)
         handle = await start_http_router(router)
         self.handles.append(handle)
@@ -615,3 +616,52 @@ async def test_malformed_requests_are_refused_with_a_reason(backend, routers, ra
     assert backend.requests == []
     async with RawClient(port) as c:
         assert (await c.request()).status == 200
+
+
+async def test_server_session_idle_and_life_time(backend, routers):
+    from router.session import ServerSession
+
+    router, port = await routers.start(f"/svc/hello => {inet(backend)}",
+                                       session=ServerSession(idle_time_ms=300))
+    async with RawClient(port) as c:
+        assert (await c.request()).status == 200
+        t0 = asyncio.get_running_loop().time()
+        assert await c.closed(3)  # idle 300 ms: closed (within a tick of 75 ms more)
+        assert asyncio.get_running_loop().time() - t0 < 1.5
+    key = ("rt", "test", "server", "127.0.0.1", str(port), "timeouts", "idle")
+    assert router.registry.get(key).value == 1
+
+    router, port = await routers.start(f"/svc/hello => {inet(backend)}",
+                                       session=ServerSession(life_time_ms=400))
+    async with RawClient(port) as c:
+        for _ in range(30):  # busy all along: the response after 400 ms says close
+            r = await c.request(target="/slow?ms=50")
+            if r.header("connection") == "close":
+                break
+        assert r.status == 200 and r.header("connection") == "close"
+        assert await c.closed(2)
+    key = ("rt", "test", "server", "127.0.0.1", str(port), "timeouts", "lifetime")
+    assert router.registry.get(key).value == 1
+
+
+async def test_client_session_idle_and_life_time(backend, routers):
+    from router.session import ClientSession
+
+    _, port = await routers.start(f"/svc/hello => {inet(backend)}",
+                                  client_session=ClientSession(idle_time_ms=200))
+    async with RawClient(port) as c:
+        assert (await c.request()).status == 200
+        await async_wait(lambda: not backend.writers, "idle pooled connection closed")
+        assert (await c.request()).status == 200
+    assert backend.connections == 2
+
+    _, port = await routers.start(f"/svc/hello => {inet(backend)}",
+                                  client_session=ClientSession(life_time_ms=200))
+    async with RawClient(port) as c:
+        assert (await c.request()).status == 200
+        assert (await c.request()).status == 200  # young: reused
+        assert backend.connections == 3
+        await async_wait(lambda: not backend.writers, "pooled connection past its lifetime")
+        assert (await c.request()).status == 200
+        assert (await c.request()).status == 200
+    assert backend.connections == 4

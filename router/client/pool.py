@@ -411,25 +411,32 @@ class Endpoint:
                     conn.close()
                     return
                 conn.idle_since = now
-                if self.idle_s is not None and self._sweeper is None:
+                if self._sweeper is None:
                     self._sweeper = asyncio.get_running_loop().call_later(
-                        self.idle_s / 4, self._sweep_idle)
+                        self._sweep_every(), self._sweep_idle)
             conn.reused = True
             self.idle.append(conn)
         else:
             conn.close()
 
+    def _sweep_every(self) -> float:
+        return min(x for x in (self.idle_s, self.life_s) if x is not None) / 4
+
     def _sweep_idle(self) -> None:
-        """clientSession idleTimeMs: close pooled connections idle that long."""
+        """clientSession idleTimeMs / lifeTimeMs: close pooled connections idle that long,
+        or that old (a busy one is closed when it is released)."""
         self._sweeper = None
-        if self.idle_s is None:
+        if self.idle_s is None and self.life_s is None:
             return
         now = time.monotonic()
-        for conn in [c for c in self.idle if now - c.idle_since >= self.idle_s]:
+        idle_s = self.idle_s if self.idle_s is not None else float("inf")
+        life_s = self.life_s if self.life_s is not None else float("inf")
+        for conn in [c for c in self.idle
+                     if now - c.idle_since >= idle_s or now - c.born >= life_s]:
             self.forget(conn)
             conn.close()
         if self.idle and not self.removed:
-            self._sweeper = asyncio.get_running_loop().call_later(self.idle_s / 4,
+            self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every(),
                                                                   self._sweep_idle)
 
     def forget(self, conn: UpstreamConnection) -> None:

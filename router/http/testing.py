@@ -29,6 +29,7 @@ class StaticServerConfig:
     ip: str = "127.0.0.1"
     clear_context: bool = False
     max_call_depth: int = 1000
+    session: Any = None  # router.session.ServerSession; None: the defaults
 
 
 @dataclass
@@ -42,6 +43,7 @@ class StaticLoadBalancer:
 class StaticClientConfig:
     load_balancer: StaticLoadBalancer = field(default_factory=StaticLoadBalancer)
     request_attempt_timeout_ms: int | None = None
+    client_session: Any = None  # router.session.ClientSession; None: the defaults
 
 
 @dataclass
@@ -79,6 +81,7 @@ class StaticRouter:
         binding_timeout_ms: int = 2000,
         total_timeout_ms: int | None = None,
         attempt_timeout_ms: int | None = None,
+        client_session: Any = None,
     ) -> None:
         self.label = label
         self.config = StaticRouterConfig(servers, binding_timeout_ms)
@@ -87,7 +90,8 @@ class StaticRouter:
         self.metrics: Scope = self.registry.scope("rt", label)
         self.names: dict[Path, BoundName] = {Path.read(k): v for k, v in (names or {}).items()}
         self.inet: dict[Path, BoundName] = {}
-        self.lb = StaticClientConfig(StaticLoadBalancer(load_balancer), attempt_timeout_ms)
+        self.lb = StaticClientConfig(StaticLoadBalancer(load_balancer), attempt_timeout_ms,
+                                     client_session)
         self.svc = StaticServiceConfig(total_timeout_ms)
         self.dst_prefix = Path.read(dst_prefix)
         self.bind_calls = 0
