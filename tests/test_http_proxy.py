@@ -665,3 +665,18 @@ async def test_client_session_idle_and_life_time(backend, routers):
         assert (await c.request()).status == 200
         assert (await c.request()).status == 200
     assert backend.connections == 4
+
+
+async def test_idle_timeout_counts_from_the_last_request_not_an_earlier_idle_spell(backend,
+                                                                                     routers):
+    from router.session import ServerSession
+
+    router, port = await routers.start(f"/svc/hello => {inet(backend)}",
+                                       session=ServerSession(idle_time_ms=400))
+    async with RawClient(port) as c:
+        for _ in range(8):  # idle 250 ms between requests, never 400: stays open
+            assert (await c.request()).status == 200
+            await asyncio.sleep(0.25)
+        assert (await c.request()).status == 200
+    key = ("rt", "test", "server", "127.0.0.1", str(port), "timeouts", "idle")
+    assert router.registry.get(key).value == 0

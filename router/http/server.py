@@ -604,16 +604,16 @@ class ServerConnection(asyncio.Protocol):
         """Every deadline of this connection, checked by sampling: counters the data path
         bumps anyway are compared with the last tick's, so no request pays for a timer."""
         self._timer = None
-        if self._closed:
+        if self._closed or self.transport is None or self.transport.is_closing():
             return
         srv = self.server
         ses = srv.session
         loop = asyncio.get_running_loop()
         now = loop.time()
         prev, self._w_tick = self._w_tick, now
-        if self._heads != self._w_heads:
+        if self._heads != self._w_heads:  # requests came and went since the last tick
             self._w_heads = self._heads
-            self._w_head = None
+            self._w_head = self._w_idle = None
         cur = self.current
         up = cur.upstream if cur is not None else None
         mark = self.reads + (up.reads if up is not None else 0)
