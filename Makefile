@@ -6,8 +6,8 @@ STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= configs/local.yaml
 
 # Debian packages the tests and the benchmark drive for real.
-APT_PACKAGES := nginx-light wrk chromium prometheus curl
-APT_BINARIES := nginx wrk chromium prometheus promtool curl
+APT_PACKAGES := nginx-light wrk chromium prometheus curl openssl
+APT_BINARIES := nginx wrk chromium prometheus promtool curl openssl
 
 .PHONY: run test bench soak lint system-deps venv clean
 

@@ -45,6 +45,7 @@ from router.session import (
     parse_client_session,
     parse_server_session,
 )
+from router.tls.params import ClientTls, ServerTls, parse_client_tls, parse_server_tls
 
 log = logging.getLogger(__name__)
 
@@ -470,7 +471,7 @@ class AdminConfig:
     shutdown_grace_ms: int = 10000
     http_identifier_port: int | None = None
     security: AdminSecurityConfig = AdminSecurityConfig()
-    tls: Mapping[str, Any] | None = None
+    tls: ServerTls | None = None
 
 
 @dataclass(frozen=True)
@@ -511,7 +512,7 @@ class ServerConfig:
     clear_context: bool = False
     max_call_depth: int = 1000
     max_concurrent_requests: int | None = None
-    tls: Mapping[str, Any] | None = None  # kept for the TLS work; not served yet
+    tls: ServerTls | None = None
     extra: Mapping[str, Any] = field(default_factory=_empty, hash=False)
     session: ServerSession = DEFAULT_SERVER_SESSION  # serverSession (router/session.py)
 
@@ -552,7 +553,8 @@ class ClientConfig:
     """Per-client params (reference §1.7); `client_config(id)` merges static entries.
 
     Acted on: `requestAttemptTimeoutMs` (503 when an attempt gets no response head in
-    time) and `loadBalancer` (`kind`, `maxEffort`, `decayTimeMs`). The rest is kept
+    time), `loadBalancer` (`kind`, `maxEffort`, `decayTimeMs`) and `tls` (router.tls:
+    checked at load, no plaintext fallback). The rest is kept
     for later work, with a warning at load when the file sets it.
     """
 
@@ -561,7 +563,7 @@ class ClientConfig:
     requeue_budget: BudgetConfig = BudgetConfig()
     request_attempt_timeout_ms: int | None = None
     fail_fast: bool = False
-    tls: Mapping[str, Any] | None = None
+    tls: ClientTls | None = None
     host_connection_pool: Mapping[str, Any] = field(default_factory=_empty, hash=False)
     client_session: ClientSession = DEFAULT_CLIENT_SESSION  # clientSession (router/session.py)
     extra: Mapping[str, Any] = field(default_factory=_empty, hash=False)
@@ -795,10 +797,10 @@ def _admin(obj: _Obj | None) -> AdminConfig:
         shutdown_grace_ms=obj.int("shutdownGraceMs", 10000, lo=0),
         http_identifier_port=obj.int("httpIdentifierPort", None, lo=1, hi=65535),
         security=security,
-        tls=_mapping_or_none(obj, "tls"),
+        tls=_tls(obj, "tls", parse_server_tls),
     )
     obj.keep_unacted("socketOptions", "workerThreads")
-    obj.warn_unacted("httpIdentifierPort", "tls")
+    obj.warn_unacted("httpIdentifierPort")
     obj.finish()
     return cfg
 
@@ -816,6 +818,12 @@ def _mapping_or_none(obj: _Obj, key: str) -> Mapping[str, Any] | None:
         return None
     child.rest()
     return MappingProxyType(plain(child.data))
+
+
+def _tls(obj: _Obj, key: str, parse_tls: Callable[[_Obj], Any]) -> Any:
+    """`tls:` is owned by router.tls.params (keys, files, checks); None when absent."""
+    child = obj.child(key)
+    return None if child is None else parse_tls(child)
 
 
 def _plugin(obj: _Obj, known: Iterable[str], default: str | None = None) -> PluginConfig:
@@ -865,14 +873,14 @@ def _server(obj: _Obj, protocol: str) -> ServerConfig:
         clear_context=obj.bool("clearContext", False),
         max_call_depth=obj.int("maxCallDepth", 1000, lo=1),
         max_concurrent_requests=obj.int("maxConcurrentRequests", None, lo=1),
-        tls=_mapping_or_none(obj, "tls"),
+        tls=_tls(obj, "tls", parse_server_tls),
         session=parse_server_session(obj.child("serverSession")),
         extra=MappingProxyType(obj.keep_unacted(
             "announce", "socketOptions", "addForwardedHeader",
             "timestampHeader", "label", "timeoutMs",
         )),
     )
-    obj.warn_unacted("tls", "maxConcurrentRequests")
+    obj.warn_unacted("maxConcurrentRequests")
     obj.finish()
     return cfg
 
@@ -941,14 +949,14 @@ def _client_params(obj: _Obj) -> ClientConfig:
         requeue_budget=_budget(obj.child("requeueBudget")),
         request_attempt_timeout_ms=obj.int("requestAttemptTimeoutMs", None, lo=1),
         fail_fast=obj.bool("failFast", False),
-        tls=_mapping_or_none(obj, "tls"),
+        tls=_tls(obj, "tls", parse_client_tls),
         host_connection_pool=_mapping_or_none(obj, "hostConnectionPool") or _EMPTY,
         client_session=parse_client_session(obj.child("clientSession")),
         extra=MappingProxyType(obj.keep_unacted(
             "socketOptions", "forwardClientCert", "requestAuthorizers"
         )),
     )
-    obj.warn_unacted("failureAccrual", "requeueBudget", "failFast", "tls",
+    obj.warn_unacted("failureAccrual", "requeueBudget", "failFast",
                      "hostConnectionPool")
     obj.finish()
     return cfg

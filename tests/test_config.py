@@ -141,11 +141,11 @@ def test_static_client_and_service_configs_later_entries_win_with_captures() -> 
     r = c.routers[0]
     world = r.client.resolve(Path.read("/#/io.l5d.fs/world"))
     assert world.request_attempt_timeout_ms == 250
-    assert dict(world.tls) == {"commonName": "world.linkerd.io"}
+    assert world.tls.common_name == "world.linkerd.io"
     assert world.load_balancer.kind == "roundRobin"
     hello = r.client.resolve(Path.read("/#/io.l5d.fs/hello/residual"))
     assert hello.request_attempt_timeout_ms == 100
-    assert dict(hello.tls) == {"commonName": "hello.linkerd.io"}
+    assert hello.tls.common_name == "hello.linkerd.io"
     assert r.client.resolve(Path.read("/$/inet/h/8080")).load_balancer.kind == "ewma"
     assert r.client.resolve(Path.read("/$/inet/h/9090")).load_balancer.kind == "roundRobin"
     assert r.service.resolve(Path.read("/svc/fast")).total_timeout_ms == 1000

@@ -36,6 +36,7 @@ ENDPOINTS = (
     ("/admin/metrics.json", "metrics (?tree=1, ?q=a/b, ?pretty=1)"),
     ("/config.json", "the loaded config"),
     ("/client_state.json", "clients and their addresses"),
+    ("/server_state.json", "servers: where they listen, TLS, handshakes, mTLS peers"),
     ("/bound-names.json", "bound names the namers know"),
     ("/namer_state/<prefix>.json", "a namer's watch state, e.g. /namer_state/io.l5d.k8s.json"),
     ("/admin/shutdown", "POST: drain and exit"),
@@ -48,12 +49,16 @@ class AdminHandle:
     host: str
     port: int
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    tls_source: Any = None  # router.tls.context.TlsSource when admin.tls is set
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.tls_source is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     async def close(self) -> None:
+        if self.tls_source is not None:
+            self.tls_source.unwatch()
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:
@@ -185,6 +190,11 @@ def build_app(linker: Any) -> web.Application:
                 out.update(cache.snapshot())
         return web.json_response(out)
 
+    async def server_state(_: web.Request) -> web.Response:
+        from router.tls.runtime import servers_state
+
+        return web.json_response(servers_state(linker))
+
     async def bound_names(_: web.Request) -> web.Response:
         names = linker.bound_names()
         if inspect.isawaitable(names):
@@ -227,6 +237,7 @@ def build_app(linker: Any) -> web.Application:
     app.router.add_get("/admin/metrics.json", metrics_handler)
     app.router.add_get("/config.json", config_json)
     app.router.add_get("/client_state.json", client_state)
+    app.router.add_get("/server_state.json", server_state)
     app.router.add_get("/bound-names.json", bound_names)
     app.router.add_get(r"/namer_state/{prefix:.+}.json", namer_state)
     app.router.add_route("*", "/admin/shutdown", shutdown)
@@ -252,7 +263,13 @@ async def start_admin(linker: Any, *, snapshot_secs: float | None = None) -> Adm
     port = int(setting(admin_cfg, "port", 9990))
     runner = web.AppRunner(build_app(linker), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    tls_cfg = setting(admin_cfg, "tls", None)
+    ssl_context, tls_source = None, None
+    if tls_cfg is not None:
+        from router.tls.runtime import rotating_server_context
+
+        ssl_context, tls_source = rotating_server_context(tls_cfg, f"admin {host}:{port}")
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     try:
         await site.start()
     except OSError as e:
@@ -261,8 +278,8 @@ async def start_admin(linker: Any, *, snapshot_secs: float | None = None) -> Adm
     if port == 0:
         port = runner.addresses[0][1]
     interval = snapshot_secs if snapshot_secs is not None else snapshot_interval()
-    handle = AdminHandle(runner, host, port)
+    handle = AdminHandle(runner, host, port, tls_source=tls_source)
     handle.tasks.append(asyncio.get_running_loop().create_task(
         snapshot_loop(linker.metrics, interval)))
-    log.info("admin serving on http://%s:%d", host, port)
+    log.info("admin serving on %s", handle.url)
     return handle

@@ -29,9 +29,10 @@ class Client:
     """The traffic side of a bound name."""
 
     __slots__ = ("id", "name", "name_bytes", "bound", "balancer", "stats", "last_used",
-                 "requeues", "attempt_timeout_s", "session", "body_s")
+                 "requeues", "attempt_timeout_s", "session", "body_s", "tls")
 
-    def __init__(self, bound: BoundName, balancer: Balancer, stats: ClientStats) -> None:
+    def __init__(self, bound: BoundName, balancer: Balancer, stats: ClientStats,
+                 tls: Any = None) -> None:
         self.id = bound.id
         self.name = bound.id.show
         self.name_bytes = self.name.encode("latin-1")
@@ -43,6 +44,7 @@ class Client:
         self.attempt_timeout_s: float | None = None  # client requestAttemptTimeoutMs
         self.session: ClientSession = DEFAULT_CLIENT_SESSION  # clientSession
         self.body_s = self.session.body_s
+        self.tls = tls  # router.tls.runtime.ClientTlsState when the client's params set tls
         balancer.on_new_endpoint = self._new_endpoint
         for ep in balancer.endpoints:
             self._new_endpoint(ep)
@@ -62,6 +64,7 @@ class Client:
 
         ep.on_connect = on_connect
         ep.idle_s, ep.life_s = self.session.idle_s, self.session.life_s
+        ep.tls = self.tls
 
     def state(self) -> dict[str, Any]:
         addr = self.bound.addr.value
@@ -75,7 +78,11 @@ class Client:
             st = "failed"
         else:
             st = type(addr).__name__.lower()
-        return {"state": st, "addresses": [e.hostport for e in self.balancer.endpoints]}
+        out: dict[str, Any] = {"state": st,
+                               "addresses": [e.hostport for e in self.balancer.endpoints]}
+        if self.tls is not None:
+            out["tls"] = self.tls.snapshot()
+        return out
 
     def close(self) -> None:
         self.balancer.close()
@@ -120,7 +127,13 @@ class ClientCache:
         stats = ClientStats(self.scope, bound.id.show, self.idle_s)
         stats.services.on_evict = self._evicted
         self._ensure_sweeper()
-        client = Client(bound, balancer, stats)
+        tls_cfg = getattr(cfg, "tls", None)
+        tls = None
+        if tls_cfg is not None:
+            from router.tls.runtime import ClientTlsState
+
+            tls = ClientTlsState(tls_cfg, stats.scope)
+        client = Client(bound, balancer, stats, tls)
         ms = getattr(cfg, "request_attempt_timeout_ms", None)
         if ms:
             client.attempt_timeout_s = ms / 1000.0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import select
+import ssl
 import time
 from http import HTTPStatus
 from typing import Protocol
@@ -39,10 +40,12 @@ class UpstreamError(Exception):
 
 
 class ConnectFailed(Exception):
-    def __init__(self, endpoint: str, error: BaseException) -> None:
-        super().__init__(f"Unable to establish connection to {endpoint}: {error}")
+    def __init__(self, endpoint: str, error: BaseException, tls_failure: str | None = None
+                 ) -> None:
+        super().__init__(tls_failure or f"Unable to establish connection to {endpoint}: {error}")
         self.endpoint = endpoint
         self.error = error
+        self.tls_failure = tls_failure  # what a failed TLS handshake says (for l5d-err)
 
 
 class ResponseSink(Protocol):
@@ -169,6 +172,12 @@ class UpstreamConnection(asyncio.Protocol):
             else:
                 what = "reset" if exc is not None else "closed"
                 stage = "mid-response" if self._head_done else "before responding"
+                if isinstance(exc, ssl.SSLError):  # e.g. an mTLS server refusing our cert
+                    what = f"closed with a TLS error ({exc.reason or exc})"
+                elif self.endpoint.tls is not None and not self.reused and not self._received:
+                    stage = ("right after the TLS handshake, before responding: the TLS "
+                             "server refused the connection (a server that requires a client "
+                             "certificate does this to a client without a trusted one)")
                 sink.on_upstream_error(
                     UpstreamError(self.endpoint.hostport, f"connection {what} {stage}",
                                   requeueable=self.reused and not self._received)
@@ -352,7 +361,7 @@ class Endpoint:
 
     __slots__ = ("address", "host", "port", "hostport", "weight", "idle", "pending",
                  "open_connections", "down", "removed", "cost", "stamp", "on_connect",
-                 "connect_timeout_s", "idle_s", "life_s", "_sweeper")
+                 "connect_timeout_s", "idle_s", "life_s", "_sweeper", "tls")
 
     def __init__(self, address: Address, *, connect_timeout_s: float = 10.0) -> None:
         self.address = address
@@ -373,6 +382,7 @@ class Endpoint:
         self.idle_s: float | None = None
         self.life_s: float | None = None
         self._sweeper: asyncio.TimerHandle | None = None
+        self.tls = None  # the client's router.tls.runtime.ClientTlsState: connect with TLS
 
     def take_idle(self, *, checked: bool = False) -> UpstreamConnection | None:
         """An idle connection; `checked`: one the kernel does not already know is dead."""
@@ -389,11 +399,26 @@ class Endpoint:
     async def connect(self) -> UpstreamConnection:
         loop = asyncio.get_running_loop()
         t0 = time.monotonic()
+        tls = self.tls
         try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port),
-                self.connect_timeout_s,
-            )
+            if tls is None:
+                _, conn = await asyncio.wait_for(
+                    loop.create_connection(lambda: UpstreamConnection(self), self.host,
+                                           self.port),
+                    self.connect_timeout_s,
+                )
+            else:  # never a plaintext fallback: a failed handshake fails the connect
+                _, conn = await asyncio.wait_for(
+                    loop.create_connection(lambda: UpstreamConnection(self), self.host,
+                                           self.port, ssl=tls.source.context(),
+                                           server_hostname=tls.server_hostname,
+                                           ssl_handshake_timeout=self.connect_timeout_s),
+                    self.connect_timeout_s,
+                )
+                tls.connected(conn.transport)
+        except ssl.SSLError as e:
+            self.down = True
+            raise ConnectFailed(self.hostport, e, tls.failed(e, self.hostport)) from e
         except (TimeoutError, OSError) as e:
             self.down = True
             raise ConnectFailed(self.hostport, e) from e

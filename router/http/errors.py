@@ -88,6 +88,17 @@ def connection_failed_message(
     return text
 
 
+def tls_failed_message(failure: str, service: str, client: str, addresses: Iterable[str]
+                       ) -> str:
+    """The 502 text when the TLS handshake to a backend fails (no plaintext fallback)."""
+    return (
+        f"{failure}\n\n"
+        f"service name: {service}\n"
+        f"client name: {client}\n"
+        f"addresses: [{', '.join(sorted(addresses))}]\n"
+    )
+
+
 def max_call_depth_message(n: int) -> str:
     return f"Maximum number of calls ({n}) has been exceeded. Please check for proxy loops."
 

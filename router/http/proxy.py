@@ -30,6 +30,7 @@ from router.http.errors import (
     connection_failed_message,
     max_call_depth_message,
     no_route_message,
+    tls_failed_message,
     unknown_destination_message,
 )
 from router.http.headers import L5D_PREFIX
@@ -696,6 +697,10 @@ async def _connect(ex: Exchange, plan: _Plan) -> None:
         ex.attach(conn, ep, plan)
         return
     addr_text = last_err.endpoint if last_err else "(none)"
+    if last_err is not None and last_err.tls_failure:
+        raise RouteError(502, tls_failed_message(
+            last_err.tls_failure, plan.service, plan.client.name,
+            [e.hostport for e in balancer.endpoints]), "SslHandshakeException")
     raise RouteError(
         502,
         connection_failed_message(

@@ -127,13 +127,22 @@ class HttpServer:
         self.stats: ServerStats | None = None  # named by the bound port, made in start()
         self.connections: set[ServerConnection] = set()
         self.aserver: asyncio.Server | None = None
+        self.tls: Any = None  # router.tls.runtime.ServerTlsState: handshake before HTTP
+        tls_cfg = getattr(server_cfg, "tls", None)
+        if tls_cfg is not None:
+            from router.tls.runtime import ServerTlsState
+
+            self.tls = ServerTlsState(tls_cfg, f"{self.label} server {self.ip}:{self.port}")
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         if self.port != 0:
             self.stats = ServerStats(self.runtime.router.metrics, self.ip, self.port)
+        factory: Any = lambda: ServerConnection(self)  # noqa: E731
+        if self.tls is not None:
+            factory = self.tls.protocol_factory(factory)
         self.aserver = await loop.create_server(
-            lambda: ServerConnection(self), self.ip, self.port, reuse_address=True, backlog=1024
+            factory, self.ip, self.port, reuse_address=True, backlog=1024
         )
         if self.port == 0:
             self.port = self.aserver.sockets[0].getsockname()[1]
@@ -141,6 +150,8 @@ class HttpServer:
         # rt/<label>/server/<ip>/<port>/timeouts/<kind>: connections a session timeout ended
         self.timeouts = {k: self.stats.scope.counter("timeouts", k)
                          for k in ("header_read", "idle", "lifetime", "body_progress")}
+        if self.tls is not None:
+            self.tls.bind(self.stats.scope)
 
     @property
     def busy(self) -> int:
@@ -149,6 +160,8 @@ class HttpServer:
     def stop_accepting(self) -> None:
         if self.aserver is not None:
             self.aserver.close()
+        if self.tls is not None:
+            self.tls.close()
         for c in list(self.connections):
             c.draining = True
             if c.current is None:
@@ -157,6 +170,8 @@ class HttpServer:
     def close_all(self, grace_ms: float | None = None) -> None:
         """End every connection. A request still waiting for its response head gets a 503
         (with `l5d-err`) first, so the client knows it was not served, not just a reset."""
+        if self.tls is not None:
+            self.tls.close()
         for c in list(self.connections):
             cur = c.current
             if cur is not None and not cur.head_sent and not cur.finished and grace_ms is not None:
