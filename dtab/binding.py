@@ -41,6 +41,9 @@ from dtab.path import Path
 
 # Finagle's `namerMaxDepth` default.
 MAX_DEPTH = 100
+# Python frames one evaluation may stack (tree nesting plus delegation steps together):
+# the result is as deep, and hashing or printing it recurses as deep again.
+MAX_NESTING = 128
 # Not in Finagle: a bound on total lookups, so `/a => /a/x & /a/y` (exponential, every
 # chain ending at the depth limit) is an error rather than a hang.
 MAX_LOOKUPS = 10_000
@@ -122,7 +125,8 @@ class Evaluation:
     consulted so far (`deps`).
     """
 
-    __slots__ = ("dtab", "lookup", "max_depth", "root", "deps", "budget", "max_lookups")
+    __slots__ = ("dtab", "lookup", "max_depth", "root", "deps", "budget", "max_lookups",
+                 "nesting")
 
     def __init__(
         self, dtab: Dtab, lookup: Lookup, max_depth: int, root: Path, max_lookups: int
@@ -134,6 +138,7 @@ class Evaluation:
         self.deps: list[Var[Any]] = []
         self.budget = max_lookups
         self.max_lookups = max_lookups
+        self.nesting = 0
 
     def spend(self, chain: tuple[Path, ...]) -> None:
         """Count one lookup; past `max_lookups`, raise `LookupBudgetExceeded` for `chain`."""
@@ -149,11 +154,25 @@ class Evaluation:
         """The error for a branch that went past `max_depth` through `chain`."""
         return DelegationLoopError(self.root, chain, self.max_depth, self.dtab.show)
 
+    def too_nested(self, chain: tuple[Path, ...]) -> DelegationLoopError:
+        """The error for an evaluation nested past MAX_NESTING frames."""
+        return DelegationLoopError(self.root, chain, self.max_depth, self.dtab.show,
+                                   max_nesting=MAX_NESTING)
+
 
 class _Binder(Evaluation):
     __slots__ = ()
 
     def bind(self, tree: NameTree[Any], depth: int, chain: tuple[Path, ...]) -> ActivityState:
+        if self.nesting >= MAX_NESTING:
+            return Failed(self.too_nested(chain))
+        self.nesting += 1
+        try:
+            return self._bind(tree, depth, chain)
+        finally:
+            self.nesting -= 1
+
+    def _bind(self, tree: NameTree[Any], depth: int, chain: tuple[Path, ...]) -> ActivityState:
         if depth > self.max_depth:
             return Failed(self.too_deep(chain))
         if isinstance(tree, Leaf):

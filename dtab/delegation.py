@@ -23,7 +23,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from dtab.addr import ADDR_PENDING, AddrPending, BoundName
-from dtab.binding import MAX_DEPTH, MAX_LOOKUPS, Evaluation, Lookup, LookupBudgetExceeded
+from dtab.binding import (
+    MAX_DEPTH,
+    MAX_LOOKUPS,
+    MAX_NESTING,
+    Evaluation,
+    Lookup,
+    LookupBudgetExceeded,
+)
 from dtab.dtab import Dentry, Dtab
 from dtab.errors import DelegationLoopError
 from dtab.nametree import Alt, EmptyTree, FailTree, Leaf, NameTree, NegTree, Union
@@ -347,6 +354,15 @@ class _Delegator(Evaluation):
 
     def bind(self, node: DelegateTree, depth: int, chain: tuple[Path, ...]) -> DelegateTree:
         """Linkerd's `delegateBind`: follow Path leaves; bind every Alt/Union branch."""
+        if self.nesting >= MAX_NESTING:
+            raise _TooDeep(self.too_nested(chain))
+        self.nesting += 1
+        try:
+            return self._bind(node, depth, chain)
+        finally:
+            self.nesting -= 1
+
+    def _bind(self, node: DelegateTree, depth: int, chain: tuple[Path, ...]) -> DelegateTree:
         if depth > self.max_depth:
             raise _TooDeep(self.too_deep(chain))
         if isinstance(node, LeafNode):

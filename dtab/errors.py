@@ -51,14 +51,20 @@ class DelegationLoopError(Exception):
         dtab: str,
         *,
         max_lookups: int | None = None,
+        max_nesting: int | None = None,
     ) -> None:
         self.path = path
         self.chain = chain
         self.max_depth = max_depth
         self.max_lookups = max_lookups
+        self.max_nesting = max_nesting
         self.dtab = dtab
         shown = dtab if len(dtab) <= 500 else dtab[:500] + "..."
-        if max_lookups is None:
+        if max_nesting is not None:
+            # Trees nested inside trees along a chain: bounded so evaluation (and the
+            # hashing and printing of its result) never exhausts the stack.
+            what = f"nested name trees more than {max_nesting} levels deep"
+        elif max_lookups is None:
             what = f"exceeded the limit of {max_depth} delegation steps"
         else:
             # Unions and alternatives that rewrite into themselves grow exponentially

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -20,6 +20,9 @@ U = TypeVar("U")
 
 DEFAULT_WEIGHT = 1.0
 _CENTS = Decimal("0.01")
+# Enough digits for any finite double to two decimals (the default 28 raised
+# InvalidOperation on a weight of 1e32; Java's BigDecimal has no such limit).
+_EXACT = Context(prec=400)
 
 
 def format_weight(weight: float) -> str:
@@ -33,7 +36,8 @@ def format_weight(weight: float) -> str:
         return "NaN"
     if math.isinf(weight):
         return "Infinity" if weight > 0 else "-Infinity"
-    return f"{Decimal(repr(float(weight))).quantize(_CENTS, rounding=ROUND_HALF_UP):f}"
+    d = Decimal(repr(float(weight)))
+    return f"{d.quantize(_CENTS, rounding=ROUND_HALF_UP, context=_EXACT):f}"
 
 
 def show_value(value: object) -> str:

@@ -30,6 +30,12 @@ from dtab.nametree import Alt, Empty, Fail, Leaf, NameTree, Neg, Union, Weighted
 from dtab.path import EMPTY_PATH, Path, label_from_bytes
 
 _GRAMMAR = FsPath(__file__).with_name("grammar.lark")
+
+# Limits checked before Lark (or any recursive code: hashing, show, binding) sees the text.
+# Finagle has none; hostile `l5d-dtab` headers do: a 3000-deep tree overflowed the stack
+# and a weight of 1e32 broke the formatter. Real dtabs nest a handful of levels.
+MAX_NESTING = 32
+MAX_WEIGHT = 1e9
 _ESCAPE = re.compile(r"\\x([0-9A-Fa-f]{2})")
 
 # How an expected terminal reads in a message, and in which order they are listed.
@@ -109,7 +115,7 @@ class _Build(Transformer[Token, Any]):
 
     def weighted(self, c: list[Any]) -> Weighted[Path]:
         weight = float(c[0])
-        if not math.isfinite(weight):
+        if not math.isfinite(weight) or weight > MAX_WEIGHT:
             raise _BadWeight(c[0])
         return Weighted(weight, c[1])
 
@@ -230,9 +236,49 @@ def _accepted(text: str, pos: int, start: str, fallback: Any) -> set[str]:
         return set(fallback or ())
 
 
+_LABEL_OR_SLASH = frozenset(
+    "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_:.#$%-/*\\"
+)
+
+
+def _check_nesting(kind: str, text: str) -> None:
+    """Refuse more than MAX_NESTING open parentheses, naming the first one past it.
+
+    A linear scan that knows just enough of the lexer: `#` inside a path is a label
+    character, elsewhere it starts a comment to the end of the line.
+    """
+    if "(" not in text:
+        return
+    depth = 0
+    in_path = False
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if in_path:
+            if c in _LABEL_OR_SLASH:
+                i += 1
+                continue
+            in_path = False
+        if c == "/":
+            in_path = True
+        elif c == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        elif c == "(":
+            depth += 1
+            if depth > MAX_NESTING:
+                raise _error(kind, text, i, f"at most {MAX_NESTING} nested parentheses",
+                             "'('")
+        elif c == ")":
+            depth = max(0, depth - 1)
+        i += 1
+
+
 def _parse(text: str, start: str, kind: str) -> Any:
     if not isinstance(text, str):
         raise TypeError(f"{kind} text must be str, got {type(text).__name__}")
+    _check_nesting(kind, text)
     try:
         return _parser().parse(text, start=start)
     except UnexpectedCharacters as e:
@@ -270,7 +316,8 @@ def _parse(text: str, start: str, kind: str) -> Any:
 
 def _bad_weight(kind: str, text: str, e: _BadWeight) -> Any:
     pos = e.token.start_pos or 0
-    raise _error(kind, text, pos, "a finite weight", _short(e.token.value)) from None
+    raise _error(kind, text, pos, f"a finite weight of at most {MAX_WEIGHT:.0f}",
+                 _short(e.token.value)) from None
 
 
 def parse_path(text: str) -> Path:
