@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from functools import cache, lru_cache
+from functools import cache
 from pathlib import Path as FsPath
 from typing import Any
 
@@ -24,6 +24,7 @@ from lark.exceptions import (
 )
 from lark.lexer import PatternStr
 
+from dtab.bounded import WeightedLRU, dtab_weight
 from dtab.dtab import ANY, Dentry, Dtab, Prefix
 from dtab.errors import DtabParseError
 from dtab.nametree import Alt, Empty, Fail, Leaf, NameTree, Neg, Union, Weighted
@@ -340,8 +341,16 @@ def parse_dtab(text: str) -> Dtab:
     return _parse(text, "start_dtab", "dtab")
 
 
-@lru_cache(maxsize=1024)
+# Bounded by bytes, not count: 1024 cached 40 KB dtabs held over a GB (issue 8).
+PARSED_CACHE_BYTES = 8 * 1024 * 1024
+_parsed: WeightedLRU[str, Dtab] = WeightedLRU(PARSED_CACHE_BYTES, max_entries=1024)
+
+
 def parse_dtab_cached(text: str) -> Dtab:
-    """Dtabs are immutable, so the same text (a config, an `l5d-dtab` header
-    sent on every request) is parsed once; errors are not cached."""
-    return parse_dtab(text)
+    """Dtabs are immutable, so the same text (a config, the admin's dtab) is parsed
+    once; errors are not cached."""
+    hit = _parsed.get(text)
+    if hit is None:
+        hit = parse_dtab(text)
+        _parsed.put(text, hit, len(text) + dtab_weight(hit))
+    return hit

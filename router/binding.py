@@ -8,7 +8,9 @@ entry subscribes to the Activities its binding consulted
 (a k8s endpoint appearing, an `io.l5d.fs` file created) reaches requests
 without re-evaluating anything per request. Entries unused for the idle TTL
 (Linkerd's `bindingCache.idleTtlSecs`, 600 s) are dropped and their
-subscriptions released.
+subscriptions released; the cache is also bounded by entry count
+(`bindingCache.paths`) and by approximate bytes (`max_bytes`): a binding under
+a 40 KB `l5d-dtab` keeps that dtab alive, so a count alone bounds nothing.
 
 While a binding is Pending (a namer has not answered) callers wait up to
 `bindingTimeoutMs`, then get `BindingTimeout` with Linkerd's text.
@@ -22,12 +24,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from dtab.bounded import LogLimiter, WeightedLRU, approx_size, dtab_weight
 from dtab.dtab import Dtab
 from dtab.nametree import NameTree
 from dtab.observable import Activity, Failed, Ok
 from dtab.path import Path
 
 log = logging.getLogger(__name__)
+_limited_log = LogLimiter(log, 60.0)
 
 
 def format_duration(ms: int) -> str:
@@ -78,6 +82,10 @@ class _Entry:
         self.waiters = 0
 
 
+DEFAULT_MAX_BYTES = 32 * 1024 * 1024
+ENTRY_BYTES = 2048  # the entry, its bound tree and its subscriptions, roughly
+
+
 class BindingCache:
     """`await bind(dtab, path)`; `get(dtab, path)` is the synchronous hit-only fast path."""
 
@@ -88,12 +96,17 @@ class BindingCache:
         timeout_ms: int = 10000,
         idle_ttl_s: float = 600.0,
         capacity: int = 1000,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        base: Dtab | None = None,
     ) -> None:
         self.interpreter = interpreter
         self.timeout_ms = timeout_ms
         self.idle_ttl_s = idle_ttl_s
         self.capacity = capacity
-        self._entries: dict[tuple[Dtab, Path], _Entry] = {}
+        self.base = base  # shared by every entry: not counted against each
+        self._entries: WeightedLRU[tuple[Dtab, Path], _Entry] = WeightedLRU(
+            max_bytes, max_entries=capacity, on_evict=self._evicted,
+            pinned=lambda _k, e: e.waiters > 0)
         self._sweeper: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
@@ -116,9 +129,11 @@ class BindingCache:
             if entry.tree is not None:
                 return entry.tree
         else:
-            if len(self._entries) >= self.capacity:
-                self._evict()
-            entry = self._entries[key] = _Entry(dtab, path)
+            entry = _Entry(dtab, path)
+            if not self._entries.put(key, entry, self._weight(dtab, path)):
+                raise BindingFailed(path, dtab, MemoryError(
+                    f"the dtab is larger than the binding cache ({self._entries.max_weight} "
+                    "bytes)"))
             self._ensure_sweeper()
             self._rebind(entry)
             if entry.tree is not None:
@@ -148,8 +163,15 @@ class BindingCache:
                 entry.waiters -= 1
 
     # -- following namer updates
+    def _weight(self, dtab: Dtab, path: Path) -> int:
+        w = ENTRY_BYTES + approx_size(path)
+        base = self.base
+        if base is not None and dtab.dentries[: len(base.dentries)] == base.dentries:
+            return w + max(0, dtab_weight(dtab) - dtab_weight(base))
+        return w + dtab_weight(dtab)
+
     def _rebind(self, entry: _Entry) -> None:
-        if self._entries.get((entry.dtab, entry.path)) is not entry:
+        if self._entries.peek((entry.dtab, entry.path)) is not entry:
             return  # expired while an update was in flight
         entry.binds += 1
         try:
@@ -157,7 +179,7 @@ class BindingCache:
             state = result.state
             deps = list(result.dependencies)
         except Exception as e:  # the binder itself failed: fail this name, keep serving others
-            log.exception("binding %s failed", entry.path.show)
+            _limited_log.exception(("bind", type(e)), "binding %s failed", entry.path.show)
             state, deps = Failed(e), []
         entry.state = state
         entry.tree = state.value if isinstance(state, Ok) else None
@@ -196,26 +218,23 @@ class BindingCache:
     def sweep(self, now: float | None = None) -> int:
         """Drop entries idle for the TTL (their namer subscriptions go with them)."""
         now = time.monotonic() if now is None else now
-        dropped = 0
-        for key, entry in list(self._entries.items()):
-            if now - entry.last_used >= self.idle_ttl_s and not entry.waiters:
-                del self._entries[key]
-                self._release(entry)
-                dropped += 1
+        ttl = self.idle_ttl_s
+        dropped = self._entries.evict_where(
+            lambda _k, e: now - e.last_used >= ttl and not e.waiters)
         if dropped:
             log.debug("binding cache: %d idle bindings dropped", dropped)
         return dropped
 
-    def _evict(self) -> None:
-        """Over capacity (e.g. a flood of distinct Host values): drop the least recently
-        used tenth, so memory stays bounded and eviction cost is amortised."""
-        idle = sorted((e for e in self._entries.values() if not e.waiters),
-                      key=lambda e: e.last_used)
-        for entry in idle[: max(1, len(self._entries) // 10)]:
-            del self._entries[(entry.dtab, entry.path)]
-            self._release(entry)
-        log.info("binding cache over its capacity of %d names: evicted the least recently "
-                 "used", self.capacity)
+    def _evicted(self, _key: tuple[Dtab, Path], entry: _Entry) -> None:
+        """Over capacity or bytes (e.g. a flood of Host values or of dtabs): the least
+        recently used entry goes, with its subscriptions; logged once a minute."""
+        self._release(entry)
+        _limited_log.info(("evict", id(self)), "binding cache over its bound of %d names / %d "
+                          "bytes: evicting the least recently used", self.capacity,
+                          self._entries.max_weight)
+
+    def stats(self) -> dict[str, int]:
+        return self._entries.stats()
 
     def _release(self, entry: _Entry) -> None:
         for _act, unsub in entry.subs.values():
@@ -226,9 +245,7 @@ class BindingCache:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        for entry in self._entries.values():
-            self._release(entry)
-        self._entries.clear()
+        self._entries.clear()  # releases each entry
 
     def bound_ids(self) -> set[str]:
         """The bound ids currently in use (for the admin)."""

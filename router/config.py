@@ -705,6 +705,7 @@ class RouterConfig:
     binding_cache_capacity: Mapping[str, int] = field(default_factory=_empty, hash=False)
     originator: bool = False
     max_headers_kb: int = 8
+    max_dtab_header_kb: int = 8  # l5d-py: l5d-dtab + l5d-ctx-dtab per request
     max_initial_line_kb: int = 4
     max_err_response_kb: int = 5120
     stream_after_content_length_kb: int = 5
@@ -1073,6 +1074,7 @@ def _router(obj: _Obj) -> RouterConfig:
         binding_cache_capacity=MappingProxyType(capacity),
         originator=obj.bool("originator", False),
         max_headers_kb=obj.int("maxHeadersKB", 8, lo=1),
+        max_dtab_header_kb=obj.int("maxDtabHeaderKB", 8, lo=1),
         max_initial_line_kb=obj.int("maxInitialLineKB", 4, lo=1),
         max_err_response_kb=obj.int("maxErrResponseKB", 5120, lo=0),
         stream_after_content_length_kb=obj.int("streamAfterContentLengthKB", 5, lo=0),

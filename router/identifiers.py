@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dtab.bounded import WeightedLRU
 from dtab.errors import DtabParseError, ParamError
 from dtab.path import Path
 from router.request import RequestHead
@@ -49,6 +50,8 @@ def _segments(path: str) -> list[str]:
 
 
 _NAME_CACHE_MAX = 1000
+_NAME_CACHE_BYTES = 1024 * 1024
+_NAME_CACHED_MAX_LEN = 1024  # longer values are named afresh each time, never kept
 
 
 def header_token(prefix: Path, header: str = "Host") -> Identifier:
@@ -56,8 +59,9 @@ def header_token(prefix: Path, header: str = "Host") -> Identifier:
     absent = f"{header} header is absent"
     key = header.lower().encode("latin-1")
     # The default identifier runs on every request, and callers repeat a handful of
-    # Host values: the (immutable) result is remembered per raw value, bounded.
-    names: dict[bytes, Identified] = {}
+    # Host values: the (immutable) result is remembered per raw value, bounded by bytes.
+    names: WeightedLRU[bytes, Identified] = WeightedLRU(_NAME_CACHE_BYTES,
+                                                        max_entries=_NAME_CACHE_MAX)
 
     def identify(head: RequestHead) -> Identified:
         for k, v in head.headers:  # the first `header`, as RequestHead.header finds it
@@ -70,9 +74,9 @@ def header_token(prefix: Path, header: str = "Host") -> Identifier:
         if hit is None:
             if not raw:
                 raise IdentificationError(absent)
-            if len(names) >= _NAME_CACHE_MAX:
-                names.clear()
-            hit = names[raw] = Identified(prefix + Path((raw.decode("latin-1"),)))
+            hit = Identified(prefix + Path((raw.decode("latin-1"),)))
+            if len(raw) <= _NAME_CACHED_MAX_LEN:
+                names.put(raw, hit, 3 * len(raw) + 400)
         return hit
 
     return identify

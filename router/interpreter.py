@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from dtab.addr import BoundName
+from dtab.bounded import WeightedLRU, approx_size
 from dtab.dtab import Dtab
 from dtab.nametree import Leaf, NameTree, Neg, NegTree
 from dtab.observable import Activity, Failed, Ok
@@ -128,6 +129,12 @@ class _Transformed(_Derived):
 
 
 _DERIVED_CACHE_MAX = 10000
+_DERIVED_CACHE_BYTES = 8 * 1024 * 1024
+_DERIVED_BYTES = 1024  # a derived Activity and its subscription
+
+
+def _derived_cache() -> WeightedLRU[Path, Activity]:
+    return WeightedLRU(_DERIVED_CACHE_BYTES, max_entries=_DERIVED_CACHE_MAX)
 
 
 class TransformedNamer:
@@ -136,14 +143,13 @@ class TransformedNamer:
     def __init__(self, namer: Namer, transformers: Sequence[Transformer]) -> None:
         self.namer = namer
         self.transformers = tuple(transformers)
-        self._cache: dict[Path, Activity] = {}
+        self._cache: WeightedLRU[Path, Activity] = _derived_cache()
 
     def lookup(self, path: Path) -> Activity:
         act = self._cache.get(path)
-        if act is None:
-            if len(self._cache) >= _DERIVED_CACHE_MAX:  # names come from requests: stay bounded
-                self._cache.clear()
-            act = self._cache[path] = _Transformed(self.namer.lookup(path), self.transformers)
+        if act is None:  # names come from requests: bounded by bytes
+            act = _Transformed(self.namer.lookup(path), self.transformers)
+            self._cache.put(path, act, 2 * approx_size(path) + _DERIVED_BYTES)
         return act
 
     async def start(self) -> None:
@@ -183,7 +189,7 @@ class Interpreter:
         self.namers = tuple(namers)
         self.transformers = tuple(transformers)
         self.builtins = builtins if builtins is not None else BuiltinNamers()
-        self._combined: dict[Path, Activity] = {}
+        self._combined: WeightedLRU[Path, Activity] = _derived_cache()
 
     # -- the binder's namer dispatch
     def lookup(self, path: Path) -> Activity | None:
@@ -201,11 +207,8 @@ class Interpreter:
                 return namer.lookup(rest.drop(len(prefix)))
             act = self._combined.get(path)
             if act is None:
-                if len(self._combined) >= _DERIVED_CACHE_MAX:
-                    self._combined.clear()
-                act = self._combined[path] = _FirstNonNeg(
-                    [n.lookup(rest.drop(len(p))) for p, n in matches]
-                )
+                act = _FirstNonNeg([n.lookup(rest.drop(len(p))) for p, n in matches])
+                self._combined.put(path, act, 2 * approx_size(path) + _DERIVED_BYTES)
             return act
         if head == DOLLAR:
             return self.builtins.lookup(path.drop(1))

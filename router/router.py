@@ -17,6 +17,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from dtab.bounded import WeightedLRU, approx_size
 from dtab.dtab import Dtab
 from dtab.errors import ParamError
 from dtab.nametree import NameTree
@@ -43,6 +44,7 @@ from transformers.base import Transformer
 log = logging.getLogger(__name__)
 
 _CONFIG_CACHE_MAX = 10000
+_CONFIG_CACHE_BYTES = 4 * 1024 * 1024
 
 
 def _plugin_error(where: Where | None, e: Exception, what: str) -> ConfigError:
@@ -141,9 +143,12 @@ class Router:
             timeout_ms=config.binding_timeout_ms,
             idle_ttl_s=float(config.binding_cache_idle_ttl_secs),
             capacity=config.binding_cache_capacity.get("paths", 1000),
+            base=config.dtab,
         )
-        self._client_configs: dict[Path, ClientConfig] = {}
-        self._service_configs: dict[Path, ServiceConfig] = {}
+        self._client_configs: WeightedLRU[Path, ClientConfig] = WeightedLRU(
+            _CONFIG_CACHE_BYTES, max_entries=_CONFIG_CACHE_MAX)
+        self._service_configs: WeightedLRU[Path, ServiceConfig] = WeightedLRU(
+            _CONFIG_CACHE_BYTES, max_entries=_CONFIG_CACHE_MAX)
         self.handle: Any = None  # the data path's handle once started
 
     def identify(self, head: RequestHead) -> Identified:  # replaced per instance in __init__
@@ -163,17 +168,15 @@ class Router:
         """Client params for a bound id (static entries merged, later wins), cached."""
         cfg = self._client_configs.get(client_id)
         if cfg is None:
-            if len(self._client_configs) >= _CONFIG_CACHE_MAX:
-                self._client_configs.clear()
-            cfg = self._client_configs[client_id] = self.config.client.resolve(client_id)
+            cfg = self.config.client.resolve(client_id)
+            self._client_configs.put(client_id, cfg, 2 * approx_size(client_id) + 512)
         return cfg
 
     def service_config(self, name: Path) -> ServiceConfig:
         cfg = self._service_configs.get(name)
-        if cfg is None:
-            if len(self._service_configs) >= _CONFIG_CACHE_MAX:  # names come from requests
-                self._service_configs.clear()
-            cfg = self._service_configs[name] = self.config.service.resolve(name)
+        if cfg is None:  # names come from requests: bounded by bytes
+            cfg = self.config.service.resolve(name)
+            self._service_configs.put(name, cfg, 2 * approx_size(name) + 512)
         return cfg
 
     async def delegate(self, dtab: Dtab, path: Path) -> dict[str, Any]:

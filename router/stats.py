@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 
+from dtab.bounded import WeightedLRU
 from router.metrics import Counter, Histogram, Scope, bucket_index
 
 
@@ -126,48 +127,55 @@ class ServiceStats(RequestStats):
         super().__init__(router_scope.scope("service", scope_name(name)), with_status=False)
 
 
+# One service's stats (counters, a latency histogram, their registry entries) hold
+# about 9 KB (tracemalloc); the caches below are bounded by that estimate.
+STATS_BYTES = 9 * 1024
+SERVICE_STATS_BYTES = 16 * 1024 * 1024  # ~1,800 services per router
+CLIENT_SERVICE_STATS_BYTES = 4 * 1024 * 1024  # ~450 services per client
+
+
 class ServiceStatsCache:
     """Stats by name, expiring (with their metrics) after `idle_s` without traffic.
 
-    Also capped at `max_entries`: past it, the least recently used tenth is dropped at
-    once, so a flood of distinct names (Host values) costs bounded memory even within
-    the idle window. `on_evict` tells holders of stats objects to let go of them.
+    Also bounded by approximate bytes (`max_bytes`) and `max_entries`: past them the
+    least recently used are dropped at once, so a flood of distinct names (Host
+    values) costs bounded memory even within the idle window. `on_evict` tells
+    holders of stats objects to let go of them.
     """
 
     def __init__(self, factory, idle_s: float = 600.0,  # noqa: ANN001
-                 max_entries: int = 10_000) -> None:
+                 max_entries: int = 10_000, max_bytes: int = SERVICE_STATS_BYTES) -> None:
         self._factory = factory
-        self._stats: dict[str, RequestStats] = {}
+        self._stats: WeightedLRU[str, RequestStats] = WeightedLRU(
+            max_bytes, max_entries=max_entries, on_evict=lambda _n, st: st.remove())
         self.idle_s = idle_s
-        self.max_entries = max_entries
         self.on_evict = None  # Callable[[], None] | None
+
+    @property
+    def max_entries(self) -> int | None:
+        return self._stats.max_entries
+
+    @max_entries.setter
+    def max_entries(self, n: int) -> None:
+        self._stats.max_entries = n
 
     def get(self, name: str) -> RequestStats:
         st = self._stats.get(name)
         if st is None:
-            if len(self._stats) >= self.max_entries:
-                self._evict_oldest()
-            st = self._stats[name] = self._factory(name)
+            before = self._stats.evictions
+            st = self._factory(name)
+            if not self._stats.put(name, st, STATS_BYTES + 4 * len(name)):
+                st.remove()  # a name too long to keep stats for: counted nowhere
+            if self._stats.evictions != before and self.on_evict is not None:
+                self.on_evict()
         return st
-
-    def _evict_oldest(self) -> None:
-        by_age = sorted(self._stats.items(), key=lambda kv: kv[1].last_used)
-        for name, st in by_age[: max(1, len(by_age) // 10)]:
-            del self._stats[name]
-            st.remove()
-        if self.on_evict is not None:
-            self.on_evict()
 
     def expire(self, now: float | None = None) -> int:
         now = time.monotonic() if now is None else now
-        dead = [n for n, s in self._stats.items() if now - s.last_used > self.idle_s]
-        for n in dead:
-            self._stats.pop(n).remove()
-        return len(dead)
+        idle_s = self.idle_s
+        return self._stats.evict_where(lambda _n, s: now - s.last_used > idle_s)
 
     def clear(self) -> None:
-        for s in self._stats.values():
-            s.remove()
         self._stats.clear()
 
     def __len__(self) -> int:
@@ -175,6 +183,10 @@ class ServiceStatsCache:
 
     def __contains__(self, name: str) -> bool:
         return name in self._stats
+
+    @property
+    def weight(self) -> int:
+        return self._stats.weight
 
 
 class ClientStats(RequestStats):
@@ -189,5 +201,5 @@ class ClientStats(RequestStats):
         scope = self.scope
         self.services = ServiceStatsCache(
             lambda name: RequestStats(scope.scope("service", scope_name(name)), with_status=False),
-            idle_s,
+            idle_s, max_bytes=CLIENT_SERVICE_STATS_BYTES,
         )

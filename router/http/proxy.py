@@ -44,6 +44,16 @@ log = logging.getLogger(__name__)
 
 BODY_BUFFER_LIMIT = 256 * 1024
 ROUTE_CACHE_MAX = 10_000
+ROUTE_CACHE_BYTES = 8 * 1024 * 1024  # route keys hold the raw dtab headers
+
+
+def route_weight(key: Any, suffix: bytes) -> int:
+    """Approximate bytes of one route decision: its name, its raw dtab headers, its headers."""
+    labels, dtabs = key
+    w = 400 + len(suffix) + sum(64 + len(x) for x in labels)
+    if dtabs is not None:
+        w += sum(64 + len(v) for vs in dtabs for v in vs)
+    return w
 _VIA = (b"Via", b"1.1 linkerd")
 _rng = random.Random()
 _REQID_PREFIX = os.urandom(4).hex().encode()
@@ -532,7 +542,7 @@ def _prepare(ex: Exchange) -> _Plan:
     if info.hops > srv.max_call_depth:
         raise RouteError(400, max_call_depth_message(srv.max_call_depth), "MaxCallDepthExceeded")
 
-    local = (local_dtab(info.ctx_dtabs, info.user_dtabs)
+    local = (local_dtab(info.ctx_dtabs, info.user_dtabs, rt.max_dtab_bytes)
              if (info.ctx_dtabs or info.user_dtabs) else None)
     if local is not None and not len(local):
         local = None
@@ -609,9 +619,8 @@ def _choose(ex: Exchange, plan: _Plan) -> bool:
             # the same for every request on this route: serialised once, with the route
             suffix = b"".join([b"%s: %s\r\n" % h for h in added])
             if type(tree) is Leaf:
-                if len(routes) >= ROUTE_CACHE_MAX:
-                    routes.clear()
-                routes[plan.route_key] = (tree, bound, client, client_svc, suffix)
+                routes.put(plan.route_key, (tree, bound, client, client_svc, suffix),
+                           route_weight(plan.route_key, suffix))
         plan.bound = bound
         plan.client = client
         plan.suffix = suffix

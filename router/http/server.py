@@ -22,10 +22,12 @@ from typing import Any
 
 import httptools
 
+from dtab.bounded import WeightedLRU, approx_size
 from router.client.cache import ClientCache
+from router.http.dtab_headers import max_dtab_header_bytes
 from router.http.errors import ErrorResponse, RouteError
 from router.http.headers import HOP_BY_HOP, REQUEST_OWNED
-from router.http.proxy import Exchange, dispatch
+from router.http.proxy import ROUTE_CACHE_BYTES, ROUTE_CACHE_MAX, Exchange, dispatch
 from router.identifiers import IdentificationError
 from router.request import RequestHead
 from router.session import DEFAULT_SERVER_SESSION, ServerSession
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 
 MAX_HEAD_BYTES = 64 * 1024  # whole request head; beyond it the request is refused
 LINGER_S = 2.0  # reading (and dropping) an unwanted request body after the response
+NAME_CACHE_BYTES = 4 * 1024 * 1024  # service names -> stats, bounded by bytes
 
 
 class RouterRuntime:
@@ -52,8 +55,11 @@ class RouterRuntime:
         self.idle_s = idle_s
         # Route decisions per (name, local dtab), valid while the bound tree is the same
         # object (see proxy._choose); cleared whenever a client or service expires.
-        self.routes: dict[Any, Any] = {}
-        self._names: dict[tuple[str, ...], tuple[str, Any]] = {}
+        self.routes: WeightedLRU[Any, Any] = WeightedLRU(ROUTE_CACHE_BYTES,
+                                                         max_entries=ROUTE_CACHE_MAX)
+        self._names: WeightedLRU[tuple[str, ...], Any] = WeightedLRU(NAME_CACHE_BYTES,
+                                                                     max_entries=10_000)
+        self.max_dtab_bytes = max_dtab_header_bytes(cfg)
         self.clients.on_expire = self._forget_routes
         self.services.on_evict = self._forget_routes
         # A synchronous cached-binding lookup lets a request skip the task and the extra loop
@@ -66,15 +72,14 @@ class RouterRuntime:
         name path, remembered by its labels."""
         hit = self._names.get(name.elems)
         if hit is None:
-            if len(self._names) >= 10_000:
-                self._names.clear()
             show = name.show
             timeout_s = None
             service_config = getattr(self.router, "service_config", None)
             if service_config is not None:
                 ms = getattr(service_config(name), "total_timeout_ms", None)
                 timeout_s = ms / 1000.0 if ms else None
-            hit = self._names[name.elems] = (show, self.services.get(show), timeout_s)
+            hit = (show, self.services.get(show), timeout_s)
+            self._names.put(name.elems, hit, 2 * approx_size(show) + 200)
         return hit
 
     def _forget_routes(self) -> None:
