@@ -9,7 +9,7 @@ CONFIG ?= configs/local.yaml
 APT_PACKAGES := nginx-light wrk chromium prometheus curl openssl
 APT_BINARIES := nginx wrk chromium prometheus promtool curl openssl
 
-.PHONY: run test bench soak lint system-deps venv clean
+.PHONY: run run-tls test bench soak lint system-deps venv clean
 
 venv: $(STAMP)
 
@@ -29,6 +29,11 @@ system-deps:
 
 run: $(STAMP)
 	$(PY) -m router.demo.run $(CONFIG)
+
+# The TLS mesh locally: outgoing :4140 -> TLS -> incoming :4141 (configs/mesh-tls-local.yaml).
+run-tls: $(STAMP)
+	$(PY) -m router.tls.demo_certs .run/tls
+	$(PY) -m router.demo.run configs/mesh-tls-local.yaml
 
 test: $(STAMP) system-deps
 	$(VENV)/bin/ruff check .

@@ -22,6 +22,7 @@ from pathlib import Path as FsPath
 
 import pytest
 
+from tests.conftest import REPO as REPO_ROOT
 from tests.conftest import Echo, _echo_handler, _start_process, _wait_ports
 from tests.tls_pki import Pki, make_pki
 from tests.util import free_port, stop_process, wait_until
@@ -419,3 +420,42 @@ routers:
         assert tls["certificateGeneration"] == 2 and "does not match" in tls["lastReloadError"]
     finally:
         stop_process(proc.proc)
+
+
+def test_local_tls_mesh_config_and_the_seeds_check(tmp_path: FsPath) -> None:
+    """configs/mesh-tls-local.yaml (`make run-tls`), with free ports and demo_certs' files."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from router.tls.demo_certs import make
+
+    certs = tmp_path / "tls"
+    make(certs)
+    echo = Echo("world", 0, None)  # type: ignore[arg-type]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _echo_handler(echo))
+    server.daemon_threads = True
+    echo.server, echo.port = server, server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    disco = tmp_path / "disco"
+    disco.mkdir()
+    (disco / "world").write_text(f"127.0.0.1 {echo.port}\n")
+    out, inc, admin = free_port(), free_port(), free_port()
+    text = ((REPO_ROOT / "configs" / "mesh-tls-local.yaml").read_text()
+            .replace(".run/tls", str(certs)).replace("configs/disco", str(disco))
+            .replace("4140", str(out)).replace("4141", str(inc)).replace("9990", str(admin)))
+    proc = start_l5d(tmp_path, "mesh-tls-local", text, [out, inc, admin])
+    try:
+        status, _, body = get(out, "world")
+        assert status == 200 and json.loads(body)["name"] == "world"
+        m = metrics(f"http://127.0.0.1:{admin}")
+        assert m[f"rt/outgoing/client/$/inet/127.0.0.1/{inc}/tls/connections"] == 1
+        direct = curl("--cacert", str(certs / "cacertificate.pem"), "-H", "Host: world",
+                      f"https://localhost:{inc}/")
+        assert direct.returncode == 0 and json.loads(direct.stdout)["name"] == "world"
+        seeds = curl("-sk", "-H", f"l5d-dtab: /svc=>/$/inet/127.0.0.1/{admin};",
+                     f"https://127.0.0.1:{inc}/admin/ping")
+        assert seeds.stdout == "pong", seeds
+    finally:
+        stop_process(proc.proc)
+        server.shutdown()
+        server.server_close()
