@@ -95,7 +95,7 @@ def _response_code(name: bytes) -> int:
     code = _RESPONSE_SPECIAL.get(lk)
     if code is None:
         code = _R_L5D_ERR if lk == b"l5d-err" else _R_L5D if lk[:4] == b"l5d-" else _R_PLAIN
-    if len(_NAME_CODES) < _NAME_CODES_MAX:
+    if len(_NAME_CODES) < _NAME_CODES_MAX and len(name) <= 64:  # bounded in bytes too
         _NAME_CODES[name] = code
     return code
 

@@ -225,7 +225,7 @@ def _request_code(name: bytes) -> int:
             # CGI-style servers read `Transfer_Encoding` as Transfer-Encoding: a framing
             # header in disguise, refused rather than forwarded (smuggling)
             code = _AMBIGUOUS
-    if len(_NAME_CODES) < _NAME_CODES_MAX:
+    if len(_NAME_CODES) < _NAME_CODES_MAX and len(name) <= 64:  # bounded in bytes too
         _NAME_CODES[name] = code
     return code
 
@@ -252,7 +252,7 @@ def _check_host(value: bytes) -> None:
     if _HOST_RE.fullmatch(value) is None:
         shown = value[:64].decode("latin-1")
         raise BadHead(400, f"Invalid Host header value: {shown!r}")
-    if len(_GOOD_HOSTS) < _GOOD_HOSTS_MAX:
+    if len(_GOOD_HOSTS) < _GOOD_HOSTS_MAX and len(value) <= 256:  # bounded in bytes too
         _GOOD_HOSTS.add(value)
 
 
