@@ -160,9 +160,11 @@ async def test_hostile_corpus_through_a_real_router(tmp_path):
         # warm-up: one round of each kind, so the bound below measures growth, not imports
         await asyncio.gather(*(run_request(c) for c in requests[:40]))
         rss0 = rss_mb(l5d.proc.pid)
-        for _ in range(ROUNDS):
+        for i in range(ROUNDS):
             await asyncio.gather(*(run_request(c) for c in requests),
                                  *(run_response(n) for n in range(len(RESPONSES))))
+            if ROUNDS > 1:
+                print(f"round {i + 1}: RSS {rss_mb(l5d.proc.pid):.1f} MB", flush=True)
         assert l5d.proc.returncode is None, l5d.log.read_text()[-3000:]
         ans, _ = await exchange(l5d.port, b"GET /after HTTP/1.1\r\nHost: hello\r\n"
                                 b"Connection: close\r\n\r\n", False)

@@ -228,13 +228,18 @@ async def test_early_response_to_upload_announces_close_and_lingers(env):
     writer.transport.abort()
 
 
-async def test_sigterm_answers_unfinished_requests_503(env):
+@pytest.mark.parametrize("how", ["SIGTERM", "POST /admin/shutdown"])
+async def test_shutdown_answers_unfinished_requests_503(env, how):
     b = await env("backend", "b1")
     l5d = await env("l5d", "out", dtab(b), admin_extra="  shutdownGraceMs: 300\n")
     c = await RawClient(l5d.port).connect()
     c.send(b"GET /stall HTTP/1.1\r\nHost: hello\r\n\r\n")
     await async_wait_until(lambda: len(b.requests) == 1, what="request in flight")
-    l5d.proc.send_signal(signal.SIGTERM)
+    if how == "SIGTERM":
+        l5d.proc.send_signal(signal.SIGTERM)
+    else:
+        rc, out, err = await curl("-X", "POST", f"http://127.0.0.1:{l5d.admin}/admin/shutdown")
+        assert rc == 0 and "shutting down" in out, (out, err)
     r = await asyncio.wait_for(c.response(), 10)
     assert r.status == 503, (r.status, r.headers)
     assert "grace period" in unquote(r.header("l5d-err") or "")
