@@ -727,7 +727,10 @@ class ServerConnection(asyncio.Protocol):
             cur.cancel()
             self.abort()
             return True
-        if rdhup and cur.body_mode == 1 and cur.content_length is not None:
+        # Over TLS the queued bytes are records and the TLS layer may hold decrypted ones:
+        # no arithmetic there (a reset still counts; the body timeout does the rest).
+        if (rdhup and cur.body_mode == 1 and cur.content_length is not None
+                and self.transport.get_extra_info("sslcontext") is None):
             try:
                 remaining = int(cur.content_length) - cur.body_seen
             except ValueError:
