@@ -13,8 +13,10 @@ l5d-py adds two keys of its own with finite defaults:
   backend side (clientSession).
 
 `0` turns an l5d-py timeout off. The checks run on one timer per connection,
-re-armed every quarter of the shortest timeout (so a timeout fires within
-75-100% of its value after the deadline); nothing is allocated per request.
+re-armed every quarter of the shortest timeout (capped at 2.5 s), so idle and
+body timeouts fire up to one tick late and the header-read timeout up to one tick
+early or late (it is timed from the tick before the head's first byte was seen);
+nothing is allocated per request.
 """
 
 from __future__ import annotations
