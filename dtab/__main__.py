@@ -2,7 +2,10 @@
 
 Namers are not part of `dtab`, so a path that reaches `/#/…` or `/$/…` is
 shown as where it would hit a namer (`/$/fail` and `/$/nil` are Finagle's
-built-in Fail and Empty and are applied). Exit status: 0 when the path
+built-in Fail and Empty and are applied). The syntax of the global names is
+known (dtab.globalnames, shared with the router): `/$/inet`, `/$/fixedinet`
+and `/$/io.buoyant.rinet` show the router's bound id and residual, and an
+unknown or malformed `/$/` name is the router's "unknown namer" error. Exit status: 0 when the path
 reaches a namer, 1 when it resolves to nothing (neg), fail or an error, 2 on
 bad input.
 """
@@ -30,6 +33,7 @@ from dtab.delegation import (
 )
 from dtab.dtab import Dtab
 from dtab.errors import DtabParseError
+from dtab.globalnames import UnknownNamerError, check_global, parse_inet
 from dtab.nametree import Empty, Fail, Leaf, NameTree
 from dtab.observable import Activity, Failed, Ok, Var
 from dtab.path import Path
@@ -42,6 +46,14 @@ def namer_placeholder(path: Path) -> Activity | None:
         return Activity.ok(Fail)
     if e[:2] == ("$", "nil"):
         return Activity.ok(Empty)
+    if e[:1] == ("$",):
+        try:
+            check_global(path)
+            name = parse_inet(path)
+        except UnknownNamerError as err:
+            return Activity(Failed(err))
+        if name is not None:
+            return Activity.ok(Leaf(BoundName(name.id, Var(ADDR_PENDING), name.residual)))
     if e[:1] in (("#",), ("$",)) and len(e) >= 2:
         return Activity.ok(Leaf(BoundName(path, Var(ADDR_PENDING))))
     return None

@@ -1,8 +1,8 @@
 """The built-in `/$/<name>/...` namers (Finagle's global namers plus Linkerd's rewriters).
 
-`inet` binds `/$/inet/<host>/<port>[/residual]` to an address: IP literals at
-once, host names by an asynchronous DNS lookup that fills (and refreshes) the
-address Var, so binding never blocks the event loop. The `io.buoyant.*`
+`inet` binds `/$/inet/<host>/<port>[/residual]` (and `/$/inet/<port>`: localhost)
+to an address: IP literals at once, host names by an asynchronous DNS lookup that
+fills (and refreshes) the address Var, so binding never blocks the event loop. The `io.buoyant.*`
 rewriters return Path leaves that the binder evaluates against the dtab again
 (`/$/io.buoyant.http.domainToPathPfx/pfx/foo.example.com` -> `/pfx/com/example/foo`).
 `fail` and `nil` are `!` and `$`.
@@ -18,8 +18,9 @@ import socket
 from collections.abc import Callable
 
 from dtab.addr import Addr, AddrBound, Address, AddrFailed, AddrNeg, AddrPending, BoundName
+from dtab.globalnames import RINET, UnknownNamerError, parse_inet
 from dtab.nametree import Empty, Fail, Leaf, NameTree, Neg
-from dtab.observable import Activity, Var
+from dtab.observable import Activity, Failed, Var
 from dtab.path import Path
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def _const(tree: NameTree) -> Activity:
 class _Dns:
     """One host name's addresses, resolved off the loop and refreshed while observed."""
 
-    def __init__(self, host: str, port: int, refresh_s: float) -> None:
+    def __init__(self, host: str, port: int, refresh_s: float | None) -> None:
         self.host = host
         self.port = port
         self.refresh_s = refresh_s
@@ -53,6 +54,8 @@ class _Dns:
     def ensure_running(self) -> None:
         if self.task is not None and not self.task.done():
             return
+        if self.refresh_s is None and isinstance(self.addr.value, AddrBound):
+            return  # fixedinet: the first answer is kept (a failed lookup is tried again)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop (a synchronous caller): resolve inline once
@@ -74,6 +77,8 @@ class _Dns:
             if result != self.addr.value:
                 log.info("inet: %s:%s -> %s", self.host, self.port, result)
             self.addr.set(result)
+            if self.refresh_s is None:
+                return  # fixedinet: resolved once
             await asyncio.sleep(self.refresh_s)
             now = loop.time()
             if self.addr.observed:
@@ -106,45 +111,59 @@ def _getaddrinfo_sync(host: str, port: int) -> list:
 
 
 class InetNamer:
-    """`/$/inet/<host>/<port>[/residual]`: bound id `/$/inet/<host>/<port>`."""
+    """`/$/inet/<host>/<port>[/residual]` and `/$/inet/<port>` (localhost), as Finagle binds them.
+
+    `fixedinet` is the same with the DNS answer kept (Finagle's FixedInetResolver:
+    resolved once, never refreshed); `io.buoyant.rinet` keeps its own id. The
+    syntax (ids, residuals, the error for a malformed name) is dtab.globalnames'.
+    """
 
     def __init__(self, refresh_s: float = DNS_REFRESH_S) -> None:
         self.refresh_s = refresh_s
-        self._dns: dict[tuple[str, int], _Dns] = {}
+        self._dns: dict[tuple[str, int, bool], _Dns] = {}
         self._literal: dict[tuple[str, int], Var[Addr]] = {}
 
-    def lookup(self, path: Path) -> Activity:
-        return self.bind(path.take(2), path.drop(2), "inet")
-
-    def bind(self, hostport: Path, residual: Path, kind: str) -> Activity:
-        if len(hostport) < 2:
-            return _const(Neg.because(f"{kind} needs /<host>/<port>, got {hostport.show}"))
-        host, port_text = hostport.elems
-        if kind != "inet":
-            port_text, host = host, port_text
+    def lookup_global(self, path: Path) -> Activity:
+        """`path` is the whole `/$/<kind>/...` path of an inet-family name."""
         try:
-            port = int(port_text)
-            if not 0 < port < 65536:
-                raise ValueError
-        except ValueError:
-            return _const(Neg.because(f"{kind}: {port_text!r} is not a port number"))
-        key = (host, port)
-        id_ = Path.of("$", "inet", host, str(port))
+            name = parse_inet(path)
+        except UnknownNamerError as e:
+            return Activity(Failed(e))
+        if name is None:
+            return Activity(Failed(UnknownNamerError(path)))
+        return _const(Leaf(BoundName(name.id, self.addr(name.host, name.port,
+                                                        fixed=name.kind == "fixedinet"),
+                                     name.residual)))
+
+    def addr(self, host: str, port: int, *, fixed: bool = False) -> Var[Addr]:
+        """The address Var of host:port (shared by every name that resolves it)."""
         if _is_ip(host):
-            var = self._literal.get(key)
+            var = self._literal.get((host, port))
             if var is None:
-                var = self._literal[key] = Var(AddrBound(frozenset((Address(host, port),))))
-        else:
-            dns = self._dns.get(key)
-            if dns is None:
-                dns = self._dns[key] = _Dns(host, port, self.refresh_s)
-            dns.ensure_running()
-            var = dns.addr
-        return _const(Leaf(BoundName(id_, var, residual)))
+                var = Var(AddrBound(frozenset((Address(host, port),))))
+                self._literal[(host, port)] = var
+            return var
+        key = (host, port, fixed)
+        dns = self._dns.get(key)
+        if dns is None:
+            dns = self._dns[key] = _Dns(host, port, None if fixed else self.refresh_s)
+        dns.ensure_running()
+        return dns.addr
 
     def close(self) -> None:
         for dns in self._dns.values():
             dns.cancel()
+
+
+class _InetKind:
+    """One of `/$/inet`, `/$/fixedinet`, `/$/io.buoyant.rinet` in the dispatch table."""
+
+    def __init__(self, inet: InetNamer, kind: str) -> None:
+        self.inet = inet
+        self.prefix = Path.of("$", kind)
+
+    def lookup(self, path: Path) -> Activity:
+        return self.inet.lookup_global(self.prefix + path)
 
 
 def _is_ip(host: str) -> bool:
@@ -153,16 +172,6 @@ def _is_ip(host: str) -> bool:
         return True
     except ValueError:
         return False
-
-
-class RinetNamer:
-    """`/$/io.buoyant.rinet/<port>/<host>`: inet with the arguments reversed."""
-
-    def __init__(self, inet: InetNamer) -> None:
-        self.inet = inet
-
-    def lookup(self, path: Path) -> Activity:
-        return self.inet.bind(path.take(2), path.drop(2), "io.buoyant.rinet")
 
 
 # ---------------------------------------------------------------------------
@@ -294,8 +303,9 @@ class BuiltinNamers:
             "io.buoyant.porthostPfx": (_porthost_pfx, "/<pfx>/<host>:<port>/rest"),
         }
         self.namers: dict[str, object] = {
-            "inet": self.inet,
-            "io.buoyant.rinet": RinetNamer(self.inet),
+            "inet": _InetKind(self.inet, "inet"),
+            "fixedinet": _InetKind(self.inet, "fixedinet"),
+            RINET: _InetKind(self.inet, RINET),
             "fail": _ConstNamer(Fail),
             "nil": _ConstNamer(Empty),
         }
@@ -305,13 +315,16 @@ class BuiltinNamers:
     def names(self) -> list[str]:
         return sorted(self.namers)
 
-    def lookup(self, path: Path) -> Activity | None:
-        """`path` is what follows `/$`: `/<name>/rest`. None when no such built-in."""
-        if not path.elems:
-            return None
-        namer = self.namers.get(path.elems[0])
+    def lookup(self, path: Path) -> Activity:
+        """`path` is what follows `/$`: `/<name>/rest`.
+
+        A name no built-in serves fails the lookup (Finagle's `Namer.global` tries
+        it as a class name: ClassNotFoundException), so the delegator and the 502
+        say "unknown namer" instead of a silent ~.
+        """
+        namer = self.namers.get(path.elems[0]) if path.elems else None
         if namer is None:
-            return None
+            return Activity(Failed(UnknownNamerError(Path.of("$") + path)))
         return namer.lookup(path.drop(1))  # type: ignore[attr-defined]
 
     def close(self) -> None:

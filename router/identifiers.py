@@ -36,6 +36,13 @@ class IdentificationError(Exception):
         self.reason = reason
 
 
+class IdentificationFailure(IdentificationError):
+    """The identifier threw (a value that does not parse): Linkerd's RoutingFactory turns
+    the exception into the 400 and does not try the next identifier, unlike an
+    `UnidentifiedRequest` (router/core/src/main/scala/io/buoyant/router/RoutingFactory.scala).
+    """
+
+
 Identifier = Callable[[RequestHead], Identified]
 
 
@@ -88,7 +95,13 @@ def method_and_host(prefix: Path, http_uri_in_dst: bool = False) -> Identifier:
     def suffix(head: RequestHead) -> Path:
         if not http_uri_in_dst:
             return Path.empty()
-        return Path(tuple(_segments(_split_target(head.target)[0])))
+        # Linkerd: `Path.read(req.path)`, so `/a//b` and `/a/` fail instead of
+        # losing a segment (router/http/.../MethodAndHostIdentifier.scala).
+        uri = _split_target(head.target)[0]
+        try:
+            return Path.read(uri)
+        except (DtabParseError, ValueError) as e:
+            raise IdentificationFailure(f"request path is not a path: {e}") from None
 
     def identify(head: RequestHead) -> Identified:
         if head.version == "1.1":
@@ -135,7 +148,7 @@ def header_path(prefix: Path, header: str = "l5d-name") -> Identifier:
         try:
             return Identified(prefix + Path.read(value))
         except (DtabParseError, ValueError) as e:
-            raise IdentificationError(f"{header} header is not a path: {e}") from None
+            raise IdentificationFailure(f"{header} header is not a path: {e}") from None
 
     return identify
 
@@ -158,6 +171,8 @@ def composite(identifiers: Sequence[Identifier]) -> Identifier:
         for ident in identifiers:
             try:
                 return ident(head)
+            except IdentificationFailure:
+                raise
             except IdentificationError as e:
                 reasons.append(e.reason)
         raise IdentificationError("; ".join(reasons))

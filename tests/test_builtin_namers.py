@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dtab.addr import AddrBound, Address, AddrPending, BoundName
-from dtab.nametree import Empty, Fail, Leaf, Neg, NegTree
-from dtab.observable import Ok
+from dtab.globalnames import UnknownNamerError
+from dtab.nametree import Empty, Fail, Leaf, NegTree
+from dtab.observable import Failed, Ok
 from dtab.path import Path
 from namers.builtin import BuiltinNamers
 from tests.util import async_wait_until
@@ -33,9 +34,52 @@ def test_inet_literal_binds_at_once_with_residual() -> None:
     assert bn.id == Path.read("/$/inet/127.0.0.1/8080")
     assert bn.residual == Path.read("/extra/bits")
     assert bn.addr.value == AddrBound(frozenset({Address("127.0.0.1", 8080)}))
-    assert look(b, "/inet/127.0.0.1/notaport") == Neg
-    assert look(b, "/inet/127.0.0.1") == Neg
-    assert b.lookup(Path.read("/nosuch/x")) is None
+
+
+
+def failure(b: BuiltinNamers, path: str) -> str:
+    act = b.lookup(Path.read(path))
+    assert isinstance(act.value, Failed), (path, act.value)
+    assert isinstance(act.value.error, UnknownNamerError)
+    return str(act.value.error)
+
+
+def test_inet_port_only_is_localhost() -> None:
+    """Finagle's NamerTest "Namer.global: /$/inet": `/$/inet/1234` is bound (no host:
+    localhost), `/$/inet/1234/foobar` has id `/$/inet/1234` and residual `/foobar`
+    (finagle-core/src/test/scala/com/twitter/finagle/NamerTest.scala)."""
+    b = BuiltinNamers()
+    bn = look(b, "/inet/1234/foobar").value
+    assert bn.id == Path.read("/$/inet/1234")
+    assert bn.residual == Path.read("/foobar")
+    assert bn.addr.value == AddrBound(frozenset({Address("127.0.0.1", 1234)}))
+    # host/port is tried first: /$/inet/1234/5678 is host "1234", port 5678
+    assert look(b, "/inet/10.0.0.1/5678/x").value.id == Path.read("/$/inet/10.0.0.1/5678")
+
+
+def test_malformed_and_unknown_global_names_are_errors() -> None:
+    """Finagle: `intercept[ClassNotFoundException] { Namer.global.lookup("/$/inet") }`;
+    any `/$/<kind>` that is not a namer is a failed lookup, not ~ (NamerTest.scala,
+    Namer.scala `namerOfKind` -> FailingNamer)."""
+    b = BuiltinNamers()
+    assert "unknown namer 'inet'" in failure(b, "/inet")
+    assert "ClassNotFoundException" in failure(b, "/inet/127.0.0.1")  # host without a port
+    assert "unknown namer 'inet'" in failure(b, "/inet/127.0.0.1/notaport")
+    assert "unknown namer 'fixedinet'" in failure(b, "/fixedinet")
+    assert "unknown namer 'nosuch'" in failure(b, "/nosuch/x")
+    assert "out of range" in failure(b, "/inet/127.0.0.1/70000")
+
+
+def test_fixedinet() -> None:
+    """Finagle's NamerTest "Namer.global: /$/fixedinet": host/port and port-only, id
+    `/$/fixedinet/1234`, residual kept."""
+    b = BuiltinNamers()
+    bn = look(b, "/fixedinet/1234/foobar").value
+    assert bn.id == Path.read("/$/fixedinet/1234") and bn.residual == Path.read("/foobar")
+    assert bn.addr.value == AddrBound(frozenset({Address("127.0.0.1", 1234)}))
+    bn = look(b, "/fixedinet/127.0.0.1/1234").value
+    assert bn.id == Path.read("/$/fixedinet/127.0.0.1/1234")
+    assert bn.addr.value == AddrBound(frozenset({Address("127.0.0.1", 1234)}))
 
 
 async def test_inet_hostname_resolves_asynchronously() -> None:
@@ -55,8 +99,14 @@ async def test_inet_hostname_resolves_asynchronously() -> None:
 
 
 def test_rinet_reverses_the_arguments() -> None:
-    tree = look(BuiltinNamers(), "/io.buoyant.rinet/8080/127.0.0.1")
-    assert tree.value.id == Path.read("/$/inet/127.0.0.1/8080")
+    """Linkerd's RinetTest "rinet binds": `/$/io.buoyant.rinet/12345/localhost/residual`
+    has id `/$/io.buoyant.rinet/12345/localhost` and residual `/residual`
+    (namer/core/src/test/scala/io/buoyant/RinetTest.scala)."""
+    tree = look(BuiltinNamers(), "/io.buoyant.rinet/8080/127.0.0.1/residual")
+    assert tree.value.id == Path.read("/$/io.buoyant.rinet/8080/127.0.0.1")
+    assert tree.value.residual == Path.read("/residual")
+    assert tree.value.addr.value == AddrBound(frozenset({Address("127.0.0.1", 8080)}))
+    assert "needs /<port>/<host>" in failure(BuiltinNamers(), "/io.buoyant.rinet/8080")
 
 
 def test_rewriters() -> None:

@@ -64,3 +64,19 @@ def test_json_and_real_process(tmp_path) -> None:  # type: ignore[no-untyped-def
             "bound": {"addr": {"type": "pending"}, "id": "/#/io.l5d.fs/hello", "path": "/"},
         },
     }
+
+
+def test_global_names_agree_with_the_router(capsys) -> None:
+    """The bound ids and errors of Finagle's global namer (NamerTest.scala "Namer.global:
+    /$/inet", "/$/fixedinet"; Linkerd's RinetTest), as the router gives them."""
+    cases = [
+        ("/$/inet/1234/foobar", 0, "result: /$/inet/1234/foobar"),
+        ("/$/io.buoyant.rinet/80/web/r", 0, "result: /$/io.buoyant.rinet/80/web/r"),
+        ("/$/fixedinet/10.0.0.1/80", 0, "result: /$/fixedinet/10.0.0.1/80"),
+        ("/$/inet/web", 1, "result: error: unknown namer 'inet'"),
+        ("/$/io.l5d.nosuch/x", 1, "result: error: unknown namer 'io.l5d.nosuch'"),
+    ]
+    for path, rc, line in cases:
+        assert main(["--dtab", "/svc=>/$/nil", path]) == rc, path
+        out = capsys.readouterr().out
+        assert line in out, out

@@ -76,6 +76,10 @@ def identifiers_config(disco: FsPath, echo_port: int) -> tuple[str, dict[str, in
         /svc/direct => /$/inet/127.0.0.1/{echo_port};
         /svc/reversed => /$/io.buoyant.rinet/{echo_port}/127.0.0.1;
         /svc/byname => /$/inet/localhost/{echo_port};
+        /svc/localport => /$/inet/{echo_port}/residual;
+        /svc/fixed => /$/fixedinet/127.0.0.1/{echo_port};
+        /svc/unknownnamer => /$/io.l5d.nosuch/x;
+        /svc/badinet => /$/inet/127.0.0.1;
         /svc/nil => /$/nil;
         /svc/failing => /$/fail;
         /svc/split => 1 * /#/io.l5d.fs/echo & 1 * /#/io.l5d.fs/echo2;
@@ -160,10 +164,23 @@ def test_header_token_default_and_forwarded_headers(routers) -> None:
 
 def test_builtin_namers_through_the_router(routers) -> None:
     _, ports, echo, _ = routers
-    for host in ("direct", "reversed"):
+    # Bound ids as Finagle/Linkerd name them (NamerTest "Namer.global: /$/inet" and
+    # "/$/fixedinet", RinetTest "rinet binds").
+    for host, client in (("direct", f"/$/inet/127.0.0.1/{echo.port}"),
+                         ("reversed", f"/$/io.buoyant.rinet/{echo.port}/127.0.0.1"),
+                         ("localport", f"/$/inet/{echo.port}"),
+                         ("fixed", f"/$/fixedinet/127.0.0.1/{echo.port}")):
         status, _, body = curl(ports["token"], f"http://{host}/x")
-        assert status == 200, body
-        assert seen_headers(body)["l5d-dst-client"] == f"/$/inet/127.0.0.1/{echo.port}"
+        assert status == 200, (host, body)
+        assert seen_headers(body)["l5d-dst-client"] == client
+    assert seen_headers(curl(ports["token"], "http://localport/")[2])[
+        "l5d-dst-residual"] == "/residual"
+    # An unknown or malformed /$/ name is an error that says so (Finagle: ClassNotFoundException)
+    for host, kind in (("unknownnamer", "io.l5d.nosuch"), ("badinet", "inet")):
+        status, hdrs, body = curl(ports["token"], f"http://{host}/")
+        assert status == 502, (host, body)
+        assert f"unknown namer '{kind}'" in body, body
+        assert "unknown namer" in urllib.parse.unquote(hdrs["l5d-err"])
     for host, backend in (("www.echo.test", "echo"), ("echo.example.com", "echo2"),
                           ("api:8080", "echo"), ("api:9090", "echo2")):
         status, hdrs, body = curl(ports["ingress"], f"http://{host}/")
@@ -208,6 +225,11 @@ def test_header_static_and_list_identifiers(routers) -> None:
     assert err.startswith('Unknown destination: Request("GET /", from /127.0.0.1:')
     assert err.endswith("/ l5d-name header is absent")
     assert body.startswith("Unknown destination")
+    # a value that is not a path: 400 naming the header (Linkerd's HeaderIdentifier: Path.read
+    # throws, RoutingFactory answers UnknownDst with the message)
+    status, hdrs, body = curl(ports["header"], "http://ignored/", "l5d-name: echo2")
+    assert status == 400
+    assert "l5d-name header is not a path" in urllib.parse.unquote(hdrs["l5d-err"])
     status, _, body = curl(ports["static"], "http://whatever/")
     assert status == 200 and json.loads(body)["name"] == "echo"
     status, _, body = curl(ports["list"], "http://x/", "X-Service: echo2")
@@ -309,6 +331,14 @@ def test_admin_delegator_and_bound_names(routers) -> None:
     assert status == 200, body
     doc = json.loads(body)
     assert doc["delegate"]["bound"]["id"] == "/#/io.l5d.fs/echo"
+    q = urllib.parse.urlencode({"path": "/svc/x", "dtab": "/svc=>/$/io.l5d.nosuch",
+                                "namespace": "token"})
+    status, _, body = curl(None, f"http://127.0.0.1:{proc.admin_port}/delegator.json?{q}",
+                           direct=True)
+    assert status == 200, body
+    leaf = json.loads(body)["delegate"]
+    assert leaf["type"] == "exception", leaf
+    assert "unknown namer 'io.l5d.nosuch'" in leaf["message"]
     status, _, body = curl(None, f"http://127.0.0.1:{proc.admin_port}/bound-names.json",
                            direct=True)
     assert "/#/io.l5d.fs/echo" in json.loads(body)

@@ -7,7 +7,13 @@ import pytest
 from dtab.errors import ParamError
 from dtab.path import Path
 from router.config import PluginConfig
-from router.identifiers import IdentificationError, Identified, build_identifier, build_identifiers
+from router.identifiers import (
+    IdentificationError,
+    IdentificationFailure,
+    Identified,
+    build_identifier,
+    build_identifiers,
+)
 from router.request import RequestHead
 
 SVC = Path.read("/svc")
@@ -49,6 +55,37 @@ def test_method_and_host() -> None:
     assert reason(i, head(version="2.0")) == "Unknown HTTP version"
     uri = ident("io.l5d.methodAndHost", httpUriInDst=True)
     assert uri(head("/a/b?x=1", host="w")).path == Path.read("/svc/1.1/GET/w/a/b")
+
+
+def test_method_and_host_uri_is_read_strictly() -> None:
+    """Linkerd's MethodAndHostIdentifier suffix is `Path.read(req.path)`
+    (router/http/src/main/scala/io/buoyant/router/http/MethodAndHostIdentifier.scala;
+    MethodAndHostIdentifierTest "http/1.1 with URIs"): `/` adds nothing, an empty
+    segment is a parse error, which RoutingFactory makes a 400 without trying the
+    next identifier."""
+    uri = ident("io.l5d.methodAndHost", httpUriInDst=True)
+    assert uri(head("/", host="w")).path == Path.read("/svc/1.1/GET/w")
+    assert uri(head("/drum/bass", version="1.0", method="POST")).path == Path.read(
+        "/svc/1.0/POST/drum/bass")
+    for bad in ("/a//b", "/a/", "/a b"):
+        assert "request path is not a path" in reason(uri, head(bad, host="w"))
+    both = build_identifiers([PluginConfig("io.l5d.methodAndHost", {"httpUriInDst": True}),
+                              PluginConfig("io.l5d.header.token", {})], SVC)
+    with pytest.raises(IdentificationFailure):
+        both(head("/a//b"))
+
+
+def test_header_path_value_that_is_not_a_path_fails_identification() -> None:
+    """Linkerd's HeaderIdentifier reads the value with `Path.read` inside a Try; the
+    exception is the 400 (UnknownDst with its message) and stops the identifier list
+    (router/http/.../HeaderIdentifier.scala, router/core/.../RoutingFactory.scala)."""
+    both = build_identifiers(
+        [PluginConfig("io.l5d.header", {"header": "x-name"}),
+         PluginConfig("io.l5d.header.token", {})], SVC)
+    with pytest.raises(IdentificationFailure) as e:
+        both(head(x_name="hello"))
+    assert e.value.reason.startswith("x-name header is not a path")
+    assert both(head()).path == Path.read("/svc/web")  # absent: the next one is tried
 
 
 def test_path_with_and_without_consume() -> None:

@@ -9,7 +9,7 @@ import pytest
 from dtab.addr import AddrBound, Address, BoundName, bound
 from dtab.dtab import Dtab
 from dtab.nametree import Leaf, Neg, NegTree
-from dtab.observable import Activity, Ok, Pending, Var
+from dtab.observable import Activity, Failed, Ok, Pending, Var
 from dtab.path import Path
 from router.interpreter import Interpreter, TransformedNamer
 from transformers.registry import build_transformer
@@ -62,7 +62,9 @@ def test_lookup_dispatch() -> None:
     interp = Interpreter([(Path.read("/io.l5d.fs"), n)])
     assert interp.lookup(Path.read("/#/other/x")) is None
     assert interp.lookup(Path.read("/plain/x")) is None
-    assert interp.lookup(Path.read("/$/nosuch/x")) is None
+    # Finagle's Namer.global: an unknown /$/ kind is a failed lookup (ClassNotFoundException)
+    nosuch = interp.lookup(Path.read("/$/nosuch/x"))
+    assert isinstance(nosuch.value, Failed) and "unknown namer 'nosuch'" in str(nosuch.value.error)
     assert isinstance(interp.lookup(Path.read("/$/inet/127.0.0.1/1")).value, Ok)
     n.add("/a", ("127.0.0.1", 1))
     assert interp.lookup(Path.read("/#/io.l5d.fs/a")).value.value.value.id == Path.read(

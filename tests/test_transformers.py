@@ -88,6 +88,57 @@ async def test_daemonset_host_network_matches_node_names(
     t.close()
 
 
+async def test_daemonset_keeps_every_matching_router_pod(
+    fake_k8s: FakeApiServer, hub: WatchHub  # noqa: F811
+) -> None:
+    """Linkerd's GatewayTransformer selects *all* gateways the predicate accepts
+    (`gatewayAddrs.filter(gatewayPredicate(addr, _))`), and MetadataGatewayTransformer
+    compares `a.get(nodeName) == b.get(nodeName)` as Options, so a pod without a node
+    name matches every router pod without one
+    (interpreter/subnet/.../SubnetGatewayTransformer.scala; DaemonSetTransformerTest
+    "daemonset transformer with hostNetwork")."""
+    eps = endpoints("l5d", [("192.168.0.1", "node-a"), ("192.168.0.11", "node-a"),
+                            ("192.168.0.2", "node-b"), ("192.168.0.3", "x")], {"incoming": 4141})
+    del eps["subsets"][0]["addresses"][3]["nodeName"]  # a router pod not yet scheduled
+    fake_k8s.upsert("endpoints", eps)
+    t = DaemonSetTransformer("default", "l5d", "incoming", host_network=True, hub=hub)
+    bn = t.transform(Leaf(hello(pod("10.244.7.3", "node-a")))).value
+    await async_wait_until(lambda: isinstance(bn.addr.value, AddrBound), 5, "daemonset listed")
+    assert hostports(bn.addr.value) == {("192.168.0.1", 4141), ("192.168.0.11", 4141)}
+    nameless = BoundName(Path.read("/#/io.l5d.k8s/default/http/w"),
+                         Var(bound(Address("10.244.9.9", 7777))))
+    assert hostports(t.transform(Leaf(nameless)).value.addr.value) == {("192.168.0.3", 4141)}
+    t.close()
+    # by subnet: both router pods of a /24 are kept, and the netmask is configurable
+    fake_k8s.upsert("endpoints", endpoints("l5d", [("10.0.1.10", "a"), ("10.0.1.11", "a"),
+                                                   ("10.0.2.10", "b")], {"incoming": 4141}))
+    t = DaemonSetTransformer("default", "l5d", "incoming", hub=hub)
+    bn = t.transform(Leaf(hello(pod("10.0.1.5", "a")))).value
+    await async_wait_until(lambda: isinstance(bn.addr.value, AddrBound), 5, "daemonset listed")
+    assert hostports(bn.addr.value) == {("10.0.1.10", 4141), ("10.0.1.11", 4141)}
+    t.close()
+    t = DaemonSetTransformer("default", "l5d", "incoming", hub=hub, netmask=16)
+    bn = t.transform(Leaf(hello(pod("10.0.1.5", "a")))).value
+    await async_wait_until(lambda: isinstance(bn.addr.value, AddrBound), 5, "daemonset listed")
+    assert len(hostports(bn.addr.value)) == 3
+    t.close()
+
+
+def test_netmask_param() -> None:
+    """Linkerd fixes Netmask("255.255.255.0") for daemonset and localnode
+    (interpreter/k8s/.../DaemonSetTransformerInitializer.scala, LocalNodeTransformerInitializer);
+    l5d-py keeps that default and lets `netmask` change it."""
+    t = build_localnode({"netmask": "255.255.0.0"}, env={"POD_IP": "10.0.2.10"})
+    bn = t.transform(Leaf(hello(pod("10.0.1.5", "a"), pod("10.1.0.1", "b")))).value
+    assert hostports(bn.addr.value) == {("10.0.1.5", 7777)}
+    assert build_localnode({"netmask": 20}, env={"POD_IP": "10.0.2.10"}).netmask == 20
+    assert build_localnode({}, env={"POD_IP": "10.0.2.10"}).netmask == 24
+    for bad in ("255.0.255.0", 33, "wide"):
+        with pytest.raises(ParamError) as e:
+            build_localnode({"netmask": bad}, env={"POD_IP": "10.0.2.10"})
+        assert e.value.key == "netmask"
+
+
 async def test_transform_reuses_derived_vars_and_closes_idle_ones(
     fake_k8s: FakeApiServer, hub: WatchHub  # noqa: F811
 ) -> None:
@@ -149,8 +200,11 @@ def test_port_transformer() -> None:
 
 
 def test_specific_host_and_localhost() -> None:
+    """specificHost's default prefix is /io.l5d.specificHost (no host): Linkerd's
+    interpreter/per-host/.../SpecificHostTransformerInitializer.scala."""
     t = build_transformer("io.l5d.specificHost", {"host": "10.0.1.6"})
     bn = t.transform(Leaf(hello(pod("10.0.1.5", "a"), pod("10.0.1.6", "a")))).value
+    assert bn.id.show == "/%/io.l5d.specificHost/#/io.l5d.k8s/default/http/hello"
     assert hostports(bn.addr.value) == {("10.0.1.6", 7777)}
     local_ip = socket.gethostbyname(socket.gethostname())
     lt = build_transformer("io.l5d.localhost", {})
@@ -159,15 +213,25 @@ def test_specific_host_and_localhost() -> None:
 
 
 def test_replace_and_const() -> None:
+    """Linkerd's ConstTransformer/ReplaceTransformer bind `path` with the global namers and
+    name the result `prefix ++ path` (prefix /%/io.l5d.const, /%/io.l5d.replace):
+    namer/core/src/main/scala/io/buoyant/namer/{Const,Replace}Transformer.scala."""
     r = build_transformer("io.l5d.replace", {"path": "/$/inet/127.0.0.1/8080"})
     out = r.transform(Alt.of(Leaf(hello(pod("10.0.1.5", "a"))), Neg))
-    assert out == Alt.of(Leaf(BoundName(Path.read("/$/inet/127.0.0.1/8080"), Var(None))), Neg)
+    rid = Path.read("/%/io.l5d.replace/$/inet/127.0.0.1/8080")
+    assert out == Alt.of(Leaf(BoundName(rid, Var(None))), Neg)
     assert hostports(out.trees[0].value.addr.value) == {("127.0.0.1", 8080)}
     assert isinstance(r.transform(Neg), NegTree)  # replace keeps Neg
     c = build_transformer("io.l5d.const", {"path": "/$/io.buoyant.rinet/9000/127.0.0.2"})
     out = c.transform(Neg)
-    assert isinstance(out, Leaf) and out.value.id.show == "/$/io.buoyant.rinet/9000/127.0.0.2"
+    assert isinstance(out, Leaf)
+    assert out.value.id.show == "/%/io.l5d.const/$/io.buoyant.rinet/9000/127.0.0.2"
     assert hostports(out.value.addr.value) == {("127.0.0.2", 9000)}
+    # the port-only form and a residual, as Finagle's global namer binds them
+    c = build_transformer("io.l5d.const", {"path": "/$/inet/9001/extra"})
+    out = c.transform(Neg).value
+    assert out.id.show == "/%/io.l5d.const/$/inet/9001/extra"
+    assert out.residual.show == "/extra" and hostports(out.addr.value) == {("127.0.0.1", 9001)}
 
 
 @pytest.mark.parametrize(

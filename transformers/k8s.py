@@ -3,10 +3,10 @@
 outgoing (daemonset): each pod address becomes the l5d router pod on that
 pod's node, at the router's `incoming` port, so the hop goes node to node.
 "Same node" is the pod's /24 by default (the classic one-subnet-per-node
-layout) or, with `hostNetwork: true`, the address's `nodeName` metadata,
+layout; `netmask` changes it) or, with `hostNetwork: true`, the address's `nodeName` metadata,
 which is what works on CNI networks (reference §5 pain point 2).
 
-incoming (localnode): keep only addresses on this node, by POD_IP's /24 or,
+incoming (localnode): keep only addresses on this node, by POD_IP's /24 (`netmask`) or,
 with `hostNetwork: true`, by NODE_NAME. Both come from the Downward API.
 
 The daemonset's own endpoints are watched through the same shared `WatchHub`
@@ -32,15 +32,41 @@ DAEMONSET = "io.l5d.k8s.daemonset"
 LOCALNODE = "io.l5d.k8s.localnode"
 
 
-def subnet24(ip: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
-    """The /24 of an IPv4 address (Linkerd's netmask 255.255.255.0); None for others."""
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+LINKERD_NETMASK = 24  # Linkerd's Netmask("255.255.255.0") in both k8s transformers
+
+
+def subnet(ip: str, prefixlen: int = LINKERD_NETMASK) -> Net | None:
+    """The IPv4 network of `ip` under the netmask; None for what is not an IP.
+
+    Linkerd's Netmask compares address families byte-wise with an IPv4 mask, so an
+    IPv6 address is never local to anything there; here it is local to itself only.
+    """
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:
         return None
     if addr.version != 4:
         return ipaddress.ip_network(f"{ip}/128")
-    return ipaddress.ip_network(f"{ip}/24", strict=False)
+    return ipaddress.ip_network(f"{ip}/{prefixlen}", strict=False)
+
+
+def netmask_param(params: dict[str, Any]) -> int:
+    """`netmask: 255.255.0.0` or `netmask: 16` (an l5d-py extension; Linkerd fixes /24)."""
+    value = params.get("netmask", LINKERD_NETMASK)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 32:
+        return value
+    if isinstance(value, str):
+        text = value.lstrip("/")
+        if text.isdigit() and int(text) <= 32:
+            return int(text)
+        try:
+            return ipaddress.IPv4Network(f"0.0.0.0/{value}").prefixlen
+        except ValueError:
+            pass
+    raise ParamError("netmask", "expected an IPv4 netmask such as 255.255.255.0 or a prefix "
+                     f"length 0-32, got {value!r}")
 
 
 def _where(a: Address) -> str:
@@ -58,6 +84,7 @@ class DaemonSetTransformer(AddrTransformer):
         port: str,
         *,
         host_network: bool = False,
+        netmask: int = LINKERD_NETMASK,
         target: ApiTarget | None = None,
         hub: WatchHub | None = None,
         prefix: Path | None = None,
@@ -67,6 +94,7 @@ class DaemonSetTransformer(AddrTransformer):
         self.service = service
         self.port = port
         self.host_network = host_network
+        self.netmask = netmask
         self.target = target or ApiTarget()
         self._hub = hub
         self._lease: WatchLease | None = None
@@ -76,6 +104,11 @@ class DaemonSetTransformer(AddrTransformer):
             hub = self._hub or shared_hub(self.target)
             self._lease = hub.acquire(WatchKey("endpoints", self.namespace, self.service))
         return (self._lease.state,)
+
+    def _key(self, a: Address) -> Any:
+        if self.host_network:
+            return a.meta.get("nodeName")
+        return subnet(a.host, self.netmask)
 
     def rewrite(self, addr: Any, *extra: Any) -> Any:
         (ds_state,) = extra
@@ -87,22 +120,26 @@ class DaemonSetTransformer(AddrTransformer):
             return ADDR_PENDING
         if not isinstance(ds.addr, AddrBound):
             return AddrNeg(f"{DAEMONSET}: {ds.neg_reason}")
-        gateways: dict[Any, Address] = {}
+        # Linkerd's GatewayTransformer keeps, for each address, *every* gateway the
+        # predicate accepts: same subnet, or with hostNetwork equal `nodeName`
+        # metadata compared as Options (two missing node names are equal).
+        # Grouping by that key gives the same answer in one pass.
+        gateways: dict[Any, list[Address]] = {}
         for gw in ds.addr.addresses:
-            key = gw.meta.get("nodeName") if self.host_network else subnet24(gw.host)
-            if key is not None:
-                gateways[key] = gw
+            key = self._key(gw)
+            if key is not None or self.host_network:
+                gateways.setdefault(key, []).append(gw)
         out: set[Address] = set()
         missed: list[Address] = []
         for a in addr.addresses:
-            key = a.meta.get("nodeName") if self.host_network else subnet24(a.host)
-            gw = gateways.get(key)
-            if gw is None:
+            key = self._key(a)
+            gws = gateways.get(key) if key is not None or self.host_network else None
+            if gws is None:
                 missed.append(a)
             else:
-                out.add(gw)
+                out.update(gws)
         if not out and missed:
-            how = "node" if self.host_network else "/24"
+            how = "node" if self.host_network else f"/{self.netmask}"
             shown = ", ".join(_where(a) for a in sorted(missed, key=lambda a: a.host)[:5])
             return AddrNeg(
                 f"{DAEMONSET}: no {where} router pod (port {self.port}) on the same {how} "
@@ -122,7 +159,7 @@ class LocalNodeTransformer(AddrTransformer):
 
     def __init__(
         self, *, host_network: bool, pod_ip: str | None = None, node_name: str | None = None,
-        prefix: Path | None = None,
+        prefix: Path | None = None, netmask: int = LINKERD_NETMASK,
     ) -> None:
         self.host_network = host_network
         self.node_name = node_name
@@ -134,13 +171,14 @@ class LocalNodeTransformer(AddrTransformer):
         else:
             assert pod_ip, "POD_IP is required"
             self.here = pod_ip
-            self.subnet = subnet24(pod_ip)
+            self.subnet = subnet(pod_ip, netmask)
+        self.netmask = netmask
         super().__init__(prefix or Path.of(LOCALNODE, self.here))
 
     def _local(self, a: Address) -> bool:
         if self.host_network:
             return a.meta.get("nodeName") == self.node_name
-        return subnet24(a.host) == self.subnet
+        return subnet(a.host, self.netmask) == self.subnet
 
     def rewrite(self, addr: Any, *extra: Any) -> Any:
         if not isinstance(addr, AddrBound):
@@ -171,7 +209,7 @@ def _name(params: dict[str, Any], key: str, kind: str) -> str:
 def build_daemonset(params: dict[str, Any]) -> DaemonSetTransformer:
     check_keys(DAEMONSET, params,
                {"namespace", "service", "port", "hostNetwork", "k8sHost", "k8sPort",
-                "kubeconfig"})
+                "kubeconfig", "netmask"})
     ns = _name(params, "namespace", DAEMONSET)
     svc = _name(params, "service", DAEMONSET)
     port = _name(params, "port", DAEMONSET)
@@ -181,6 +219,7 @@ def build_daemonset(params: dict[str, Any]) -> DaemonSetTransformer:
     target = target_from_params(params, "k8sHost", "k8sPort")
     return DaemonSetTransformer(
         ns, svc, port, host_network=_bool(params, "hostNetwork"), target=target,
+        netmask=netmask_param(params),
         prefix=prefix_param(params, Path.of(DAEMONSET, ns, port, svc)),
     )
 
@@ -188,7 +227,8 @@ def build_daemonset(params: dict[str, Any]) -> DaemonSetTransformer:
 def build_localnode(
     params: dict[str, Any], env: dict[str, str] | None = None
 ) -> LocalNodeTransformer:
-    check_keys(LOCALNODE, params, {"hostNetwork"})
+    check_keys(LOCALNODE, params, {"hostNetwork", "netmask"})
+    netmask = netmask_param(params)
     env = dict(os.environ) if env is None else env
     host_network = _bool(params, "hostNetwork")
     if host_network:
@@ -199,8 +239,8 @@ def build_localnode(
         return LocalNodeTransformer(host_network=True, node_name=node,
                                     prefix=prefix_param(params, Path.of(LOCALNODE, node)))
     ip = env.get("POD_IP")
-    if not ip or subnet24(ip) is None:
+    if not ip or subnet(ip) is None:
         raise ParamError("kind", f"{LOCALNODE} needs the POD_IP environment variable set to an "
                          f"IP (Downward API status.podIP), got {ip!r}")
-    return LocalNodeTransformer(host_network=False, pod_ip=ip,
+    return LocalNodeTransformer(host_network=False, pod_ip=ip, netmask=netmask,
                                 prefix=prefix_param(params, Path.of(LOCALNODE, ip)))

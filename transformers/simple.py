@@ -22,6 +22,7 @@ from typing import Any
 
 from dtab.addr import AddrBound, Address, AddrNeg, BoundName, bound
 from dtab.errors import ParamError
+from dtab.globalnames import UnknownNamerError, parse_inet
 from dtab.nametree import Leaf, NameTree, NegTree
 from dtab.observable import DerivedVar, Var
 from dtab.path import Path
@@ -170,7 +171,7 @@ class TreeReplace:
     """`io.l5d.replace` (bound leaves become `path`; Neg stays) and `io.l5d.const` (always `path`).
 
     The replacement is bound once, with the global `/$/inet` namer semantics
-    (Linkerd binds it with the global namers), so its id is the path itself.
+    (Linkerd binds it with the global namers); its id is `/%` + prefix + path.
     """
 
     def __init__(self, kind: str, replacement: BoundName, prefix: Path, always: bool) -> None:
@@ -242,29 +243,33 @@ def resolve_ip(host: str, key: str) -> str:
         raise ParamError(key, f"cannot resolve host {host!r}: {e}") from None
 
 
-def static_bound(path_text: Any, key: str) -> BoundName:
-    """Bind `/$/inet/<host>/<port>[/residual]` (or `/$/io.buoyant.rinet/<port>/<host>`) now."""
+def static_bound(path_text: Any, key: str, prefix: Path) -> BoundName:
+    """Bind a global inet-family path (`/$/inet/<host>/<port>`, `/$/inet/<port>`,
+    `/$/fixedinet/...`, `/$/io.buoyant.rinet/<port>/<host>`, with a residual) now.
+
+    The id is Linkerd's `prefix ++ path`: `/%/io.l5d.const/$/inet/127.1/8080`
+    (namer/core/src/main/scala/io/buoyant/namer/ConstTransformer.scala), so the
+    client, its metrics and the delegator name the transformer that chose it.
+    """
     if not isinstance(path_text, str):
         raise ParamError(key, f"expected a path such as /$/inet/127.0.0.1/8080, got {path_text!r}")
     try:
         path = Path.read(path_text)
     except ValueError as e:
         raise ParamError(key, str(e)) from None
-    e = path.elems
-    if len(e) >= 4 and e[0] == "$" and e[1] == "inet":
-        host, port_text = e[2], e[3]
-    elif len(e) >= 4 and e[0] == "$" and e[1] == "io.buoyant.rinet":
-        port_text, host = e[2], e[3]
-    else:
+    try:
+        name = parse_inet(path)
+    except UnknownNamerError as e:
+        raise ParamError(key, str(e)) from None
+    if name is None:
         raise ParamError(
             key,
-            f"{path.show}: only /$/inet/<host>/<port> and /$/io.buoyant.rinet/<port>/<host> "
+            f"{path.show}: only /$/inet, /$/fixedinet and /$/io.buoyant.rinet names "
             "can be bound here (the global namers)",
         )
-    port = port_param({key: port_text}, key)
-    assert port is not None
-    ip = resolve_ip(host, key)
-    return BoundName(path.take(4), Var(bound(Address(ip, port))), path.drop(4))
+    ip = resolve_ip(name.host, key)
+    id_ = Path.of("%", *prefix.elems, *path.elems)
+    return BoundName(id_, Var(bound(Address(ip, name.port))), name.residual)
 
 
 def build_port(params: dict[str, Any]) -> PortTransformer:
@@ -281,7 +286,9 @@ def build_specific_host(params: dict[str, Any]) -> HostFilter:
     host = required(params, "host", kind)
     if not isinstance(host, str) or not host:
         raise ParamError("host", f"expected a host name or IP, got {host!r}")
-    return HostFilter(kind, resolve_ip(host, "host"), prefix_param(params, Path.of(kind, host)))
+    # Linkerd's defaultPrefix is /io.l5d.specificHost, without the host
+    # (interpreter/per-host/.../SpecificHostTransformerInitializer.scala).
+    return HostFilter(kind, resolve_ip(host, "host"), prefix_param(params, Path.of(kind)))
 
 
 def build_localhost(params: dict[str, Any]) -> HostFilter:
@@ -294,12 +301,14 @@ def build_localhost(params: dict[str, Any]) -> HostFilter:
 def build_replace(params: dict[str, Any]) -> TreeReplace:
     kind = "io.l5d.replace"
     check_keys(kind, params, {"path"})
-    rep = static_bound(required(params, "path", kind), "path")
-    return TreeReplace(kind, rep, prefix_param(params, Path.of(kind)), always=False)
+    prefix = prefix_param(params, Path.of(kind))
+    rep = static_bound(required(params, "path", kind), "path", prefix)
+    return TreeReplace(kind, rep, prefix, always=False)
 
 
 def build_const(params: dict[str, Any]) -> TreeReplace:
     kind = "io.l5d.const"
     check_keys(kind, params, {"path"})
-    rep = static_bound(required(params, "path", kind), "path")
-    return TreeReplace(kind, rep, prefix_param(params, Path.of(kind)), always=True)
+    prefix = prefix_param(params, Path.of(kind))
+    rep = static_bound(required(params, "path", kind), "path", prefix)
+    return TreeReplace(kind, rep, prefix, always=True)
