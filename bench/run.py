@@ -5,6 +5,9 @@ On loopback, in one go, for wrk at 50 connections and at 1 connection:
   nginx     wrk -> nginx keep-alive reverse proxy -> backend
   l5d-1hop  wrk -> l5d-py router -> backend
   l5d-2hop  wrk -> l5d-py outgoing -> l5d-py incoming -> backend (the mesh path)
+  nginx-tls wrk -> nginx proxy -> TLS (keep-alive upstream) -> nginx TLS proxy -> backend
+  l5d-tls   wrk -> l5d-py outgoing -> TLS -> l5d-py incoming (TLS server) -> backend
+            (the TLS rows need the real `l5d` launcher; certificates are made per run)
 Every nginx runs one worker (l5d-py is one process on one core). Each
 process gets its own temp dir, config and free port, and is stopped at the
 end. `--runs N` repeats everything and prints medians.
@@ -128,6 +131,79 @@ http {{
 }}
 """
 
+TLS_PROXY_CONF = NGINX_COMMON + """
+http {{
+  access_log off;
+  keepalive_requests 10000000;
+  client_body_temp_path {prefix}/body;
+  proxy_temp_path {prefix}/proxy;
+  upstream tlsup {{ server 127.0.0.1:{upstream}; keepalive 128; keepalive_requests 10000000; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location / {{
+      proxy_pass https://tlsup;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_buffering on;
+      proxy_ssl_session_reuse on;
+      proxy_ssl_server_name on;
+      proxy_ssl_name l5d;
+      proxy_ssl_verify on;
+      proxy_ssl_trusted_certificate {ca};
+    }}
+  }}
+}}
+"""
+
+TLS_TERMINATOR_CONF = NGINX_COMMON + """
+http {{
+  access_log off;
+  keepalive_requests 10000000;
+  client_body_temp_path {prefix}/body;
+  proxy_temp_path {prefix}/proxy;
+  upstream backend {{ server 127.0.0.1:{backend}; keepalive 128; keepalive_requests 10000000; }}
+  server {{
+    listen 127.0.0.1:{port} ssl backlog=4096;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    location / {{
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_buffering on;
+    }}
+  }}
+}}
+"""
+
+L5D_TLS_IN_CONF = """admin: {{ip: 127.0.0.1, port: {admin}}}
+routers:
+- protocol: http
+  label: {label}
+  dtab: /svc/hello => /$/inet/127.0.0.1/{target};
+  servers:
+  - ip: 127.0.0.1
+    port: {port}
+    tls: {{certPath: {cert}, keyPath: {key}}}
+"""
+
+L5D_TLS_OUT_CONF = """admin: {{ip: 127.0.0.1, port: {admin}}}
+routers:
+- protocol: http
+  label: {label}
+  dtab: /svc/hello => /$/inet/127.0.0.1/{target};
+  servers:
+  - ip: 127.0.0.1
+    port: {port}
+  client:
+    kind: io.l5d.static
+    configs:
+    - prefix: /$/inet/127.0.0.1/{target}
+      tls: {{commonName: l5d, trustCertsBundle: {ca}}}
+"""
+
 L5D_CONF = """admin:
   ip: 127.0.0.1
   port: {admin}
@@ -169,6 +245,20 @@ def start_l5d(procs: Procs, tmp: Path, name: str, target: int, launcher: str,
         if profile:
             args += ["--profile", str(Path(profile).resolve())]
     p = procs.start(args, d / "l5d.log", env=env, cwd=str(ROOT))
+    wait_port(port, p)
+    return port, p.pid
+
+
+def start_l5d_conf(procs: Procs, tmp: Path, name: str, conf: str, **fmt) -> tuple[int, int]:  # noqa: ANN003
+    """A real `l5d` process on a config template (the TLS rows)."""
+    d = tmp / name
+    d.mkdir()
+    port = free_port()
+    cfg = d / "l5d.yaml"
+    cfg.write_text(conf.format(admin=free_port(), label=name, port=port, **fmt))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    p = procs.start([PY, "-m", "router.cli", "--log-level", "warning", str(cfg)], d / "l5d.log",
+                    env=env, cwd=str(ROOT))
     wait_port(port, p)
     return port, p.pid
 
@@ -256,6 +346,23 @@ def one_run(args: argparse.Namespace, launcher: str) -> tuple[dict, dict]:
         targets = {"direct": backend, "nginx": proxy, "l5d-1hop": one, "l5d-2hop": outgoing}
         measured = {"direct": [be_pid], "nginx": [px_pid], "l5d-1hop": [one_pid],
                     "l5d-2hop": [out_pid, in_pid]}
+        if launcher == "l5d" and not args.no_tls:
+            from router.tls.demo_certs import make
+
+            certs = tmp / "certs"
+            make(certs)
+            tls = {"cert": certs / "certificate.pem", "key": certs / "key.pk8",
+                   "ca": certs / "cacertificate.pem"}
+            term, term_pid = start_nginx(procs, tmp, "nginx-tls-terminator",
+                                         TLS_TERMINATOR_CONF, backend=backend, **tls)
+            front, front_pid = start_nginx(procs, tmp, "nginx-tls-proxy", TLS_PROXY_CONF,
+                                           upstream=term, **tls)
+            tin, tin_pid = start_l5d_conf(procs, tmp, "tls-incoming", L5D_TLS_IN_CONF,
+                                          target=backend, **tls)
+            tout, tout_pid = start_l5d_conf(procs, tmp, "tls-outgoing", L5D_TLS_OUT_CONF,
+                                            target=tin, **tls)
+            targets.update({"nginx-tls": front, "l5d-tls": tout})
+            measured.update({"nginx-tls": [front_pid, term_pid], "l5d-tls": [tout_pid, tin_pid]})
         for port in targets.values():
             wait_http_ok(port)
         results: dict = {}
@@ -282,6 +389,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
     ap.add_argument("--launcher", choices=["auto", "l5d", "static"], default="auto",
                     help="l5d: the real `l5d CONFIG` process; static: bench/launch_static.py")
+    ap.add_argument("--no-tls", action="store_true", help="skip the nginx-tls and l5d-tls rows")
     ap.add_argument("--profile", metavar="OUT",
                     help="with --launcher static: the l5d-1hop process writes cProfile stats "
                          "to OUT when it stops (a single run's numbers are then skewed)")
@@ -304,7 +412,8 @@ def main() -> int:
     def med(key, field) -> float:  # noqa: ANN001
         return statistics.median(getattr(r[0][key], field) for r in runs)
 
-    names = ["direct", "nginx", "l5d-1hop", "l5d-2hop"]
+    names = [n for n in ("direct", "nginx", "l5d-1hop", "l5d-2hop", "nginx-tls", "l5d-tls")
+             if (n, args.connections[0]) in runs[0][0]]
     hdr = (f"{'target':<10} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
            f"{'/direct':>8} {'/nginx':>8} {'cpu us/req':>10} {'errors':>6}")
     print()
@@ -319,6 +428,11 @@ def main() -> int:
             print(f"{name:<10} {conns:>5} {rps:>10.0f} {med(key, 'p50_ms'):>8.2f} "
                   f"{med(key, 'p99_ms'):>8.2f} {rps / d:>8.2f} {rps / n:>8.2f} "
                   f"{med(key, 'cpu_us'):>10.1f} {errs:>6}")
+        if ("l5d-tls", conns) in runs[0][0]:
+            t = med(("l5d-tls", conns), "rps")
+            nt = med(("nginx-tls", conns), "rps")
+            print(f"{'':<10} {'':>5} l5d-tls / nginx-tls: {t / nt:.2f} (req/s), "
+                  f"l5d-tls / l5d-2hop: {t / med(('l5d-2hop', conns), 'rps'):.2f}")
     print()
     for name in ("l5d-1hop", "l5d-2hop"):
         cur = statistics.median(r[1][name][0] for r in runs)
@@ -326,8 +440,8 @@ def main() -> int:
         procs = "1 process" if name == "l5d-1hop" else "2 processes, summed"
         print(f"{name} RSS after load: {cur:.1f} MB (peak {peak:.1f} MB; {procs})")
     print("cpu us/req: CPU time the measured process(es) spent per request (direct: the "
-          "backend; nginx: the proxy; l5d-2hop: both routers). It does not depend on what "
-          "else the machine is running, unlike req/s.")
+          "backend; nginx: the proxy; l5d-2hop, l5d-tls: both routers; nginx-tls: both "
+          "nginx). It does not depend on what else the machine is running, unlike req/s.")
     return 0
 
 
