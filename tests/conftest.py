@@ -201,3 +201,13 @@ def echo_backend() -> Iterator[Callable[[str], Echo]]:
         for e in servers:
             e.server.shutdown()
             e.server.server_close()
+
+
+# Hypothesis: `make test` runs a derandomized, bounded profile (same examples every run,
+# seconds in total); `make soak` sets HYPOTHESIS_PROFILE=soak for many more, randomized.
+from hypothesis import settings as _hyp_settings  # noqa: E402
+
+_hyp_settings.register_profile("ci", derandomize=True, max_examples=100, deadline=None,
+                               print_blob=True)
+_hyp_settings.register_profile("soak", max_examples=5000, deadline=None, print_blob=True)
+_hyp_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
