@@ -45,6 +45,8 @@ bench: $(STAMP) system-deps
 # Longer hostile-input runs than `make test` affords: the malformed-HTTP corpus 20 times.
 soak: $(STAMP) system-deps
 	L5D_CORPUS_ROUNDS=20 $(PY) -m pytest -q -s tests/test_http_corpus.py
+	HYPOTHESIS_PROFILE=soak $(PY) -m pytest -q tests/test_fuzz_dtab.py tests/test_dtab_roundtrip.py
+	flock /tmp/l5d-bench.lock $(PY) bench/floods.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -18,12 +18,15 @@ import socket
 from collections.abc import Callable
 
 from dtab.addr import Addr, AddrBound, Address, AddrFailed, AddrNeg, AddrPending, BoundName
+from dtab.bounded import LogLimiter, WeightedLRU
 from dtab.globalnames import RINET, UnknownNamerError, parse_inet
 from dtab.nametree import Empty, Fail, Leaf, NameTree, Neg
 from dtab.observable import Activity, Failed, Var
 from dtab.path import Path
 
 log = logging.getLogger(__name__)
+_limited = LogLimiter(log, 60.0)  # clipped, at most one line per key a minute
+INET_CACHE_BYTES = 4 * 1024 * 1024
 
 DNS_REFRESH_S = 5.0
 DNS_STOP_UNOBSERVED_S = 60.0
@@ -75,7 +78,10 @@ class _Dns:
             except OSError as e:
                 result = AddrFailed(f"DNS lookup of {self.host} failed: {e}")
             if result != self.addr.value:
-                log.info("inet: %s:%s -> %s", self.host, self.port, result)
+                # a resolution that fails is keyed by its kind, not its host: a flood of
+                # unknown names (Host values) is one line a minute, not one per name
+                key = (self.host, self.port) if isinstance(result, AddrBound) else type(result)
+                _limited.info(("inet", key), "inet: %s:%s -> %s", self.host, self.port, result)
             self.addr.set(result)
             if self.refresh_s is None:
                 return  # fixedinet: resolved once
@@ -120,8 +126,12 @@ class InetNamer:
 
     def __init__(self, refresh_s: float = DNS_REFRESH_S) -> None:
         self.refresh_s = refresh_s
-        self._dns: dict[tuple[str, int, bool], _Dns] = {}
-        self._literal: dict[tuple[str, int], Var[Addr]] = {}
+        # keyed by names from requests: bounded by bytes, names someone follows kept
+        self._dns: WeightedLRU[tuple[str, int, bool], _Dns] = WeightedLRU(
+            INET_CACHE_BYTES, pinned=lambda _k, d: d.addr.observed,
+            on_evict=lambda _k, d: d.cancel())
+        self._literal: WeightedLRU[tuple[str, int], Var[Addr]] = WeightedLRU(
+            INET_CACHE_BYTES, pinned=lambda _k, v: v.observed)
 
     def lookup_global(self, path: Path) -> Activity:
         """`path` is the whole `/$/<kind>/...` path of an inet-family name."""
@@ -141,12 +151,13 @@ class InetNamer:
             var = self._literal.get((host, port))
             if var is None:
                 var = Var(AddrBound(frozenset((Address(host, port),))))
-                self._literal[(host, port)] = var
+                self._literal.put((host, port), var, 600 + 2 * len(host))
             return var
         key = (host, port, fixed)
         dns = self._dns.get(key)
         if dns is None:
-            dns = self._dns[key] = _Dns(host, port, None if fixed else self.refresh_s)
+            dns = _Dns(host, port, None if fixed else self.refresh_s)
+            self._dns.put(key, dns, 2000 + 2 * len(host))
         dns.ensure_running()
         return dns.addr
 

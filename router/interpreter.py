@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from dtab.addr import BoundName
-from dtab.bounded import WeightedLRU, approx_size
+from dtab.bounded import LogLimiter, WeightedLRU, approx_size
 from dtab.dtab import Dtab
 from dtab.nametree import Leaf, NameTree, Neg, NegTree
 from dtab.observable import Activity, Failed, Ok
@@ -29,6 +29,7 @@ from namers.builtin import BuiltinNamers
 from transformers.base import Transformer
 
 log = logging.getLogger(__name__)
+_limited = LogLimiter(log, 60.0)  # clipped, at most one line per key a minute
 
 HASH = "#"
 DOLLAR = "$"
@@ -123,7 +124,8 @@ class _Transformed(_Derived):
                 try:
                     return Ok(apply_transformers(tree, self._transformers))
                 except Exception as e:  # a broken transformer fails this name, not the process
-                    log.exception("transformer failed on %s", tree.show)
+                    _limited.exception(("transform", type(e)), "transformer failed on %s",
+                                       tree.show)
                     return Failed(e)
         return state
 
@@ -227,7 +229,8 @@ class Interpreter:
             try:
                 state = Ok(apply_transformers(state.value, self.transformers))
             except Exception as e:
-                log.exception("transformer failed binding %s", path.show)
+                _limited.exception(("bind", type(e)), "transformer failed binding %s",
+                                   path.show)
                 state = Failed(e)
             return dataclasses.replace(result, state=state)
         return result

@@ -189,10 +189,14 @@ async def test_api_server_down_keeps_last_endpoints_then_catches_up(
     assert seen == []
     assert act.value == Ok(tree)
     assert hostports(addr.value) == {("10.0.1.5", 80)}
+    # ...and /namer_state says why, next to the last known addresses (issue 8's one rule)
+    state = namer.state_json()["/#/io.l5d.k8s/default/http/hello"]
+    assert state["error"] and state["errorAt"] > 0 and len(state["addrs"]) == 1
 
     fake_k8s.upsert("endpoints", endpoints("hello", [("10.0.2.2", "b")], {"http": 80}))
     await fake_k8s.come_up()
     await async_wait_until(lambda: hostports(addr.value) == {("10.0.2.2", 80)}, 5, "catch up")
+    assert "error" not in namer.state_json()["/#/io.l5d.k8s/default/http/hello"]
     # The outage is logged once as a warning (the retries at debug), the recovery once.
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "keeping the last known state" in warnings[0].getMessage()
@@ -295,10 +299,12 @@ async def test_names_that_cannot_exist_are_neg_without_a_watch(
         ("/my_ns/http/hello", "'my_ns' is not a valid Kubernetes namespace"),
         ("/default/99999/hello", "'99999' is not a valid port number"),
         ("/default/a-very-long-port-name/hello", "is not a valid Kubernetes port name"),
+        ("/default/http/" + "h" * 60_000, "is not a valid Kubernetes service name"),
     ]:
         act = namer.lookup(Path.read(path))
         assert isinstance(act.value, Ok) and isinstance(act.value.value, NegTree), path
         assert why in act.value.value.reason
+        assert len(act.value.value.reason) < 300
     assert namer.hub.watching() == [] and fake_k8s.list_requests == []
 
 

@@ -8,6 +8,7 @@ bytes, and `l5d-dtab` / `l5d-ctx-dtab` beyond `maxDtabHeaderKB` is a 400 naming 
 
 from __future__ import annotations
 
+import logging
 import textwrap
 from urllib.parse import unquote
 
@@ -113,3 +114,35 @@ async def test_a_flood_of_distinct_hosts_stays_within_the_cache_budgets(tmp_path
         assert fs.stats()["entries"] < hosts
     finally:
         await linker.close()
+
+
+async def test_repeated_failures_with_client_text_are_logged_clipped_and_rarely(
+        tmp_path, caplog: pytest.LogCaptureFixture) -> None:
+    linker = await _linker(tmp_path)
+    try:
+        with caplog.at_level(logging.DEBUG, "router"):
+            async with RawClient(_port(linker)) as c:
+                for i in range(50):  # hello's backend port is closed: a failure each time
+                    r = await c.request(target="/" + "t" * 20_000 + str(i), host="hello")
+                    assert r.status == 502
+        lines = [r.getMessage() for r in caplog.records if r.name.startswith("router")]
+        assert len(lines) <= 6, lines
+        assert all(len(m) < 2000 for m in lines)
+    finally:
+        await linker.close()
+
+
+def test_inet_names_from_requests_are_bounded() -> None:
+    from dtab.path import Path
+    from namers.builtin import InetNamer
+
+    inet = InetNamer()
+    kept = inet.lookup_global(Path.read("/$/inet/10.0.0.1/80"))
+    unsubscribe = kept.value.value.value.addr.observe(lambda _v: None)
+    for i in range(60_000):
+        inet.lookup_global(Path.of("$", "inet", f"10.{i // 65536}.{i // 256 % 256}.{i % 256}",
+                                   "80"))
+    assert inet._literal.weight <= inet._literal.max_weight
+    assert len(inet._literal) < 60_000
+    assert ("10.0.0.1", 80) in inet._literal  # observed: kept
+    unsubscribe()

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dtab.addr import AddrBound, Address, AddrNeg, BoundName, bound
+from dtab.bounded import LogLimiter
 from dtab.errors import ParamError
 from dtab.globalnames import UnknownNamerError, parse_inet
 from dtab.nametree import Leaf, NameTree, NegTree
@@ -28,6 +29,7 @@ from dtab.observable import DerivedVar, Var
 from dtab.path import Path
 
 log = logging.getLogger("l5d.transformers")
+_limited = LogLimiter(log, 60.0)  # clipped, at most one line per key a minute
 
 DEFAULT_IDLE_TTL = 60.0
 
@@ -90,7 +92,8 @@ class AddrTransformer:
         try:
             return self.rewrite(*values)
         except Exception as e:  # a bug must not take routing down silently
-            log.exception("%s: rewriting the addresses of %s failed", self.kind, id_.show)
+            _limited.exception((self.kind, "rewrite"), "%s: rewriting the addresses of %s "
+                               "failed", self.kind, id_.show)
             return AddrNeg(f"{self.kind}: {type(e).__name__}: {e}")
 
     def _schedule_sweep(self) -> None:

@@ -34,6 +34,7 @@ from dtab.addr import (
     AddrNeg,
     BoundName,
 )
+from dtab.bounded import clip
 from dtab.errors import ParamError
 from dtab.nametree import Leaf, Neg
 from dtab.observable import PENDING, Activity, ActivityState, Ok, Unsubscribe, Var
@@ -216,15 +217,15 @@ class _Entry:
 
 def _invalid(ns: str, port: str, svc: str) -> str | None:
     """Why these cannot name a Kubernetes service port, or None when they can."""
-    if not _DNS_LABEL.fullmatch(ns):
-        return f"'{ns}' is not a valid Kubernetes namespace"
-    if not _DNS_LABEL.fullmatch(svc):
-        return f"'{svc}' is not a valid Kubernetes service name"
+    if len(ns) > 63 or not _DNS_LABEL.fullmatch(ns):
+        return f"'{clip(ns, 80)}' is not a valid Kubernetes namespace"
+    if len(svc) > 63 or not _DNS_LABEL.fullmatch(svc):
+        return f"'{clip(svc, 80)}' is not a valid Kubernetes service name"
     if port.isdigit():
         if not 0 < int(port) < 65536:
             return f"'{port}' is not a valid port number"
     elif not _PORT_NAME.fullmatch(port):
-        return f"'{port}' is not a valid Kubernetes port name"
+        return f"'{clip(port, 80)}' is not a valid Kubernetes port name"
     return None
 
 
@@ -308,8 +309,16 @@ class K8sNamer:
         return sorted(e.id.show for e in self._entries.values())
 
     def state_json(self) -> dict[str, Any]:
-        """What /namer_state/io.l5d.k8s.json shows: each id and its addresses."""
-        return {e.id.show: e.addr.value.to_json() for e in self._entries.values()}
+        """What /namer_state/io.l5d.k8s.json shows: each id and its addresses, with
+        `error`/`errorAt` while a watch is failing (the addresses are the last known)."""
+        out: dict[str, Any] = {}
+        for e in self._entries.values():
+            j = e.addr.value.to_json()
+            failing = [lease.watch for lease in e.leases if lease.watch.last_error]
+            if failing:
+                j = {**j, "error": failing[0].last_error, "errorAt": failing[0].last_error_at}
+            out[e.id.show] = j
+        return out
 
     async def start(self) -> None:
         return None

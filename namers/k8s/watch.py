@@ -22,11 +22,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
+from dtab.bounded import clip
 from dtab.observable import Var
 from namers.k8s.api import ApiError, ApiTarget, K8sApi
 
@@ -92,6 +94,10 @@ class ObjectWatch:
         self.resource_version: str | None = None
         self.lists = 0
         self.failures = 0
+        # The current outage's last error (None while healthy): /namer_state shows it
+        # next to the last known state the namer keeps serving.
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
         self._outage_failures = 0
         self._attempt = 0
         self._last_warning = float("-inf")
@@ -180,6 +186,7 @@ class ObjectWatch:
     def _healthy(self) -> None:
         """The API server answered: reset the backoff, and say so if it had been failing."""
         self._attempt = 0
+        self.last_error = self.last_error_at = None
         if self._outage_failures:
             log.info("k8s: %s: watching again after %d failed attempts",
                      self.key.show, self._outage_failures)
@@ -188,6 +195,8 @@ class ObjectWatch:
     async def _retry(self, error: BaseException) -> None:
         self.failures += 1
         self._outage_failures += 1
+        self.last_error = clip(f"{type(error).__name__}: {error}")
+        self.last_error_at = time.time()
         delay = self.backoff.delay(self._attempt)
         self._attempt += 1
         # One warning when an outage starts, then one a minute: the API server

@@ -21,6 +21,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from dtab.addr import AddrBound, AddrFailed, AddrNeg, AddrPending, BoundName
+from dtab.bounded import LogLimiter
 from dtab.nametree import Alt, Leaf, Union
 from router.client.pool import ConnectFailed, Endpoint, UpstreamConnection, UpstreamError
 from router.http.dtab_headers import local_dtab
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
     from router.stats import RequestStats
 
 log = logging.getLogger(__name__)
+# Per-request lines: clipped (targets are client text) and at most one per key per 10 s.
+_limited = LogLimiter(log, 10.0)
 
 BODY_BUFFER_LIMIT = 256 * 1024
 ROUTE_CACHE_MAX = 10_000
@@ -270,10 +273,12 @@ class Exchange:
             self.requeued = True
             self.upstream = self.endpoint = None
             self.client.requeues.value += 1
-            log.info("%s: requeue %s after %s", self.server.label, self.head.target, error)
+            _limited.info((self.server.label, "requeue", error.endpoint), "%s: requeue %s after %s",
+                          self.server.label, self.head.target, error)
             self.task = asyncio.get_running_loop().create_task(_requeue(self, self.plan))
             return
-        log.warning("%s %s: backend %s failed: %s", self.server.label, self.head.target,
+        _limited.warning((self.server.label, "failed", error.endpoint, error.cause),
+                         "%s %s: backend %s failed: %s", self.server.label, self.head.target,
                     error.endpoint, error)
         if self.pending_head:  # nothing reached the client yet: it can still get a clean 502
             self.pending_head = b""
@@ -322,7 +327,8 @@ class Exchange:
         self.total_timer = self.attempt_timer = None
         if self.finished or self.head_sent:
             return
-        log.info("%s: %s", self.server.label, message)
+        _limited.info((self.server.label, "timeout", cause), "%s: %s", self.server.label,
+                      message)
         if self.task is not None and not self.task.done():
             self.task.cancel()
         self.respond_error(RouteError(status, message, cause))
@@ -506,7 +512,8 @@ def dispatch(ex: Exchange) -> None:
         ex.respond_error(e)
         return
     except Exception as e:  # a bug or an unexpected failure: fail this request, log it
-        log.exception("%s: routing %s failed", ex.server.label, ex.head.describe())
+        _limited.exception((ex.server.label, "routing", type(e)), "%s: routing %s failed",
+                           ex.server.label, ex.head.describe())
         ex.respond_error(RouteError(502, str(e) or type(e).__name__, type(e).__name__))
         return
     ex.task = asyncio.get_running_loop().create_task(_route_slow(ex, plan))
@@ -524,7 +531,8 @@ async def _route_slow(ex: Exchange, plan: _Plan) -> None:
     except asyncio.CancelledError:
         raise
     except Exception as e:  # a bug or an unexpected failure: fail this request, log it
-        log.exception("%s: routing %s failed", ex.server.label, ex.head.describe())
+        _limited.exception((ex.server.label, "routing", type(e)), "%s: routing %s failed",
+                           ex.server.label, ex.head.describe())
         ex.respond_error(RouteError(502, str(e) or type(e).__name__, type(e).__name__))
 
 
@@ -664,7 +672,8 @@ async def _requeue(ex: Exchange, plan: _Plan) -> None:
     except asyncio.CancelledError:
         raise
     except Exception as e:
-        log.exception("%s: requeue of %s failed", ex.server.label, ex.head.describe())
+        _limited.exception((ex.server.label, "requeue", type(e)), "%s: requeue of %s failed",
+                           ex.server.label, ex.head.describe())
         ex.respond_error(RouteError(502, str(e) or type(e).__name__, type(e).__name__))
 
 
@@ -698,7 +707,8 @@ async def _connect(ex: Exchange, plan: _Plan) -> None:
                 conn = await ep.connect()
             except ConnectFailed as e:
                 last_err = e
-                log.info("%s: %s", ex.server.label, e)
+                _limited.info((ex.server.label, "connect", e.endpoint), "%s: %s",
+                              ex.server.label, e)
                 continue
         if ex.finished:  # the client went away while we connected
             ep.release(conn, True)

@@ -22,7 +22,7 @@ from typing import Any
 
 import httptools
 
-from dtab.bounded import WeightedLRU, approx_size
+from dtab.bounded import LogLimiter, WeightedLRU, approx_size
 from router.client.cache import ClientCache
 from router.http.dtab_headers import max_dtab_header_bytes
 from router.http.errors import ErrorResponse, RouteError
@@ -34,6 +34,7 @@ from router.session import DEFAULT_SERVER_SESSION, ServerSession
 from router.stats import ServerStats, ServiceStats, ServiceStatsCache
 
 log = logging.getLogger(__name__)
+_limited = LogLimiter(log, 10.0)  # lines per connection event: clipped, rate-limited
 
 MAX_HEAD_BYTES = 64 * 1024  # whole request head; beyond it the request is refused
 LINGER_S = 2.0  # reading (and dropping) an unwanted request body after the response
@@ -679,7 +680,8 @@ class ServerConnection(asyncio.Protocol):
         self.server.timeouts[kind].value += 1
         self._broken = True
         if status and self.reads:  # a connection that never sent a byte is just closed
-            log.info("%s: %s from %s:%s", self.server.label, message, *self.peer)
+            _limited.info((self.server.label, kind), "%s: %s from %s:%s", self.server.label,
+                          message, *self.peer)
             self.stats.record_failure("RequestHeadTimeout", 0.0, status)
             self.write(ErrorResponse(status, message).encode(
                 keep_alive=False, l5d_err=not self.server.clear_context))
@@ -766,7 +768,8 @@ class ServerConnection(asyncio.Protocol):
 
     def _bad_request(self, message: str, status: int = 400) -> None:
         self._broken = True
-        log.info("%s: %s from %s:%s", self.server.label, message, *self.peer)
+        _limited.info((self.server.label, "bad request", status), "%s: %s from %s:%s",
+                      self.server.label, message, *self.peer)
         cur = self.current
         if cur is not None and cur is self.parsing and not cur.request_done:
             # The body of the request in flight is malformed: it can never be completed.
