@@ -268,9 +268,6 @@ def build(params: dict[str, Any]) -> FsNamer:
     root = params.get("rootDir")
     if not isinstance(root, str) or not root:
         raise ParamError("rootDir", f"{KIND} needs rootDir, a directory path; got {root!r}")
-    if not os.path.isdir(root):
-        raise ParamError("rootDir", f"{root!r} is not a directory (relative paths are from "
-                         f"the working directory {os.getcwd()})")
     poll = params.get("pollIntervalMs", 1000)
     if isinstance(poll, bool) or not isinstance(poll, int) or poll <= 0:
         raise ParamError("pollIntervalMs", f"expected a positive integer, got {poll!r}")
@@ -281,4 +278,11 @@ def build(params: dict[str, Any]) -> FsNamer:
         prefix_path = None
     if prefix_path is None or not prefix_path.elems:
         raise ParamError("prefix", f"expected a path such as /{KIND}, got {prefix!r}")
-    return FsNamer(root, prefix_path, poll / 1000.0)
+    namer = FsNamer(root, prefix_path, poll / 1000.0)
+    if not os.path.isdir(root):
+        from namers.registry import HostCheckError
+
+        raise HostCheckError("rootDir", f"{root!r} is not a directory on this machine "
+                             f"(relative paths are from the working directory {os.getcwd()})",
+                             namer)
+    return namer

@@ -34,8 +34,49 @@ NAMERS: dict[str, Builder] = {
 }
 
 
+# Linkerd 1 namer kinds l5d-py does not implement -> the nearest one it does ("" = none).
+# A Linkerd config naming one is refused with this, never with "unknown kind".
+LINKERD_NOT_SUPPORTED: dict[str, str] = {
+    "io.l5d.consul": "io.l5d.k8s (Kubernetes services) or io.l5d.fs (files)",
+    "io.l5d.marathon": "io.l5d.k8s or io.l5d.fs",
+    "io.l5d.serversets": "io.l5d.fs (ZooKeeper is not supported)",
+    "io.l5d.zkLeader": "io.l5d.fs (ZooKeeper is not supported)",
+    "io.l5d.curator": "io.l5d.fs (ZooKeeper is not supported)",
+    "io.l5d.dnssrv": "/$/inet/<host>/<port> in the dtab (A/AAAA records, no SRV)",
+    "io.l5d.rancher": "io.l5d.fs",
+    "io.l5d.k8s.istio": "io.l5d.k8s",
+    "io.l5d.k8s.ns": "io.l5d.k8s with the namespace in the path",
+    "io.l5d.k8s.external": "io.l5d.k8s",
+    "io.l5d.rewrite": "a dtab rule (/svc/{x} cannot be captured; write one dentry per name)",
+}
+
+
+class HostCheckError(ParamError):
+    """A parameter that is valid but does not hold on *this* machine (a missing rootDir).
+
+    `built` is the plugin built anyway, so `l5d --validate` on a laptop can warn and go
+    on while starting the router with it stays an error."""
+
+    def __init__(self, key: str, message: str, built: Any) -> None:
+        super().__init__(key, message)
+        self.built = built
+
+
 def namer_kinds() -> list[str]:
     return list(NAMERS)
+
+
+def not_supported(kind: str) -> str | None:
+    """The refusal for a Linkerd namer kind l5d-py does not implement; None otherwise."""
+    return not_supported_message("namer", kind, LINKERD_NOT_SUPPORTED)
+
+
+def not_supported_message(what: str, kind: str, table: dict[str, str]) -> str | None:
+    if kind not in table:
+        return None
+    alt = table[kind]
+    return (f"{kind} is a Linkerd {what} that is not supported by l5d-py"
+            + (f"; nearest supported: {alt}" if alt else ""))
 
 
 def build_namer(params: dict[str, Any]) -> Namer:
@@ -43,5 +84,7 @@ def build_namer(params: dict[str, Any]) -> Namer:
     kind = params.get("kind")
     builder = NAMERS.get(kind) if isinstance(kind, str) else None
     if builder is None:
-        raise ParamError("kind", f"unknown namer kind {kind!r}; known: {', '.join(NAMERS)}")
+        refusal = not_supported(kind) if isinstance(kind, str) else None
+        raise ParamError("kind", refusal or f"unknown namer kind {kind!r}; known: "
+                         + ", ".join(NAMERS))
     return builder(params)

@@ -29,11 +29,11 @@ EXIT_CONFIG = 2
 EXIT_START = 1
 
 
-def build_linker(config: LinkerConfig):  # noqa: ANN201 - Linker, imported lazily
+def build_linker(config: LinkerConfig, *, validating: bool = False):  # noqa: ANN201 - Linker
     """Build every namer, transformer, identifier and router (no ports bound)."""
     from router.router import Linker
 
-    return Linker(config)
+    return Linker(config, validating=validating)
 
 
 def validate(path: str) -> list[tuple[str, LinkerConfig]]:
@@ -44,7 +44,7 @@ def validate(path: str) -> list[tuple[str, LinkerConfig]]:
     async def build() -> None:  # some plugins want a running loop to exist
         for label, config in configs:
             try:
-                linker = build_linker(config)
+                linker = build_linker(config, validating=True)
             except ConfigError as e:
                 raise labelled(e, label) from None
             await linker.close()

@@ -356,11 +356,17 @@ class _Obj:
             out.append(_Obj(self.src, f"{self.path(key)}[{i}]", item, line))
         return out
 
-    def kind(self, known: Iterable[str], default: str | None = None) -> str:
+    def kind(self, known: Iterable[str], default: str | None = None, *,
+             family: str | None = None) -> str:
         known = list(known)
         expected = "one of: " + ", ".join(known)
         value = self.str("kind", default, required=default is None)
         if value not in known:
+            if family is not None:
+                from router.linkerd_kinds import refusal
+
+                if (why := refusal(family, value)) is not None:
+                    raise self.err("kind", why, expected)
             raise self.err("kind", f"unknown kind {value!r}", expected)
         return value
 
@@ -827,8 +833,9 @@ def _tls(obj: _Obj, key: str, parse_tls: Callable[[_Obj], Any]) -> Any:
     return None if child is None else parse_tls(child)
 
 
-def _plugin(obj: _Obj, known: Iterable[str], default: str | None = None) -> PluginConfig:
-    kind = obj.kind(known, default)
+def _plugin(obj: _Obj, known: Iterable[str], default: str | None = None,
+            family: str | None = None) -> PluginConfig:
+    kind = obj.kind(known, default, family=family)
     return PluginConfig(kind, MappingProxyType(plain(obj.rest())), obj.where())
 
 
@@ -842,7 +849,7 @@ def _transformers(obj: _Obj, key: str = "transformers") -> tuple[PluginConfig, .
 
 
 def _namer(obj: _Obj) -> NamerConfig:
-    kind = obj.kind(_namer_kinds())
+    kind = obj.kind(_namer_kinds(), family="namer")
     prefix = obj.path_value("prefix", "/" + kind)
     assert prefix is not None
     experimental = obj.bool("experimental", False)
@@ -854,6 +861,7 @@ def _namer(obj: _Obj) -> NamerConfig:
 
 def _telemeter(obj: _Obj) -> TelemeterConfig:
     kind = obj.kind(TELEMETER_KINDS + TELEMETER_KINDS_NOT_YET)
+    obj.bool("experimental", False)  # Linkerd's opt-in for experimental plugins
     if kind == "io.l5d.prometheus":
         path = obj.str("path", "/admin/metrics/prometheus")
         if not path.startswith("/"):
@@ -867,9 +875,9 @@ def _telemeter(obj: _Obj) -> TelemeterConfig:
 
 def _server(obj: _Obj, protocol: str) -> ServerConfig:
     cfg = ServerConfig(
-        port=obj.int("port", required=True, lo=1, hi=65535,
-                     expected=f"a port number (1-65535); Linkerd's {protocol} default is "
-                     f"{PROTOCOL_DEFAULT_PORT[protocol]}"),
+        # Linkerd's ServerConfig: an omitted port is the protocol's default (http 4140)
+        port=obj.int("port", PROTOCOL_DEFAULT_PORT[protocol], lo=1, hi=65535,
+                     expected="a port number (1-65535)"),
         ip=obj.ip("ip", "127.0.0.1"),
         clear_context=obj.bool("clearContext", False),
         max_call_depth=obj.int("maxCallDepth", 1000, lo=1),
@@ -1023,8 +1031,11 @@ def _sub_map(parent: dict, params: dict) -> _Map:
 def _router(obj: _Obj) -> RouterConfig:
     protocol = obj.str("protocol", required=True)
     if protocol not in PROTOCOLS:
-        raise obj.err("protocol", f"unsupported protocol {protocol!r}",
-                      "one of: " + ", ".join(PROTOCOLS))
+        from router.linkerd_kinds import refusal
+
+        raise obj.err("protocol", refusal("protocol", protocol)
+                      or f"unsupported protocol {protocol!r}", "one of: " + ", ".join(PROTOCOLS))
+    obj.bool("experimental", False)  # Linkerd's opt-in for experimental plugins
     label = obj.str("label", protocol)
     servers = obj.children("servers")
     if not servers:
@@ -1034,13 +1045,14 @@ def _router(obj: _Obj) -> RouterConfig:
     dtab = obj.dtab("dtab")
     dst_prefix = obj.path_value("dstPrefix", "/svc")
     assert dst_prefix is not None
-    identifiers = tuple(_plugin(i, IDENTIFIER_KINDS) for i in obj.children("identifier",
-                                                                           one_or_list=True))
+    identifiers = tuple(_plugin(i, IDENTIFIER_KINDS, family="identifier")
+                        for i in obj.children("identifier", one_or_list=True))
     if not identifiers:
         identifiers = (PluginConfig("io.l5d.header.token", MappingProxyType({}), obj.where()),)
     interp_obj = obj.child("interpreter")
     interpreter = InterpreterConfig()
     if interp_obj is not None:
+        interp_obj.bool("experimental", False)
         kind = interp_obj.raw("kind", "default")
         if kind != "default":
             raise interp_obj.err("kind", f"interpreter {kind!r} is not supported by l5d-py yet",

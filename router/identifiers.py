@@ -182,6 +182,15 @@ def composite(identifiers: Sequence[Identifier]) -> Identifier:
 
 # -- building from config -------------------------------------------------------------
 
+# Linkerd 1 identifier kinds l5d-py does not implement -> the nearest it does.
+LINKERD_NOT_SUPPORTED: dict[str, str] = {
+    "io.l5d.ingress": "io.l5d.header.token with a dtab per host (Ingress resources are "
+                      "not watched)",
+    "io.l5d.k8s.istio": "io.l5d.header.token",
+    "io.l5d.k8s.istio-ingress": "io.l5d.header.token",
+    "io.l5d.header.path": "io.l5d.path (io.l5d.header.path is Linkerd's h2 identifier)",
+}
+
 
 def _str(params: Mapping[str, Any], key: str, default: str | None) -> str:
     value = params.get(key, default)

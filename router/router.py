@@ -24,7 +24,7 @@ from dtab.nametree import NameTree
 from dtab.path import Path
 from namers.base import Namer
 from namers.builtin import BuiltinNamers
-from namers.registry import build_namer
+from namers.registry import HostCheckError, build_namer
 from router.binding import BindingCache
 from router.config import (
     ClientConfig,
@@ -197,7 +197,9 @@ class Router:
 class Linker:
     """The process: metrics, namers, routers, admin. Build (validates), then `start()`."""
 
-    def __init__(self, config: LinkerConfig) -> None:
+    def __init__(self, config: LinkerConfig, *, validating: bool = False) -> None:
+        """`validating` (l5d --validate): a check that only fails on this machine (an fs
+        rootDir that is not here) is a warning, not an error; starting stays strict."""
         self.config = config
         self.config_json: dict[str, Any] = config.to_json()
         self.metrics = Metrics()
@@ -208,6 +210,12 @@ class Linker:
                       "experimental": ncfg.experimental, **ncfg.params}
             try:
                 namer: Namer = build_namer(params)
+            except HostCheckError as e:
+                if not validating:
+                    raise _plugin_error(ncfg.where, e, f"namer {ncfg.kind}") from None
+                err = _plugin_error(ncfg.where, e, f"namer {ncfg.kind}")
+                log.warning("%s (a check of this machine: an error when the router starts)", err)
+                namer = e.built
             except (ParamError, ValueError, TypeError) as e:
                 raise _plugin_error(ncfg.where, e, f"namer {ncfg.kind}") from None
             if ncfg.transformers:

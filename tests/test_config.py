@@ -153,17 +153,91 @@ def test_static_client_and_service_configs_later_entries_win_with_captures() -> 
     assert r.service.resolve(Path.read("/other")).total_timeout_ms is None
 
 
-def test_missing_port_names_file_line_and_key() -> None:
-    e = err("""
+def test_omitted_port_is_the_protocols_default_and_a_bad_one_names_file_line_and_key() -> None:
+    """Linkerd's ServerConfig: a server without `port` listens on the protocol's
+    default (http: 4140; linkerd/docs/protocol-http.md)."""
+    c = parse(cfg("""
     routers:
     - protocol: http
       servers:
       - ip: 0.0.0.0
+    """))
+    assert c.routers[0].servers[0].port == 4140
+    e = err("""
+    routers:
+    - protocol: http
+      servers:
+      - port: 0
     """)
-    assert (e.file, e.line, e.key) == ("l5d.yaml", 4, "routers[0].servers[0]")
-    assert "missing required key 'port'" in str(e)
+    assert (e.file, e.line, e.key) == ("l5d.yaml", 4, "routers[0].servers[0].port")
     assert "port number" in (e.expected or "")
-    assert str(e).startswith("l5d.yaml:4: routers[0].servers[0]: missing required key 'port'")
+
+
+def test_experimental_is_accepted_where_linkerd_accepts_it() -> None:
+    """`experimental: true` on routers, interpreters, telemeters and namers (Linkerd's
+    opt-in for experimental plugins, linkerd/docs/config.md) loads."""
+    c = parse(cfg("""
+    namers:
+    - kind: io.l5d.k8s
+      experimental: true
+    telemetry:
+    - kind: io.l5d.prometheus
+      experimental: true
+    routers:
+    - protocol: http
+      experimental: true
+      interpreter: {kind: default, experimental: true}
+      servers: [{port: 4140}]
+    """))
+    assert c.namers[0].experimental and c.routers[0].servers[0].port == 4140
+
+
+@pytest.mark.parametrize(("section", "kind", "alt"), [
+    ("namer", "io.l5d.consul", "io.l5d.k8s"),
+    ("namer", "io.l5d.marathon", "io.l5d.k8s"),
+    ("namer", "io.l5d.serversets", "io.l5d.fs"),
+    ("namer", "io.l5d.curator", "io.l5d.fs"),
+    ("namer", "io.l5d.dnssrv", "/$/inet"),
+    ("identifier", "io.l5d.ingress", "io.l5d.header.token"),
+    ("protocol", "h2", "http"),
+    ("protocol", "thrift", None),
+])
+def test_linkerd_kinds_not_implemented_are_refused_as_such(section, kind, alt) -> None:
+    """A Linkerd kind l5d-py lacks reads "not supported by l5d-py", never "unknown kind"."""
+    text = {
+        "namer": f"namers:\n- kind: {kind}\nrouters:\n- protocol: http\n  servers: [{{}}]\n",
+        "identifier": f"routers:\n- protocol: http\n  identifier: {{kind: {kind}}}\n"
+                      "  servers: [{}]\n",
+        "protocol": f"routers:\n- protocol: {kind}\n  servers: [{{}}]\n",
+    }[section]
+    with pytest.raises(ConfigError) as info:
+        parse(text, "l5d.yaml")
+    msg = str(info.value)
+    assert f"{kind} is a Linkerd {section} that is not supported by l5d-py" in msg, msg
+    assert "unknown kind" not in msg
+    if alt:
+        assert "nearest supported: " in msg and alt in msg
+
+
+def test_missing_fs_root_dir_warns_under_validate_and_stops_start(tmp_path) -> None:
+    """A check of the machine (rootDir is not here) is a warning for --validate, an error
+    when the router starts."""
+    conf = tmp_path / "l5d.yaml"
+    conf.write_text(cfg(f"""
+    namers:
+    - kind: io.l5d.fs
+      rootDir: {tmp_path}/not-here
+    routers:
+    - protocol: http
+      servers: [{{port: 4140}}]
+    """))
+    out = _l5d("--validate", str(conf))
+    assert out.returncode == 0, out.stderr
+    assert f"{conf}:3: namers[0].rootDir" in out.stderr and "not a directory" in out.stderr
+    assert "an error when the router starts" in out.stderr
+    with pytest.raises(ConfigError) as info:
+        Linker(load(str(conf)))
+    assert "not a directory" in str(info.value)
 
 
 def test_unknown_kind_lists_known_kinds() -> None:
@@ -187,6 +261,7 @@ def test_unknown_kind_lists_known_kinds() -> None:
       servers: [{port: 4140}]
     """)
     assert (e.line, e.key) == (2, "namers[0].kind") and "io.l5d.fs" in (e.expected or "")
+    assert "not supported by l5d-py" in str(e)
 
 
 def test_invalid_block_dtab_points_at_the_file_line_and_column() -> None:
@@ -373,10 +448,10 @@ def test_cli_validate_ok_error_and_stdin(tmp_path) -> None:
     out = _l5d("--validate", str(good))
     assert out.returncode == 0 and out.stdout.startswith("OK")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("routers:\n- protocol: http\n  servers:\n  - ip: 0.0.0.0\n")
+    bad.write_text("routers:\n- protocol: http\n  servers:\n  - port: 0\n")
     out = _l5d("--validate", str(bad))
     assert out.returncode == 2
-    assert f"{bad}:4: routers[0].servers[0]: missing required key 'port'" in out.stderr
+    assert f"{bad}:4: routers[0].servers[0].port" in out.stderr, out.stderr
     out = _l5d("--validate", "-", stdin=json.dumps(
         {"routers": [{"protocol": "http", "servers": [{"port": 4140}]}]}))
     assert out.returncode == 0, out.stderr
@@ -537,10 +612,10 @@ def test_a_kubernetes_manifest_is_validated_through_its_configmap(tmp_path) -> N
            "at column 31" in out.stderr, out.stderr
     assert bad.read_text().splitlines()[17][30] == ";"
     missing = tmp_path / "missing.yml"
-    missing.write_text(MANIFEST.replace("- port: 4140", "- ip: 0.0.0.0"))
+    missing.write_text(MANIFEST.replace("- port: 4140", "- port: 0"))
     out = _l5d("--validate", str(missing))
     assert out.returncode == 2 and f"{missing}:20: ConfigMap l5d-config config.yaml: " \
-        "routers[0].servers[0]: missing required key 'port'" in out.stderr, out.stderr
+        "routers[0].servers[0].port" in out.stderr, out.stderr
     # a manifest without an l5d config says so instead of a YAML error
     other = tmp_path / "rbac.yml"
     other.write_text(MANIFEST.split("---")[0] + "---\n" + MANIFEST.split("---")[0])
