@@ -131,6 +131,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
 admin:
   port: {ports['in_admin']}
   tls: {{certPath: {good.cert}, keyPath: {good.key}}}
+telemetry:
+- kind: io.l5d.prometheus
 routers:
 - protocol: http
   label: incoming
@@ -330,6 +332,10 @@ def test_plaintext_to_a_tls_port_gets_no_http_response(mesh: Mesh) -> None:
                >= before[key] + 2, what="handshake failures counted")
     m = metrics(mesh.in_admin, "--cacert", str(mesh.pki.ca_pem))
     assert m[f"{key}/http_request"] >= 1
+    prom = curl("--cacert", str(mesh.pki.ca_pem), mesh.in_admin + "/admin/metrics/prometheus")
+    labels = f'{{rt="incoming",server="127.0.0.1/{port}"}}'
+    assert f"rt:server:tls:handshake_failures{labels}" in prom.stdout, prom.stdout[:2000]
+    assert f"rt:server:tls:handshake_failures:http_request{labels}" in prom.stdout
     # and the admin too: https only
     plain_admin = curl(f"http://127.0.0.1:{mesh.incoming.admin}/admin/ping")
     assert "pong" not in plain_admin.stdout
