@@ -317,3 +317,21 @@ async def test_a_lease_released_after_the_hub_closed_is_harmless(
     await hub.close()
     lease.release()
     assert hub.watching() == []
+
+
+async def test_a_flood_of_valid_names_holds_a_bounded_number_of_watches(
+    fake_k8s: FakeApiServer, namer: K8sNamer  # noqa: F811
+) -> None:
+    """Issue 8: names come from requests and each is a watch; unobserved ones are released."""
+    from namers.k8s.namer import MAX_ENTRIES
+
+    kept = namer.lookup(Path.read("/default/http/hello"))
+    unsubscribe = kept.observe(lambda _s: None)
+    for i in range(MAX_ENTRIES + 500):
+        namer.lookup(Path.of("default", "http", f"svc-{i}"))
+    assert len(namer._entries) <= MAX_ENTRIES
+    # released watches stop once the hub's linger has passed
+    await async_wait_until(lambda: len(namer.hub.watching()) <= MAX_ENTRIES + 1,
+                           namer.hub.linger + 10, "evicted watches stopped")
+    assert namer.lookup(Path.read("/default/http/hello")) is kept
+    unsubscribe()

@@ -34,7 +34,7 @@ from dtab.addr import (
     AddrNeg,
     BoundName,
 )
-from dtab.bounded import clip
+from dtab.bounded import WeightedLRU, clip
 from dtab.errors import ParamError
 from dtab.nametree import Leaf, Neg
 from dtab.observable import PENDING, Activity, ActivityState, Ok, Unsubscribe, Var
@@ -215,6 +215,10 @@ class _Entry:
             lease.release()
 
 
+MAX_ENTRIES = 2000  # names (watches) not observed by any binding beyond this are released
+MAX_ENTRY_BYTES = 16 * 1024 * 1024
+
+
 def _invalid(ns: str, port: str, svc: str) -> str | None:
     """Why these cannot name a Kubernetes service port, or None when they can."""
     if len(ns) > 63 or not _DNS_LABEL.fullmatch(ns):
@@ -247,7 +251,11 @@ class K8sNamer:
         self.idle_ttl = idle_ttl
         self._hub = hub
         self._owns_hub = False
-        self._entries: dict[tuple[str, str, str, str | None], _Entry] = {}
+        # Names come from requests and each entry is a watch on the API server: bounded in
+        # number and bytes; entries someone observes are never evicted.
+        self._entries: WeightedLRU[tuple[str, str, str, str | None], _Entry] = WeightedLRU(
+            MAX_ENTRY_BYTES, max_entries=MAX_ENTRIES, pinned=lambda _k, e: e.in_use,
+            on_evict=lambda _k, e: e.close())
         self._sweeper: asyncio.Task[None] | None = None
 
     @property
@@ -277,7 +285,8 @@ class K8sNamer:
         entry = self._entries.get(key)
         if entry is None:
             id_ = Path.of("#", *self.prefix.elems, *elems)
-            entry = self._entries[key] = _Entry(self, id_, ns, port, svc, label)
+            entry = _Entry(self, id_, ns, port, svc, label)
+            self._entries.put(key, entry, 4096 + 4 * len(id_.show))
             self._ensure_sweeper()
         return entry.activity(path.drop(n))
 
@@ -301,7 +310,7 @@ class K8sNamer:
                 entry.last_used = now
             elif now - entry.last_used >= self.idle_ttl:
                 log.info("%s: %s idle for %.0fs; releasing", KIND, entry.id.show, self.idle_ttl)
-                del self._entries[key]
+                self._entries.pop(key)
                 entry.close()
 
     def bound_names(self) -> list[str]:
@@ -331,9 +340,7 @@ class K8sNamer:
             except asyncio.CancelledError:
                 pass
             self._sweeper = None
-        for entry in self._entries.values():
-            entry.close()
-        self._entries.clear()
+        self._entries.clear()  # closes each entry
         if self._owns_hub:
             # Process shutdown: stop every watch of this API server, the
             # transformers' too, so no task outlives the loop.
