@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from dtab.bounded import WeightedLRU, approx_size
@@ -55,6 +56,19 @@ def _plugin_error(where: Where | None, e: Exception, what: str) -> ConfigError:
     return where.error(f"{what}: {e}")
 
 
+# True while a Linker is built for `l5d --validate`: checks of this machine only warn.
+_VALIDATING: ContextVar[bool] = ContextVar("l5d_validating", default=False)
+
+
+def _host_check(where: Where | None, e: HostCheckError, what: str) -> Any:
+    """The plugin `e` built anyway when validating (with a warning); else the ConfigError."""
+    err = _plugin_error(where, e, what)
+    if not _VALIDATING.get():
+        raise err
+    log.warning("%s (a check of this machine: an error when the router starts)", err)
+    return e.built
+
+
 def build_transformers(cfgs: Sequence[PluginConfig]) -> list[Transformer]:
     """Transformers in config order; a bad parameter is a ConfigError at its line."""
     from transformers.registry import build_transformer
@@ -63,6 +77,8 @@ def build_transformers(cfgs: Sequence[PluginConfig]) -> list[Transformer]:
     for cfg in cfgs:
         try:
             out.append(build_transformer(cfg.kind, {"kind": cfg.kind, **cfg.params}))
+        except HostCheckError as e:
+            out.append(_host_check(cfg.where, e, f"transformer {cfg.kind}"))
         except (ParamError, ValueError, TypeError) as e:
             raise _plugin_error(cfg.where, e, f"transformer {cfg.kind}") from None
     return out
@@ -199,7 +215,15 @@ class Linker:
 
     def __init__(self, config: LinkerConfig, *, validating: bool = False) -> None:
         """`validating` (l5d --validate): a check that only fails on this machine (an fs
-        rootDir that is not here) is a warning, not an error; starting stays strict."""
+        rootDir that is not here, no POD_IP for localnode) is a warning, not an error;
+        starting stays strict."""
+        token = _VALIDATING.set(validating)
+        try:
+            self._build(config)
+        finally:
+            _VALIDATING.reset(token)
+
+    def _build(self, config: LinkerConfig) -> None:
         self.config = config
         self.config_json: dict[str, Any] = config.to_json()
         self.metrics = Metrics()
@@ -211,11 +235,7 @@ class Linker:
             try:
                 namer: Namer = build_namer(params)
             except HostCheckError as e:
-                if not validating:
-                    raise _plugin_error(ncfg.where, e, f"namer {ncfg.kind}") from None
-                err = _plugin_error(ncfg.where, e, f"namer {ncfg.kind}")
-                log.warning("%s (a check of this machine: an error when the router starts)", err)
-                namer = e.built
+                namer = _host_check(ncfg.where, e, f"namer {ncfg.kind}")
             except (ParamError, ValueError, TypeError) as e:
                 raise _plugin_error(ncfg.where, e, f"namer {ncfg.kind}") from None
             if ncfg.transformers:

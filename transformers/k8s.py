@@ -26,6 +26,7 @@ from dtab.path import Path
 from namers.k8s.api import ApiTarget
 from namers.k8s.namer import resolve_endpoints, target_from_params
 from namers.k8s.watch import WatchHub, WatchKey, WatchLease, shared_hub
+from namers.registry import HostCheckError
 from transformers.simple import AddrTransformer, check_keys, prefix_param, required
 
 DAEMONSET = "io.l5d.k8s.daemonset"
@@ -233,14 +234,20 @@ def build_localnode(
     host_network = _bool(params, "hostNetwork")
     if host_network:
         node = env.get("NODE_NAME")
+        built = LocalNodeTransformer(host_network=True, node_name=node or "$NODE_NAME",
+                                     prefix=prefix_param(params, Path.of(LOCALNODE,
+                                                                         node or "NODE_NAME")))
         if not node:
-            raise ParamError("hostNetwork", f"{LOCALNODE} with hostNetwork: true needs the "
-                             "NODE_NAME environment variable (Downward API spec.nodeName)")
-        return LocalNodeTransformer(host_network=True, node_name=node,
-                                    prefix=prefix_param(params, Path.of(LOCALNODE, node)))
+            # The Downward API sets it in the pod; a laptop running --validate has none.
+            raise HostCheckError("hostNetwork", f"{LOCALNODE} with hostNetwork: true needs "
+                                 "the NODE_NAME environment variable (Downward API "
+                                 "spec.nodeName)", built)
+        return built
     ip = env.get("POD_IP")
     if not ip or subnet(ip) is None:
-        raise ParamError("kind", f"{LOCALNODE} needs the POD_IP environment variable set to an "
-                         f"IP (Downward API status.podIP), got {ip!r}")
+        built = LocalNodeTransformer(host_network=False, pod_ip="127.0.0.1", netmask=netmask,
+                                     prefix=prefix_param(params, Path.of(LOCALNODE, "POD_IP")))
+        raise HostCheckError("kind", f"{LOCALNODE} needs the POD_IP environment variable set "
+                             f"to an IP (Downward API status.podIP), got {ip!r}", built)
     return LocalNodeTransformer(host_network=False, pod_ip=ip, netmask=netmask,
                                 prefix=prefix_param(params, Path.of(LOCALNODE, ip)))
