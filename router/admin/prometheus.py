@@ -4,7 +4,10 @@ A prometheus-client Collector walks the registry on each scrape. Scope segments
 join with `:`, characters outside `[a-zA-Z0-9:]` become `_`, the telemeter's
 `prefix` goes in front, and the router, server, service and client scopes are
 lifted into labels: `rt:server:requests{rt="outgoing",server="127.0.0.1/4140"}`.
-`failures/<exn>` becomes `...:failures{exception="a:b"}`.
+`failures/<exn>` becomes `...:failures_by_exception{exception="a:b"}`: Linkerd
+put the breakdown in the same family as the total (`...:failures{exception=}` next
+to `...:failures`), so `sum(rt:server:failures)` counted every failure twice; here
+each family has one meaning and `sum()` of either is the number of failures.
 
 Counters and gauges are untyped, as Linkerd exported them (so the names stay
 exactly Linkerd's). A histogram is a summary: quantiles and `_avg` come from
@@ -64,7 +67,7 @@ def lift(key: Key) -> tuple[list[str], dict[str, str]]:
                 i += 1
             labels[label] = seg
         elif seg in ("failures", "exn") and 0 < len(segs) - 1 - i and "exception" not in labels:
-            prefix.append("failures" if seg == "failures" else "exceptions")
+            prefix.append("failures_by_exception" if seg == "failures" else "exceptions")
             labels["exception"] = ":".join(segs[i + 1 :])
             break
         else:

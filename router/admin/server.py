@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from router.admin import delegator, metrics_json, prometheus
+from router.admin import delegator, diagnostics, metrics_json, prometheus
 from router.admin.security import Security, setting
 from router.metrics import Metrics
 
@@ -40,6 +40,7 @@ ENDPOINTS = (
     ("/bound-names.json", "bound names the namers know"),
     ("/namer_state/<prefix>.json", "a namer's watch state, e.g. /namer_state/io.l5d.k8s.json"),
     ("/admin/shutdown", "POST: drain and exit"),
+    *diagnostics.ENDPOINTS,
 )
 
 
@@ -158,13 +159,16 @@ def build_app(linker: Any) -> web.Application:
     async def ping(_: web.Request) -> web.Response:
         return web.Response(text="pong")
 
-    async def index(_: web.Request) -> web.Response:
-        lines = [f"{path}  {what}" for path, what in ENDPOINTS]
-        lines += [f"/namer_state/{prefix}.json  state of namer /{prefix}"
-                  for prefix in sorted(_namer_states(linker))]
-        lines += [f"{path}  prometheus exposition" for path, _ in prometheus_telemeters(
+    def entries() -> list[tuple[str, str]]:
+        out = list(ENDPOINTS)
+        out += [(f"/namer_state/{prefix}.json", f"state of namer /{prefix}")
+                for prefix in sorted(_namer_states(linker))]
+        out += [(path, "prometheus exposition") for path, _ in prometheus_telemeters(
             setting(getattr(linker, "config", None), "telemetry", None))]
-        return web.Response(text="\n".join(lines) + "\n")
+        return out
+
+    async def index(_: web.Request) -> web.Response:
+        return web.Response(text="".join(f"{path}  {what}\n" for path, what in entries()))
 
     async def metrics_handler(request: web.Request) -> web.Response:
         q = request.query
@@ -232,8 +236,9 @@ def build_app(linker: Any) -> web.Application:
     app.router.add_get("/delegator", delegator_page)
     app.router.add_route("*", "/delegator.json", delegator.handle)
     app.router.add_get("/admin/ping", ping)
-    app.router.add_get("/admin", index)
     app.router.add_get("/admin/index.txt", index)
+    diagnostics.add_routes(app, linker, entries,  # /admin (links), /logging, /help, ...
+                           control_allowed=lambda: security.allows("/logging.json"))
     app.router.add_get("/admin/metrics.json", metrics_handler)
     app.router.add_get("/config.json", config_json)
     app.router.add_get("/client_state.json", client_state)
