@@ -31,6 +31,7 @@ def _lazy(module: str, attr: str = "build") -> Builder:
 NAMERS: dict[str, Builder] = {
     "io.l5d.fs": _lazy("namers.fs"),
     "io.l5d.k8s": _lazy("namers.k8s.namer"),
+    "io.l5d.rewrite": _lazy("namers.rewrite"),
 }
 
 
@@ -47,7 +48,6 @@ LINKERD_NOT_SUPPORTED: dict[str, str] = {
     "io.l5d.k8s.istio": "io.l5d.k8s",
     "io.l5d.k8s.ns": "io.l5d.k8s with the namespace in the path",
     "io.l5d.k8s.external": "io.l5d.k8s",
-    "io.l5d.rewrite": "a dtab rule (/svc/{x} cannot be captured; write one dentry per name)",
 }
 
 
