@@ -503,6 +503,7 @@ class NamerConfig:
 class InterpreterConfig:
     kind: str = "default"
     transformers: tuple[PluginConfig, ...] = ()
+    params: Mapping[str, Any] = field(default_factory=_empty, hash=False)
 
 
 @dataclass(frozen=True)
@@ -747,7 +748,7 @@ IDENTIFIER_KINDS = (
     "io.l5d.header",
     "io.l5d.static",
 )
-INTERPRETER_KINDS = ("default",)
+INTERPRETER_KINDS = ("default", "io.l5d.namerd.http")
 LOAD_BALANCER_KINDS = ("p2c", "roundRobin", "ewma")
 FAILURE_ACCRUAL_KINDS = (
     "io.l5d.consecutiveFailures",
@@ -1054,11 +1055,17 @@ def _router(obj: _Obj) -> RouterConfig:
     if interp_obj is not None:
         interp_obj.bool("experimental", False)
         kind = interp_obj.raw("kind", "default")
-        if kind != "default":
+        if kind not in INTERPRETER_KINDS and kind != "io.l5d.namerd":
             raise interp_obj.err("kind", f"interpreter {kind!r} is not supported by l5d-py yet",
                                  "one of: " + ", ".join(INTERPRETER_KINDS))
-        interp_obj.kind(INTERPRETER_KINDS, "default")
-        interpreter = InterpreterConfig("default", _transformers(interp_obj))
+        interp_params: dict[str, Any] = {}
+        if kind != "default":  # the namerd interpreters own their keys
+            from router.namerd_interpreter import interpreter_params
+
+            interp_params = interpreter_params(interp_obj, kind)
+        interp_obj.kind((*INTERPRETER_KINDS, "io.l5d.namerd"), "default")
+        interpreter = InterpreterConfig(kind, _transformers(interp_obj),
+                                        MappingProxyType(interp_params))
         interp_obj.finish()
     client = _param_spec(obj.child("client"), _client_params, ClientConfig())
     service = _param_spec(obj.child("service"), _service_params, ServiceConfig())
@@ -1169,6 +1176,13 @@ def _linker(obj: _Obj, src: _Source) -> LinkerConfig:
 
 def parse(text: str, name: str = "<config>") -> LinkerConfig:
     """Parse config text; raises ConfigError naming `name`, the line and the key."""
+    root, src = load_document(text, name)
+    return _linker(root, src)
+
+
+def load_document(text: str, name: str = "<config>") -> tuple[_Obj, _Source]:
+    """The one YAML/JSON document of `text` as a positioned mapping (namerd/config.py
+    loads its own schema with it); a YAML error names the file, line and column."""
     src = _Source(name, text)
     try:
         # Empty documents (a stray leading or trailing `---`) are skipped; two real ones
@@ -1200,8 +1214,7 @@ def parse(text: str, name: str = "<config>") -> LinkerConfig:
                           file=name, line=getattr(docs[1], "line", None), key="",
                           expected="a single config document")
     data = docs[0]
-    root = _Obj(src, "", data, getattr(data, "line", 1))
-    return _linker(root, src)
+    return _Obj(src, "", data, getattr(data, "line", 1)), src
 
 
 def _read(path: str) -> tuple[str, str]:

@@ -140,9 +140,16 @@ class Router:
         self.base_dtab: Dtab = config.dtab
         self.dst_prefix: Path = config.dst_prefix
         self.metrics: Scope = metrics.scope("rt", config.label)
-        self.interpreter = Interpreter(
-            namers, build_transformers(config.interpreter.transformers), builtins
-        )
+        transformers = build_transformers(config.interpreter.transformers)
+        self.interpreter: Any
+        if config.interpreter.kind == "default":
+            self.interpreter = Interpreter(namers, transformers, builtins)
+        else:  # namerd binds for this router; the local namers are not used (as in Linkerd)
+            from router.namerd_interpreter import build_interpreter
+
+            self.interpreter = build_interpreter(config.interpreter.kind,
+                                                 config.interpreter.params, transformers,
+                                                 config.label)
         try:
             self.identify = build_identifiers(config.identifiers, config.dst_prefix)
         except (ParamError, ValueError) as e:
@@ -245,6 +252,8 @@ class Linker:
             Router(rcfg, self.namers, self.builtins, self.metrics) for rcfg in config.routers
         ]
         for rcfg in config.routers:
+            if rcfg.interpreter.kind != "default":
+                continue  # namerd binds this router's names, not the local namers
             warn_unreachable_namers(rcfg, [p for p, _ in self.namers], self.builtins.names())
         self.admin: Any = None
         self._started: list[Any] = []
@@ -318,6 +327,12 @@ class Linker:
             for r in self.routers:
                 r.handle = None
                 r.close()
+                aclose = getattr(r.interpreter, "aclose", None)  # remote interpreters' streams
+                if aclose is not None:
+                    try:
+                        await aclose()
+                    except Exception:
+                        log.exception("closing the interpreter of router %s failed", r.label)
             if self.admin is not None:
                 try:
                     await self.admin.close()

@@ -27,6 +27,8 @@ from aiohttp import web
 from tests.util import free_port
 
 KINDS = {"endpoints": "Endpoints", "services": "Service", "pods": "Pod"}
+# (group, version, plural) -> kind of the custom resources served (namerd's dtabs).
+CUSTOM_RESOURCES = {("l5d.io", "v1alpha1", "dtabs"): "DTab"}
 
 
 @dataclass
@@ -116,6 +118,7 @@ class FakeApiServer:
         app.router.add_get("/api/v1/namespaces/{ns}/{kind}/{name}", self._get)
         app.router.add_get("/api/v1/watch/namespaces/{ns}/{kind}/{name}", self._legacy_watch)
         app.router.add_get("/api", self._versions)
+        self._add_custom_resource_routes(app)
         self._runner = web.AppRunner(
             app, shutdown_timeout=0.1, handle_signals=False, handler_cancellation=True
         )
@@ -318,6 +321,124 @@ class FakeApiServer:
             self._watchers.remove(w)
         await resp.write_eof()
         return resp
+
+
+    # ---- custom resources (namerd's dtabs.l5d.io/v1alpha1 DTab) ----------------------
+    # Self-contained: the CRD objects share the version counter, event history and
+    # watch machinery above, and add what custom resources need: create (409
+    # AlreadyExists), replace with optimistic concurrency (409 Conflict on a stale
+    # metadata.resourceVersion), delete, and list/watch under /apis/<group>/<version>.
+
+    def _add_custom_resource_routes(self, app: web.Application) -> None:
+        base = "/apis/{group}/{version}/namespaces/{ns}/{plural}"
+        app.router.add_get(base, self._cr_collection)
+        app.router.add_post(base, self._cr_create)
+        app.router.add_get(base + "/{name}", self._cr_get)
+        app.router.add_put(base + "/{name}", self._cr_replace)
+        app.router.add_delete(base + "/{name}", self._cr_delete)
+        self.cr_writes: list[tuple[str, str, int]] = []  # (verb, name, HTTP status)
+
+    def _cr_kind(self, request: web.Request) -> str:
+        key = (request.match_info["group"], request.match_info["version"],
+               request.match_info["plural"])
+        kind = CUSTOM_RESOURCES.get(key)
+        if kind is None:
+            raise web.HTTPNotFound(
+                text=json.dumps(_status(404, "NotFound", f"the server could not find {key}")),
+                content_type="application/json")
+        return request.match_info["plural"]
+
+    def custom_objects(self, plural: str = "dtabs", namespace: str = "default"
+                       ) -> dict[str, dict[str, Any]]:
+        """Test view: name -> stored object of one custom resource kind."""
+        return {nm: obj for (k, n, nm), obj in self._objects.items()
+                if k == plural and n == namespace}
+
+    def _cr_store(self, plural: str, ns: str, obj: dict[str, Any], etype: str) -> dict[str, Any]:
+        self._rv += 1
+        obj = json.loads(json.dumps(obj))
+        meta = obj.setdefault("metadata", {})
+        meta["namespace"] = ns
+        meta["resourceVersion"] = str(self._rv)
+        self._objects[(plural, ns, meta["name"])] = obj
+        self._emit(_Event(self._rv, plural, ns, meta["name"], etype, obj))
+        return obj
+
+    async def _cr_collection(self, request: web.Request) -> web.StreamResponse:
+        plural = self._cr_kind(request)
+        ns = request.match_info["ns"]
+        q = request.query
+        if q.get("watch") in ("true", "1", "True"):
+            return await self._watch(request, plural, ns, None, {}, q.get("resourceVersion"))
+        self.list_requests.append((plural, ns, None))
+        items = [obj for (k, n, _), obj in sorted(self._objects.items())
+                 if k == plural and n == ns]
+        group, version = request.match_info["group"], request.match_info["version"]
+        kind = CUSTOM_RESOURCES[(group, version, plural)]
+        return web.json_response({"kind": kind + "List", "apiVersion": f"{group}/{version}",
+                                  "metadata": {"resourceVersion": str(self._rv)},
+                                  "items": items})
+
+    async def _cr_body(self, request: web.Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("metadata", {}).get("name"),
+                                                        str):
+            raise web.HTTPBadRequest(
+                text=json.dumps(_status(400, "BadRequest", "an object with metadata.name")),
+                content_type="application/json")
+        return body
+
+    async def _cr_create(self, request: web.Request) -> web.Response:
+        plural = self._cr_kind(request)
+        ns = request.match_info["ns"]
+        body = await self._cr_body(request)
+        name = body["metadata"]["name"]
+        if (plural, ns, name) in self._objects:
+            self.cr_writes.append(("create", name, 409))
+            return web.json_response(
+                _status(409, "AlreadyExists", f'{plural} "{name}" already exists'), status=409)
+        body["metadata"].pop("resourceVersion", None)
+        self.cr_writes.append(("create", name, 201))
+        return web.json_response(self._cr_store(plural, ns, body, "ADDED"), status=201)
+
+    async def _cr_get(self, request: web.Request) -> web.Response:
+        plural = self._cr_kind(request)
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        obj = self._objects.get((plural, ns, name))
+        if obj is None:
+            return web.json_response(_status(404, "NotFound", f'{plural} "{name}" not found'),
+                                     status=404)
+        return web.json_response(obj)
+
+    async def _cr_replace(self, request: web.Request) -> web.Response:
+        plural = self._cr_kind(request)
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        body = await self._cr_body(request)
+        cur = self._objects.get((plural, ns, name))
+        if cur is None:
+            self.cr_writes.append(("replace", name, 404))
+            return web.json_response(_status(404, "NotFound", f'{plural} "{name}" not found'),
+                                     status=404)
+        given = body["metadata"].get("resourceVersion")
+        if given is not None and str(given) != cur["metadata"]["resourceVersion"]:
+            self.cr_writes.append(("replace", name, 409))
+            msg = (f'Operation cannot be fulfilled on {plural} "{name}": the object has been '
+                   "modified; please apply your changes to the latest version and try again")
+            return web.json_response(_status(409, "Conflict", msg), status=409)
+        self.cr_writes.append(("replace", name, 200))
+        return web.json_response(self._cr_store(plural, ns, body, "MODIFIED"))
+
+    async def _cr_delete(self, request: web.Request) -> web.Response:
+        plural = self._cr_kind(request)
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        if (plural, ns, name) not in self._objects:
+            return web.json_response(_status(404, "NotFound", f'{plural} "{name}" not found'),
+                                     status=404)
+        self.delete(plural, ns, name)
+        return web.json_response({"kind": "Status", "apiVersion": "v1", "status": "Success"})
 
 
 # ---- object builders ---------------------------------------------------------------

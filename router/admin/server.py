@@ -215,6 +215,16 @@ def build_app(linker: Any) -> web.Application:
                                 f"known: {known}\n")
         return web.json_response(namer.state_json())
 
+    async def interpreter_state(request: web.Request) -> web.Response:
+        """`/<router>/interpreter_state/<kind>/<namespace>.json`: a namerd interpreter."""
+        label, kind, ns = (request.match_info[k] for k in ("router", "kind", "ns"))
+        for r in getattr(linker, "routers", []):
+            interp = getattr(r, "interpreter", None)
+            if (r.label == label and getattr(interp, "kind", None) == kind
+                    and getattr(getattr(interp, "params", None), "namespace", None) == ns):
+                return web.json_response(interp.state_json())
+        return web.Response(status=404, text="no router with that interpreter and namespace\n")
+
     grace_ms = int(setting(admin_cfg, "shutdownGraceMs", 10000))
 
     async def shutdown(request: web.Request) -> web.Response:
@@ -245,6 +255,7 @@ def build_app(linker: Any) -> web.Application:
     app.router.add_get("/server_state.json", server_state)
     app.router.add_get("/bound-names.json", bound_names)
     app.router.add_get(r"/namer_state/{prefix:.+}.json", namer_state)
+    app.router.add_get(r"/{router}/interpreter_state/{kind}/{ns}.json", interpreter_state)
     app.router.add_route("*", "/admin/shutdown", shutdown)
     app.router.add_static("/files/", str(STATIC))
 

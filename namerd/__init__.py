@@ -1,0 +1,1 @@
+"""l5d-py namerd: versioned dtabs served to routers (see docs/ARCHITECTURE.md)."""
