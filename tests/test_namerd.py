@@ -20,9 +20,9 @@ from tests.util import async_wait_until, free_port, port_open, stop_process
 DTAB = "/srv => /#/io.l5d.fs; /host => /srv; /svc => /host"
 
 
-async def _world(text: str, port: int) -> web.AppRunner:
+async def _world(text: str, port: int, status: int = 200) -> web.AppRunner:
     async def handle(_: web.Request) -> web.Response:
-        return web.Response(text=text)
+        return web.Response(text=text, status=status)
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
@@ -100,10 +100,10 @@ routers:
         self.router_admin = admin
         return port
 
-    async def worlds(self) -> None:
+    async def worlds(self, failing: tuple[str, ...] = ()) -> None:
         for name in ("world-v1", "world-v2"):
             port = free_port()
-            self.runners.append(await _world(name, port))
+            self.runners.append(await _world(name, port, 500 if name in failing else 200))
             (self.disco / name).write_text(f"127.0.0.1 {port}\n")
 
     async def close(self) -> None:
@@ -114,9 +114,9 @@ routers:
 
 
 @pytest.fixture
-async def env(tmp_path: FsPath) -> AsyncIterator[Env]:
+async def env(tmp_path: FsPath, request: pytest.FixtureRequest) -> AsyncIterator[Env]:
     e = Env(tmp_path)
-    await e.worlds()
+    await e.worlds(getattr(request, "param", ()))
     try:
         yield e
     finally:
@@ -310,3 +310,62 @@ async def test_router_follows_update_within_a_second_and_survives_namerd_restart
         stop.set()
         await asyncio.gather(*loaders)
     assert failures == []
+
+
+@pytest.mark.parametrize("env", [("world-v2",)], indirect=True)
+async def test_shift_reverts_when_the_new_version_fails(env: Env) -> None:
+    api = await env.namerd(IN_MEMORY)
+    port = await env.router(api)
+    stop = asyncio.Event()
+    seen: list[tuple[float, str]] = []
+    failures: list[Any] = []
+    loaders = [asyncio.create_task(_load(port, stop, seen, failures)) for _ in range(2)]
+    try:
+        await async_wait_until(lambda: len(seen) > 20, 10, "traffic through the router")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "namerd.ctl", "--base-url", f"http://127.0.0.1:{api}",
+            "shift", "internal", "/host/world", "/srv/world-v1", "/srv/world-v2",
+            "--steps", "10,100", "--interval", "1s", "--min-success", "99.5",
+            "--metrics-url", f"http://127.0.0.1:{env.router_admin}/admin/metrics.json",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        stop.set()
+        await asyncio.gather(*loaders)
+    text = out.decode()
+    assert proc.returncode == 1, text
+    assert "step 10%" in text and "step 100%" not in text, text
+    assert "reverted" in text, text
+    async with aiohttp.ClientSession() as s, s.get(
+            f"http://127.0.0.1:{api}/api/1/dtabs/internal",
+            headers={"Accept": "application/dtab"}) as r:
+        body = await r.text()
+    assert body.rstrip().endswith("/host/world=>/srv/world-v1"), body
+    assert failures, "the injected failure reached clients (the shift saw it)"
+
+
+async def test_l5dctl_dtab_commands(env: Env) -> None:
+    api = await env.namerd(IN_MEMORY)
+    dtab_file = env.tmp / "new.dtab"
+    dtab_file.write_text("/svc => /srv;\n")
+
+    async def ctl(*args: str) -> tuple[int | None, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "namerd.ctl", "--base-url", f"http://127.0.0.1:{api}", *args,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await asyncio.wait_for(proc.communicate(), 20)
+        return proc.returncode, out.decode()
+
+    assert await ctl("dtab", "list") == (0, "internal\n")
+    code, out = await ctl("dtab", "get", "internal")
+    assert code == 0 and out.startswith("# version AAAAAAAAAAE=\n/srv=>/#/io.l5d.fs;\n"), out
+    assert (await ctl("dtab", "update", "internal", str(dtab_file)))[0] == 0
+    code, out = await ctl("dtab", "update", "internal", str(dtab_file),
+                          "--version", "AAAAAAAAAAE=")
+    assert code == 3 and "changed since version" in out, out
+    assert (await ctl("dtab", "create", "other", str(dtab_file)))[0] == 0
+    code, out = await ctl("dtab", "create", "other", str(dtab_file))
+    assert code == 2 and "already exists" in out
+    assert (await ctl("dtab", "delete", "other"))[0] == 0
+    code, out = await ctl("dtab", "get", "other")
+    assert code == 2 and "does not exist" in out
