@@ -9,14 +9,15 @@ is checked here (plugin params are checked when `Linker` builds them, with
 the same file/line treatment via `Where.param_error`).
 
 Names and defaults follow ../shared/reference/linkerd1.md (§1.1-1.11).
-The data path acts on service `totalTimeoutMs` and client
-`requestAttemptTimeoutMs` (503 when either expires before the response head)
-and on `loadBalancer` `kind`, `maxEffort` and `decayTimeMs`. Parameters that
-Linkerd has but l5d-py does not act on yet (service `retries` and
-`responseClassifier`, client `failureAccrual`, `requeueBudget`, `failFast`,
-TLS, the router's size limits, ...) are parsed, validated and kept so the data
-path can grow into them; the loader logs a warning, with the line, for each
-one the file sets.
+The data path acts on the communications policy (router/policy/): service
+`totalTimeoutMs`, `retries` and `responseClassifier`; client
+`requestAttemptTimeoutMs`, `failureAccrual`, `requeueBudget` and `loadBalancer`;
+server `maxConcurrentRequests`; the router's `streamAfterContentLengthKB` bounds
+the retry replay buffer. Classifier and failure-accrual kinds validate their own
+params (their modules' `build`); the loader turns a ParamError into file:line.
+Parameters that Linkerd has but l5d-py does not act on yet (`failFast`, TLS,
+the router's other size limits, ...) are parsed, validated and kept; the loader
+logs a warning, with the line, for each one the file sets.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ import yaml
 from dtab.dtab import Dtab
 from dtab.errors import DtabParseError, ParamError
 from dtab.path import Path
+from router.policy import accrual as policy_accrual
+from router.policy import classifiers as policy_classifiers
 from router.session import (
     DEFAULT_CLIENT_SESSION,
     DEFAULT_SERVER_SESSION,
@@ -530,6 +533,11 @@ class LoadBalancerConfig:
     max_effort: int = 5
     decay_time_ms: int = 10000  # ewma only
     enable_probation: bool = False
+    # aperture only (Finagle's defaults)
+    smooth_window_ms: int = 5000
+    low_load: float = 0.5
+    high_load: float = 2.0
+    min_aperture: int = 1
 
 
 @dataclass(frozen=True)
@@ -559,10 +567,9 @@ class FailureAccrualConfig:
 class ClientConfig:
     """Per-client params (reference §1.7); `client_config(id)` merges static entries.
 
-    Acted on: `requestAttemptTimeoutMs` (503 when an attempt gets no response head in
-    time), `loadBalancer` (`kind`, `maxEffort`, `decayTimeMs`) and `tls` (router.tls:
-    checked at load, no plaintext fallback). The rest is kept
-    for later work, with a warning at load when the file sets it.
+    Acted on: `requestAttemptTimeoutMs`, `loadBalancer`, `failureAccrual`, `requeueBudget`
+    (router/policy/, router/client/) and `tls` (router.tls: checked at load, no plaintext
+    fallback). The rest is kept for later work, with a warning at load when the file sets it.
     """
 
     load_balancer: LoadBalancerConfig = LoadBalancerConfig()
@@ -586,14 +593,15 @@ class RetriesConfig:
 class ServiceConfig:
     """Per-service params (reference §1.8).
 
-    `totalTimeoutMs` is enforced: a request with no response head in time gets a 503.
-    `retries` and `responseClassifier` are parsed and kept, not acted on yet (the
-    loader warns when the file sets them).
+    All acted on (router/policy/retries.py): `totalTimeoutMs` bounds the whole exchange,
+    retries and the response body included; `retries` budgets and backs off retries of
+    what `responseClassifier` calls retryable.
     """
 
     total_timeout_ms: int | None = None
     retries: RetriesConfig = RetriesConfig()
     response_classifier: str = "io.l5d.http.nonRetryable5XX"
+    retries_set: bool = False  # a `retries` block was written (retries are then budgeted)
 
 
 class PrefixPattern:
@@ -749,20 +757,10 @@ IDENTIFIER_KINDS = (
     "io.l5d.static",
 )
 INTERPRETER_KINDS = ("default", "io.l5d.namerd.http")
-LOAD_BALANCER_KINDS = ("p2c", "roundRobin", "ewma")
-FAILURE_ACCRUAL_KINDS = (
-    "io.l5d.consecutiveFailures",
-    "io.l5d.successRate",
-    "io.l5d.successRateWindowed",
-    "none",
-)
-RESPONSE_CLASSIFIER_KINDS = (
-    "io.l5d.http.nonRetryable5XX",
-    "io.l5d.http.retryableRead5XX",
-    "io.l5d.http.retryableIdempotent5XX",
-    "io.l5d.http.retryableAll5XX",
-    "io.l5d.http.allSuccessful",
-)
+LOAD_BALANCER_KINDS = ("p2c", "roundRobin", "ewma", "aperture", "heap")
+# Classifier and failure-accrual kinds own their params (router/policy/*): `build` validates.
+FAILURE_ACCRUAL_KINDS = policy_accrual.KINDS
+RESPONSE_CLASSIFIER_KINDS = policy_classifiers.KINDS
 # Telemeters: prometheus is served by the admin server; the rest are recognised
 # (so Linkerd configs load) and warned about until they are implemented.
 TELEMETER_KINDS = ("io.l5d.prometheus",)
@@ -890,7 +888,6 @@ def _server(obj: _Obj, protocol: str) -> ServerConfig:
             "timestampHeader", "label", "timeoutMs",
         )),
     )
-    obj.warn_unacted("maxConcurrentRequests")
     obj.finish()
     return cfg
 
@@ -926,17 +923,21 @@ def _budget(obj: _Obj | None) -> BudgetConfig:
 def _load_balancer(obj: _Obj | None) -> LoadBalancerConfig:
     if obj is None:
         return LoadBalancerConfig()
-    kind = obj.raw("kind", "p2c")
-    if kind in ("aperture", "heap"):
-        raise obj.err("kind", f"load balancer {kind!r} is not supported by l5d-py",
-                      "one of: " + ", ".join(LOAD_BALANCER_KINDS))
     kind = obj.kind(LOAD_BALANCER_KINDS, "p2c")
+    aperture = kind == "aperture"
     cfg = LoadBalancerConfig(
         kind=kind,
         max_effort=obj.int("maxEffort", 5, lo=1),
         decay_time_ms=obj.int("decayTimeMs", 10000, lo=1) if kind == "ewma" else 10000,
         enable_probation=obj.bool("enableProbation", False),
+        smooth_window_ms=obj.int("smoothWindowMs", 5000, lo=1) if aperture else 5000,
+        low_load=obj.float("lowLoad", 0.5, lo=0.0, hi=1e6) if aperture else 0.5,
+        high_load=obj.float("highLoad", 2.0, lo=0.0, hi=1e6) if aperture else 2.0,
+        min_aperture=obj.int("minAperture", 1, lo=1) if aperture else 1,
     )
+    if cfg.high_load < cfg.low_load:
+        raise obj.err("highLoad", f"highLoad {cfg.high_load:g} < lowLoad {cfg.low_load:g}",
+                      "highLoad >= lowLoad")
     obj.warn_unacted("enableProbation")
     obj.finish()
     return cfg
@@ -946,9 +947,13 @@ def _failure_accrual(obj: _Obj | None) -> FailureAccrualConfig:
     if obj is None:
         return FailureAccrualConfig()
     kind = obj.kind(FAILURE_ACCRUAL_KINDS)
-    failures = obj.int("failures", 5, lo=1) if kind == "io.l5d.consecutiveFailures" else 5
     backoff = _backoff(obj.child("backoff"), FailureAccrualConfig().backoff)
     params = plain(obj.rest())
+    try:  # the kind's own params, checked by its code (router/policy/accrual.py)
+        policy_accrual.build(kind, params)
+    except ParamError as e:
+        raise obj.err(e.key if e.key in params else None, e.detail) from None
+    failures = int(params.get("failures", 5)) if kind == "io.l5d.consecutiveFailures" else 5
     return FailureAccrualConfig(kind, failures, MappingProxyType(params), backoff)
 
 
@@ -966,8 +971,7 @@ def _client_params(obj: _Obj) -> ClientConfig:
             "socketOptions", "forwardClientCert", "requestAuthorizers"
         )),
     )
-    obj.warn_unacted("failureAccrual", "requeueBudget", "failFast",
-                     "hostConnectionPool")
+    obj.warn_unacted("failFast", "hostConnectionPool")
     obj.finish()
     return cfg
 
@@ -975,6 +979,7 @@ def _client_params(obj: _Obj) -> ClientConfig:
 def _service_params(obj: _Obj) -> ServiceConfig:
     retries = RetriesConfig()
     r = obj.child("retries")
+    retries_set = r is not None
     if r is not None:
         retries = RetriesConfig(
             budget=_budget(r.child("budget")),
@@ -985,13 +990,17 @@ def _service_params(obj: _Obj) -> ServiceConfig:
     c = obj.child("responseClassifier")
     if c is not None:
         classifier = c.kind(RESPONSE_CLASSIFIER_KINDS)
+        try:  # the kind's own params, checked by its code (router/policy/classifiers.py)
+            classifier = policy_classifiers.build(classifier, plain(c.rest())).kind
+        except ParamError as e:
+            raise c.err(e.key, e.detail) from None
         c.finish()
     cfg = ServiceConfig(
         total_timeout_ms=obj.int("totalTimeoutMs", None, lo=1),
         retries=retries,
         response_classifier=classifier,
+        retries_set=retries_set,
     )
-    obj.warn_unacted("retries", "responseClassifier")
     obj.finish()
     return cfg
 
@@ -1106,7 +1115,7 @@ def _router(obj: _Obj) -> RouterConfig:
         where=obj.where(),
     )
     obj.warn_unacted("originator", "maxHeadersKB", "maxInitialLineKB", "maxErrResponseKB",
-                     "streamAfterContentLengthKB", "streamingEnabled", "compressionLevel")
+                     "streamingEnabled", "compressionLevel")
     obj.finish()
     return cfg
 

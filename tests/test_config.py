@@ -331,9 +331,17 @@ def test_wrong_types_unknown_keys_and_bad_paths() -> None:
     - protocol: http
       servers: [{port: 4140}]
       client:
-        loadBalancer: {kind: aperture}
+        loadBalancer: {kind: aperture, lowLoad: 3, highLoad: 1}
     """)
-    assert e.key == "routers[0].client.loadBalancer.kind" and "not supported" in str(e)
+    assert e.key == "routers[0].client.loadBalancer.highLoad" and "lowLoad" in str(e)
+    e = err("""
+    routers:
+    - protocol: http
+      servers: [{port: 4140}]
+      client:
+        loadBalancer: {kind: hep}
+    """)
+    assert e.key == "routers[0].client.loadBalancer.kind" and "aperture" in (e.expected or "")
 
 
 def test_no_routers_and_duplicates() -> None:
@@ -519,14 +527,19 @@ def test_only_keys_not_acted_on_are_warned_about(caplog) -> None:
     parse(cfg("""
     routers:
     - protocol: http
-      servers: [{port: 4140}]
+      servers: [{port: 4140, maxConcurrentRequests: 10}]
+      streamAfterContentLengthKB: 8
       client:
         requestAttemptTimeoutMs: 100
         loadBalancer: {kind: ewma, maxEffort: 3, decayTimeMs: 500}
+        failureAccrual: {kind: io.l5d.successRate, successRate: 0.9, requests: 20}
+        requeueBudget: {percentCanRetry: 0.5}
       service:
         totalTimeoutMs: 1000
+        retries: {budget: {percentCanRetry: 0.5}, backoff: {kind: constant, ms: 5}}
+        responseClassifier: {kind: io.l5d.http.retryableRead5XX}
     """), "acted.yaml")
-    assert caplog.records == []  # timeouts and the balancer are enforced: no warning
+    assert caplog.records == []  # the whole communications policy is enforced: no warning
     parse(cfg("""
     routers:
     - protocol: http
@@ -536,18 +549,63 @@ def test_only_keys_not_acted_on_are_warned_about(caplog) -> None:
         kind: io.l5d.static
         configs:
         - prefix: /#/io.l5d.fs/{svc}
-          failureAccrual: {kind: none}
-      service:
-        retries: {budget: {percentCanRetry: 0.5}}
-        responseClassifier: {kind: io.l5d.http.retryableRead5XX}
+          failFast: true
     """), "kept.yaml")
     warned = [r.getMessage() for r in caplog.records]
     for where in ("kept.yaml:4: routers[0].maxHeadersKB",
-                  "kept.yaml:9: routers[0].client.configs[0].failureAccrual",
-                  "kept.yaml:11: routers[0].service.retries",
-                  "kept.yaml:12: routers[0].service.responseClassifier"):
+                  "kept.yaml:9: routers[0].client.configs[0].failFast"):
         assert any(m.startswith(where) and "not acted on" in m for m in warned), (where, warned)
-    assert len(warned) == 4
+    assert len(warned) == 2
+
+
+def test_policy_kinds_validate_their_own_params() -> None:
+    e = err("""
+    routers:
+    - protocol: http
+      servers: [{port: 4140}]
+      client:
+        failureAccrual:
+          kind: io.l5d.successRate
+          successRate: 1.5
+          requests: 20
+    """)
+    assert (e.line, e.key) == (7, "routers[0].client.failureAccrual.successRate")
+    assert "out of range" in str(e)
+    e = err("""
+    routers:
+    - protocol: http
+      servers: [{port: 4140}]
+      client:
+        failureAccrual: {kind: io.l5d.successRateWindowed, successRate: 0.9}
+    """)
+    assert e.key == "routers[0].client.failureAccrual" and "window" in str(e)
+    e = err("""
+    routers:
+    - protocol: http
+      servers: [{port: 4140}]
+      client:
+        kind: io.l5d.static
+        configs:
+        - prefix: /svc
+          failureAccrual: {kind: io.l5d.consecutiveFailures, failures: 0}
+    """)
+    assert e.key.endswith("failureAccrual.failures") and e.line == 8
+    e = err("""
+    routers:
+    - protocol: http
+      servers: [{port: 4140}]
+      service:
+        responseClassifier: {kind: io.l5d.http.retryableRead5XX, codes: [500]}
+    """)
+    assert e.key == "routers[0].service.responseClassifier.codes" and "no params" in str(e)
+    config = parse(cfg("""
+    routers:
+    - protocol: http
+      servers: [{port: 4140}]
+      service: {responseClassifier: {kind: io.l5d.retryableIdempotent5XX}}
+    """))
+    svc = config.routers[0].service.resolve(Path.read("/svc/x"))
+    assert svc.response_classifier == "io.l5d.http.retryableIdempotent5XX" and not svc.retries_set
 
 
 def test_static_params_resolved_per_request_do_not_warn_again(caplog) -> None:
