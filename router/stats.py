@@ -81,15 +81,14 @@ class RequestStats:
 
 
 def record_all(group: tuple[RequestStats, ...], status: int, latency_ms: float,
-               now: float) -> None:
+               now: float, ok: bool) -> None:
     """`s.record(status, latency_ms)` and `s.last_used = now` for every `s` in `group`.
 
     A proxied response lands in four stats (server, service, client, client/service)
     with one latency: one call that finds the histogram bucket once costs about half
-    of four `record` calls.
+    of four `record` calls. `ok` is the service classifier's verdict (router/policy).
     """
     i = bucket_index(latency_ms)
-    ok = status < 500
     for s in group:
         s.last_used = now
         s.requests.value += 1

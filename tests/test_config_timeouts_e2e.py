@@ -75,7 +75,7 @@ async def test_service_total_and_client_attempt_timeouts_from_the_config(
         status, headers = await _get(port, "total")
         took = loop.time() - t0
         assert status == 503 and took >= 0.15, took  # the service's 200 ms, not sooner
-        assert unquote(headers["l5d-err"]).startswith("exceeded 200.milliseconds to /svc/total")
+        assert unquote(headers["l5d-err"]).startswith("exceeded 200.milliseconds to unspecified")
         t0 = loop.time()
         status, headers = await _get(port, "other")
         took = loop.time() - t0

@@ -567,8 +567,10 @@ async def test_total_and_attempt_timeouts_are_503(backend, routers):
         r = await asyncio.wait_for(c.request(target="/slow?ms=3000"), 2)
         assert r.status == 503
         assert unquote(r.header("l5d-err")) == (
-            "exceeded 200.milliseconds to /svc/hello while waiting for a response for the "
-            "request, including retries (if applicable)")
+            "exceeded 200.milliseconds to unspecified while waiting for a response for the "
+            "request, including retries (if applicable). Remote Info: Not Available")
+        assert r.body.decode().splitlines()[:2] == [unquote(r.header("l5d-err")),
+                                                    "service name: /svc/hello"]
         assert (await c.request(target="/slow?ms=50")).status == 200  # under the limit
     _, port = await routers.start(f"/svc/hello => {inet(backend)}", attempt_timeout_ms=150)
     async with RawClient(port) as c:

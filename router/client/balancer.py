@@ -1,17 +1,29 @@
 """Load balancers over a client's endpoints, following `BoundName.addr` as it changes.
 
-Three kinds, as Linkerd names them (reference §1.7):
+Kinds, as Linkerd names them (reference §1.7):
 - `p2c` (default): power of two choices, least loaded (in-flight requests / weight);
-- `roundRobin`: each endpoint in turn;
-- `ewma`: p2c on peak-EWMA cost (latency estimate x (in-flight + 1)), decayed over `decayTimeMs`.
+- `roundRobin`: each endpoint in turn (an endpoint of weight 3 gets three turns);
+- `ewma`: p2c on peak-EWMA cost (latency estimate x (in-flight + 1)), decayed over `decayTimeMs`;
+- `heap`: always the least loaded endpoint (Finagle's heap balancer);
+- `aperture`: p2c over a window of endpoints that widens when the load per endpoint
+  passes `highLoad` and narrows below `lowLoad` (smoothed over `smoothWindowMs`).
 
-Endpoints whose last connection attempt failed are `down` and avoided while any
-other endpoint is up (they are retried once everything is down). The balancer
+Endpoint weights from namers (`ip port * 3` in an fs file) shape every choice:
+p2c and ewma draw their two candidates in proportion to weight and compare
+load per unit of weight, so at rest too an endpoint of weight 3 gets ~3x the
+traffic (as Finagle's weight classes do).
+
+`endpoints` is the live set: endpoints that failure accrual marked `dead` leave
+it (and come back to be probed); if every endpoint is dead all are used, as
+Finagle does when no node is open. Endpoints whose last connection attempt
+failed are `down` and avoided while any other endpoint is up. The balancer
 keeps the last good endpoint set while the address is Pending.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import random
 import time
@@ -34,7 +46,9 @@ class Balancer:
                  rng: random.Random | None = None) -> None:
         self.max_effort = max_effort
         self.rng = rng or random.Random()
-        self.endpoints: list[Endpoint] = []
+        self.endpoints: list[Endpoint] = []  # live: what pick() chooses from
+        self.all: list[Endpoint] = []
+        self._cum: list[float] | None = None  # cumulative weights when they differ
         self._by_addr: dict[tuple[str, int], Endpoint] = {}
         self.on_new_endpoint: Callable[[Endpoint], None] | None = None
         self._addr = addr
@@ -71,19 +85,35 @@ class Balancer:
             if new.get(key) is not ep:
                 ep.close()
         self._by_addr = new
-        self.endpoints = sorted(new.values(), key=lambda e: (e.host, e.port))
+        self.all = sorted(new.values(), key=lambda e: (e.host, e.port))
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Recompute the live set (failure accrual calls this when it removes or probes)."""
+        live = [e for e in self.all if not e.dead] or self.all
+        self.endpoints = live
+        weights = [e.weight for e in live]
+        self._cum = (list(itertools.accumulate(weights))
+                     if weights and min(weights) != max(weights) else None)
         self.changed()
+
+    def _draw(self, n: int) -> int:
+        """An index into `endpoints`, uniform or in proportion to weight."""
+        cum = self._cum
+        if cum is None:
+            return self.rng.randrange(n)
+        return min(bisect.bisect_right(cum, self.rng.random() * cum[-1]), n - 1)
 
     def changed(self) -> None:
         """Hook for subclasses when the endpoint list is replaced."""
 
     @property
     def size(self) -> int:
-        return len(self.endpoints)
+        return len(self.all)
 
     @property
     def available(self) -> int:
-        return sum(1 for e in self.endpoints if not e.down)
+        return sum(1 for e in self.all if not e.down and not e.dead)
 
     def pick(self) -> Endpoint | None:
         raise NotImplementedError
@@ -97,9 +127,10 @@ class Balancer:
 
     def close(self) -> None:
         self._unsubscribe()
-        for ep in self.endpoints:
+        for ep in self.all:
             ep.close()
         self.endpoints = []
+        self.all = []
         self._by_addr = {}
 
 
@@ -117,11 +148,18 @@ class P2CLeastLoaded(Balancer):
         if n == 1:
             return eps[0]
         rng = self.rng
+        weighted = self._cum is not None
         for _ in range(self.max_effort):
-            i = rng.randrange(n)
-            j = rng.randrange(n - 1)
-            if j >= i:
-                j += 1
+            if weighted:
+                i = self._draw(n)
+                j = self._draw(n)
+                if i == j:
+                    j = (i + 1 + rng.randrange(n - 1)) % n
+            else:
+                i = rng.randrange(n)
+                j = rng.randrange(n - 1)
+                if j >= i:
+                    j += 1
             a, b = eps[i], eps[j]
             if a.down and b.down:
                 continue
@@ -141,10 +179,26 @@ class RoundRobin(Balancer):
 
     def __init__(self, addr: Var[Addr], **kw) -> None:  # noqa: ANN003
         self._next = 0
+        self._turns: list[Endpoint] = []
         super().__init__(addr, **kw)
 
+    def changed(self) -> None:
+        """Turns: each endpoint as often as its (rounded) weight, interleaved."""
+        if self._cum is None:
+            self._turns = self.endpoints
+            return
+        counts = {e: max(1, round(e.weight)) for e in self.endpoints}
+        turns: list[Endpoint] = []
+        while counts:
+            for e in list(counts):
+                turns.append(e)
+                counts[e] -= 1
+                if not counts[e]:
+                    del counts[e]
+        self._turns = turns
+
     def pick(self) -> Endpoint | None:
-        eps = self.endpoints
+        eps = self._turns
         n = len(eps)
         if n == 0:
             return None
@@ -192,6 +246,86 @@ class PeakEwma(P2CLeastLoaded):
         self.observe(ep, latency_ms)
 
 
+class Heap(P2CLeastLoaded):
+    """Finagle's heap balancer: the least loaded endpoint (in flight / weight), every time."""
+
+    kind = "heap"
+
+    def pick(self) -> Endpoint | None:
+        eps = self.endpoints
+        if not eps:
+            return None
+        best = None
+        best_load = 0.0
+        for e in eps:
+            if e.down:
+                continue
+            load = e.pending / e.weight
+            if best is None or load < best_load:
+                best, best_load = e, load
+        return best if best is not None else eps[self.rng.randrange(len(eps))]
+
+
+class Aperture(P2CLeastLoaded):
+    """Finagle's aperture: p2c within a window of the endpoints (in a random but fixed order)
+    sized so that the smoothed load per endpoint in it stays between lowLoad and highLoad."""
+
+    kind = "aperture"
+
+    def __init__(self, addr: Var[Addr], *, smooth_window_ms: float = 5000.0,
+                 low_load: float = 0.5, high_load: float = 2.0, min_aperture: int = 1,
+                 **kw) -> None:  # noqa: ANN003
+        self.smooth_s = max(smooth_window_ms, 1.0) / 1000.0
+        self.low_load = low_load
+        self.high_load = high_load
+        self.min_aperture = max(1, min_aperture)
+        self.aperture = self.min_aperture
+        self._load = 0.0
+        self._stamp = time.monotonic()
+        self._order: list[Endpoint] = []
+        self._full: list[Endpoint] = []
+        super().__init__(addr, **kw)
+
+    def changed(self) -> None:
+        order = list(self.endpoints)
+        self.rng.shuffle(order)
+        self._full = order
+        self._apply()
+
+    def _apply(self) -> None:
+        n = len(self._full)
+        self.aperture = min(max(self.aperture, self.min_aperture), max(n, 1))
+        window = self._full[: self.aperture]
+        weights = [e.weight for e in window]
+        self._order = window
+        self._cum = (list(itertools.accumulate(weights))
+                     if weights and min(weights) != max(weights) else None)
+
+    def _adjust(self) -> None:
+        now = time.monotonic()
+        w = math.exp(-max(now - self._stamp, 0.0) / self.smooth_s)
+        self._stamp = now
+        inflight = sum(e.pending for e in self._order)
+        self._load = self._load * w + inflight * (1.0 - w)
+        per = self._load / max(self.aperture, 1)
+        if per > self.high_load and self.aperture < len(self._full):
+            self.aperture += 1
+            self._apply()
+        elif per < self.low_load and self.aperture > self.min_aperture:
+            self.aperture -= 1
+            self._apply()
+
+    def pick(self) -> Endpoint | None:
+        if not self._full:
+            return None
+        self._adjust()
+        eps, self.endpoints = self.endpoints, self._order
+        try:
+            return super().pick()
+        finally:
+            self.endpoints = eps
+
+
 def build_balancer(kind: str, addr: Var[Addr], params: object | None = None,
                    rng: random.Random | None = None) -> Balancer:
     """A balancer from a `loadBalancer.kind` name and its params object (or dict)."""
@@ -209,5 +343,12 @@ def build_balancer(kind: str, addr: Var[Addr], params: object | None = None,
     if kind == "ewma":
         return PeakEwma(addr, decay_time_ms=param("decayTimeMs", "decay_time_ms", 10_000.0),
                         max_effort=max_effort, rng=rng)
-    # p2c, and the kinds we do not implement separately (heap, aperture) fall back to p2c.
+    if kind == "heap":
+        return Heap(addr, max_effort=max_effort, rng=rng)
+    if kind == "aperture":
+        return Aperture(addr, smooth_window_ms=param("smoothWindowMs", "smooth_window_ms", 5000.0),
+                        low_load=param("lowLoad", "low_load", 0.5),
+                        high_load=param("highLoad", "high_load", 2.0),
+                        min_aperture=int(param("minAperture", "min_aperture", 1)),
+                        max_effort=max_effort, rng=rng)
     return P2CLeastLoaded(addr, max_effort=max_effort, rng=rng)

@@ -17,19 +17,23 @@ from dtab.addr import AddrBound, AddrFailed, AddrNeg, AddrPending, BoundName
 from router.client.balancer import Balancer, build_balancer
 from router.client.pool import Endpoint
 from router.metrics import Scope
+from router.policy import accrual as accruals
+from router.policy import backoff as backoffs
+from router.policy.requeues import RequeuePolicy
 from router.session import DEFAULT_CLIENT_SESSION, ClientSession
 from router.stats import ClientStats
 
 log = logging.getLogger(__name__)
 
-_KNOWN_KINDS = {"p2c", "roundRobin", "ewma"}
+_KNOWN_KINDS = {"p2c", "roundRobin", "ewma", "heap", "aperture"}
 
 
 class Client:
     """The traffic side of a bound name."""
 
     __slots__ = ("id", "name", "name_bytes", "bound", "balancer", "stats", "last_used",
-                 "requeues", "attempt_timeout_s", "session", "body_s", "tls")
+                 "requeues", "attempt_timeout_s", "session", "body_s", "tls", "requeue",
+                 "accrual")
 
     def __init__(self, bound: BoundName, balancer: Balancer, stats: ClientStats,
                  tls: Any = None) -> None:
@@ -40,7 +44,10 @@ class Client:
         self.balancer = balancer
         self.stats = stats
         self.last_used = time.monotonic()
-        self.requeues = stats.scope.counter("retries", "requeues")
+        # client policy (router/policy): requeue budget, failure accrual; see set_policy
+        self.requeue = RequeuePolicy(stats.scope)
+        self.requeues = self.requeue.requeues
+        self.accrual: accruals.FailureAccrual | None = None
         self.attempt_timeout_s: float | None = None  # client requestAttemptTimeoutMs
         self.session: ClientSession = DEFAULT_CLIENT_SESSION  # clientSession
         self.body_s = self.session.body_s
@@ -63,8 +70,32 @@ class Client:
             connects.value += 1
 
         ep.on_connect = on_connect
+        if self.accrual is not None:
+            self.accrual.attach(ep)
         ep.idle_s, ep.life_s = self.session.idle_s, self.session.life_s
         ep.tls = self.tls
+
+    def set_policy(self, cfg: Any) -> None:
+        """`requeueBudget` and `failureAccrual` from the client config (Linkerd's defaults
+        when unset: 20% requeues, 5 consecutive failures with jittered 5 s-300 s backoff)."""
+        rb = getattr(cfg, "requeue_budget", None)
+        if rb is not None:
+            self.requeue = RequeuePolicy(self.stats.scope, rb)
+            self.requeues = self.requeue.requeues
+        fa = getattr(cfg, "failure_accrual", None)
+        spec = accruals.DEFAULT
+        if fa is not None:
+            bo = getattr(fa, "backoff", None)
+            backoff = (accruals.DEFAULT_BACKOFF if bo is None or (
+                bo.kind == "jittered" and (bo.min_ms, bo.max_ms) == (5000, 300000))
+                else backoffs.from_config(bo))
+            spec = accruals.build(fa.kind, dict(getattr(fa, "params", {}) or {}), backoff)
+        if spec.make is None:
+            self.accrual = None
+            return
+        self.accrual = accruals.FailureAccrual(spec, self.balancer, self.stats.scope, self.name)
+        for ep in self.balancer.all:
+            self.accrual.attach(ep)
 
     def state(self) -> dict[str, Any]:
         addr = self.bound.addr.value
@@ -134,6 +165,7 @@ class ClientCache:
 
             tls = ClientTlsState(tls_cfg, stats.scope)
         client = Client(bound, balancer, stats, tls)
+        client.set_policy(cfg)
         ms = getattr(cfg, "request_attempt_timeout_ms", None)
         if ms:
             client.attempt_timeout_s = ms / 1000.0

@@ -361,7 +361,7 @@ class Endpoint:
 
     __slots__ = ("address", "host", "port", "hostport", "weight", "idle", "pending",
                  "open_connections", "down", "removed", "cost", "stamp", "on_connect",
-                 "connect_timeout_s", "idle_s", "life_s", "_sweeper", "tls")
+                 "connect_timeout_s", "idle_s", "life_s", "_sweeper", "tls", "dead", "accrual")
 
     def __init__(self, address: Address, *, connect_timeout_s: float = 10.0) -> None:
         self.address = address
@@ -374,6 +374,8 @@ class Endpoint:
         self.open_connections = 0
         self.down = False  # last connect failed; the balancer avoids it while others are up
         self.removed = False
+        self.dead = False  # failure accrual took it out of the balancer (router/policy/accrual)
+        self.accrual = None  # its EndpointAccrual, or None (failureAccrual: none)
         self.cost = 0.0  # peak-EWMA latency estimate, ms
         self.stamp = time.monotonic()
         self.on_connect = None  # callback(latency_ms) for client stats
@@ -473,6 +475,8 @@ class Endpoint:
     def close(self) -> None:
         """The endpoint left the address set: close idle connections; busy ones close on release."""
         self.removed = True
+        if self.accrual is not None:
+            self.accrual.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None

@@ -38,11 +38,13 @@ class RouteError(Exception):
     `ConnectionFailed`, `NoBrokersAvailable`.
     """
 
-    def __init__(self, status: int, message: str, cause: str = "RouteError") -> None:
+    def __init__(self, status: int, message: str, cause: str = "RouteError",
+                 detail: str = "") -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.cause = cause
+        self.detail = detail  # more lines for the body only (l5d-err carries `message`)
 
 
 def format_dtab(dtab: Iterable[object]) -> str:
@@ -111,6 +113,7 @@ def unknown_destination_message(described_request: str, reason: str) -> str:
 class ErrorResponse:
     status: int
     message: str
+    detail: str = ""  # body lines after the message (e.g. the service and endpoint)
 
     def encode(self, *, keep_alive: bool = True, with_body: bool = True, l5d_err: bool = True,
                http10_keep_alive: bool = False) -> bytes:
@@ -119,11 +122,13 @@ class ErrorResponse:
         A `clearContext` server passes `l5d_err=False, with_body=False`: the
         status stays, the router's internals do not leave the mesh.
         """
-        body = self.message.encode("utf-8", "replace")[:MAX_ERR_BODY] if with_body else b""
+        text = f"{self.message}\n{self.detail}" if self.detail else self.message
+        body = text.encode("utf-8", "replace")[:MAX_ERR_BODY] if with_body else b""
         reason = REASONS.get(self.status, b"Error")
         lines = [b"HTTP/1.1 " + str(self.status).encode() + b" " + reason]
         if l5d_err:
             lines.append(b"l5d-err: " + quote(self.message, safe="")[:MAX_ERR_HEADER].encode())
+            lines.append(b"l5d-success-class: 0.0")  # a router-made error is a failure
         lines += [
             b"Content-Type: text/plain",
             b"Content-Length: " + str(len(body)).encode(),

@@ -7,8 +7,15 @@ task. Everything after the request head reaches the backend is callback-driven:
 the upstream connection hands response head, body chunks and completion to the
 `Exchange`, which writes them downstream as they arrive. Bodies are never held
 whole. Before a backend is chosen, a request body is buffered up to
-`BODY_BUFFER_LIMIT` and the client is paused beyond that; `Exchange.body_chunks`
-is where a bounded replay buffer for retries will hang later.
+`BODY_BUFFER_LIMIT` and the client is paused beyond that.
+
+Communications policy (router/policy/) is consulted at fixed points, through
+the service's compiled `ServicePolicy` and the client's requeue budget and
+failure accrual: before dispatch (budget deposit, deadline and total timeout),
+on the response head (classification, `l5d-success-class`, maybe a retry), on
+failure (retry or requeue) and on completion (accrual, stats by the classifier).
+A retry replays the request from `Exchange.replay`, bounded by the service's
+buffer limit; a chunked or larger body is never replayed.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ from router.http.errors import (
     unknown_destination_message,
 )
 from router.http.headers import L5D_PREFIX
+from router.policy import deadline as deadlines
+from router.policy.classifiers import RETRYABLE, SUCCESS, success_class
 from router.stats import record_all
 
 if TYPE_CHECKING:
@@ -58,6 +67,8 @@ def route_weight(key: Any, suffix: bytes) -> int:
         w += sum(64 + len(v) for vs in dtabs for v in vs)
     return w
 _VIA = (b"Via", b"1.1 linkerd")
+_SC_OK = b"l5d-success-class: 1.0\r\n"
+_SC_FAIL = b"l5d-success-class: 0.0\r\n"
 _rng = random.Random()
 _REQID_PREFIX = os.urandom(4).hex().encode()
 _reqid_counter = 0
@@ -78,7 +89,8 @@ class Exchange:
         "balancer", "head_sent", "chunked_down", "close_after", "discard_body", "finished",
         "start", "svc_stats", "client_stats", "client_svc_stats", "task", "expect_continue",
         "status", "upstream_paused", "pending_head", "plan", "requeued", "info",
-        "total_timer", "attempt_timer", "body_seen",
+        "total_timer", "attempt_timer", "body_seen", "policy", "ok", "retries", "replay",
+        "delays", "requeues",
     )
 
     def __init__(self, conn: ServerConnection, head: Any, keep_alive: bool, body_mode: int,
@@ -116,13 +128,23 @@ class Exchange:
         self.requeued = False
         # service totalTimeoutMs and client requestAttemptTimeoutMs, until the response head
         self.total_timer: asyncio.TimerHandle | None = None
-        self.attempt_timer: asyncio.TimerHandle | None = None
+        self.attempt_timer: asyncio.TimerHandle | None = None  # or a retry's backoff
+        self.policy: Any = None  # the service's ServicePolicy (router/policy/retries.py)
+        self.ok = True  # this attempt's class, as the classifier (or the next hop) says
+        self.retries = 0
+        self.requeues = 0
+        # request body as sent, for a retry; None: not replayable (chunked or too long)
+        self.replay: list[bytes] | None = [] if body_mode == 1 else None
+        self.delays: Any = None
 
     # --- request body, from the downstream parser ---------------------------
     def feed_body(self, chunk: bytes) -> None:
         self.body_seen += len(chunk)
         up = self.upstream
         if up is not None:
+            replay = self.replay
+            if replay is not None:
+                replay.append(chunk)
             if self.body_mode == 2:
                 up.transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))  # type: ignore[union-attr]
             else:
@@ -154,10 +176,9 @@ class Exchange:
             if self.attempt_timer is not None:
                 self.attempt_timer.cancel()
             self.attempt_timer = asyncio.get_running_loop().call_later(
-                timeout_s, self.timed_out, 503,
+                timeout_s, self.attempt_timed_out,
                 f"exceeded {timeout_s * 1000:g}.milliseconds to {self.client.name} while "
                 "waiting for a response for an individual request, excluding retries",
-                "IndividualRequestTimeoutException",
             )
         if self.conn.writing_paused and conn.transport is not None:
             # the client is still behind on an earlier response: do not read ahead for it
@@ -178,8 +199,20 @@ class Exchange:
                          has_body: bool, content_length: bytes | None,
                          conn_tokens: list[bytes] | None, has_l5d: bool, l5d_err: bool) -> None:
         self.status = status
-        if self.total_timer is not None or self.attempt_timer is not None:
-            self._cancel_timers()
+        if self.attempt_timer is not None:  # the total timeout runs on, over the body
+            self.attempt_timer.cancel()
+            self.attempt_timer = None
+        ok = True
+        if status >= 500 or has_l5d:
+            pol = self.policy
+            retryable, verdict = False, None
+            if has_l5d:
+                headers, retryable, verdict = _policy_headers(headers)
+            cls = pol.classify(self.head.method, status, retryable)
+            if cls == RETRYABLE and self._retry(f"status {status}"):
+                return
+            ok = cls == SUCCESS if verdict is None else verdict
+        self.ok = ok
         out = headers
         if conn_tokens:
             named = set(conn_tokens)
@@ -189,22 +222,23 @@ class Exchange:
         else:
             l5d_err = False
         # The headers this hop sets, already serialised (after the backend's, in this order).
+        sc = b"" if self.server.clear_context else _SC_OK if ok else _SC_FAIL
         if has_body:
             if l5d_err:
                 self.discard_body = True
-                tail = b"Via: 1.1 linkerd\r\nContent-Length: 0\r\n"
+                tail = b"%sVia: 1.1 linkerd\r\nContent-Length: 0\r\n" % sc
             elif content_length is not None:
-                tail = b"Via: 1.1 linkerd\r\nContent-Length: %s\r\n" % content_length
+                tail = b"%sVia: 1.1 linkerd\r\nContent-Length: %s\r\n" % (sc, content_length)
             elif self.version == "1.1":
                 self.chunked_down = True
-                tail = b"Via: 1.1 linkerd\r\nTransfer-Encoding: chunked\r\n"
+                tail = b"%sVia: 1.1 linkerd\r\nTransfer-Encoding: chunked\r\n" % sc
             else:
                 self.close_after = True
-                tail = b"Via: 1.1 linkerd\r\n"
+                tail = b"%sVia: 1.1 linkerd\r\n" % sc
         elif content_length is not None:  # HEAD: the length not sent
-            tail = b"Content-Length: %s\r\nVia: 1.1 linkerd\r\n" % content_length
+            tail = b"%sContent-Length: %s\r\nVia: 1.1 linkerd\r\n" % (sc, content_length)
         else:
-            tail = b"Via: 1.1 linkerd\r\n"
+            tail = b"%sVia: 1.1 linkerd\r\n" % sc
         if self.close_after or not self.keep_alive or self.conn.draining or not self.request_done:
             # A response that starts before its request body was all read (the backend
             # answered early) ends the connection: say so, never close a kept-alive one.
@@ -253,9 +287,82 @@ class Exchange:
                     up.transport.resume_reading()
             ep.release(up, keep_alive and self.request_done)
             self.balancer.finished(ep, latency)
+            acc = ep.accrual
+            if acc is not None:
+                if self.ok:
+                    acc.success()
+                else:
+                    acc.failure()
+        if self.total_timer is not None:
+            self.total_timer.cancel()
+            self.total_timer = None
         self._record(self.status, latency, now)
+        pol = self.policy
+        if pol is not None and (pol.active or self.retries):
+            pol.completed(self.retries)
         self.finished = True
         self.conn.exchange_done(self, not self.close_after)
+
+    # --- retries (service policy) and requeues (client policy) -----------------
+    def _retry(self, why: str) -> bool:
+        """Retry this request if the policy allows (budget, replayable body, nothing sent
+        to the client yet). The failed attempt is dropped and counted against its endpoint."""
+        if self.finished or (self.head_sent and not self.pending_head) or self.plan is None:
+            return False
+        pol = self.policy
+        if self.body_mode != 0 and (self.replay is None or self.body_mode == 2):
+            pol.too_long.value += 1
+            return False
+        if not pol.withdraw():
+            return False
+        up, ep = self.upstream, self.endpoint
+        self.upstream = self.endpoint = None
+        if ep is not None:
+            self.balancer.finished(ep, (time.monotonic() - self.start) * 1000.0)
+            if ep.accrual is not None:
+                ep.accrual.failure()
+        if up is not None:
+            up.abort()  # the failed response is not read further
+        self.retries += 1
+        self.head_sent = self.chunked_down = self.discard_body = self.close_after = False
+        self.pending_head = b""
+        self.upstream_paused = False
+        self.status = 0
+        if self.replay:
+            self.body_chunks = self.replay + self.body_chunks
+            self.body_buffered = sum(map(len, self.body_chunks))
+        if self.replay is not None:
+            self.replay = []
+        self.plan.ep = None
+        delay_s, self.delays = pol.delay_s(self.delays)
+        _limited.info((self.server.label, "retry", pol.name), "%s: retry %d of %s to %s after "
+                      "%s (backoff %.0f ms)", self.server.label, self.retries,
+                      self.head.method[:16], pol.name[:256], why[:256], delay_s * 1000)
+        loop = asyncio.get_running_loop()
+        if self.attempt_timer is not None:
+            self.attempt_timer.cancel()
+        if delay_s > 0:
+            self.attempt_timer = loop.call_later(delay_s, self._redispatch)
+        else:
+            self.attempt_timer = None
+            self._redispatch()
+        return True
+
+    def _redispatch(self) -> None:
+        self.attempt_timer = None
+        if not self.finished and self.plan is not None:
+            self.task = asyncio.get_running_loop().create_task(_requeue(self, self.plan))
+
+    def attempt_timed_out(self, message: str) -> None:
+        """requestAttemptTimeoutMs: retried when the classifier allows, else a 503."""
+        self.attempt_timer = None
+        if self.finished or self.head_sent:
+            return
+        pol = self.policy
+        if (pol is not None and pol.classify_error(self.head.method, True) == RETRYABLE
+                and self._retry("attempt timeout")):
+            return
+        self.timed_out(503, message, "IndividualRequestTimeoutException")
 
     def on_upstream_error(self, error: UpstreamError) -> None:
         ep = self.endpoint
@@ -267,16 +374,25 @@ class Exchange:
             self.balancer.finished(ep, latency)
         if up is not None:
             up.abort()
+        if ep is not None and ep.accrual is not None:
+            ep.accrual.failure()
         if (error.requeueable and not self.requeued and self.body_mode == 0
-                and self.plan is not None and not self.finished):
+                and self.plan is not None and not self.finished
+                and self.client.requeue.allow(self.requeues)):
             # The pooled connection had been closed by the backend: send it again, once.
             self.requeued = True
+            self.requeues += 1
             self.upstream = self.endpoint = None
-            self.client.requeues.value += 1
             _limited.info((self.server.label, "requeue", error.endpoint), "%s: requeue %s after %s",
                           self.server.label, self.head.target, error)
             self.task = asyncio.get_running_loop().create_task(_requeue(self, self.plan))
             return
+        pol = self.policy
+        if (pol is not None and (not self.head_sent or self.pending_head)
+                and pol.classify_error(self.head.method, True) == RETRYABLE):
+            self.endpoint = None  # accrual and load already accounted for above
+            if self._retry(str(error)):
+                return
         _limited.warning((self.server.label, "failed", error.endpoint, error.cause),
                          "%s %s: backend %s failed: %s", self.server.label, self.head.target,
                     error.endpoint, error)
@@ -322,16 +438,33 @@ class Exchange:
             self.attempt_timer.cancel()
             self.attempt_timer = None
 
-    def timed_out(self, status: int, message: str, cause: str) -> None:
-        """A timeout fired before the response head: 503 (reference §1.13), backend dropped."""
-        self.total_timer = self.attempt_timer = None
-        if self.finished or self.head_sent:
+    def timed_out(self, status: int, message: str, cause: str, detail: str = "") -> None:
+        """A timeout fired: a 503 (reference §1.13) if nothing reached the client yet, else
+        the response is cut (the total timeout covers the body too); backend dropped."""
+        self._cancel_timers()
+        if self.finished:
             return
         _limited.info((self.server.label, "timeout", cause), "%s: %s", self.server.label,
                       message)
         if self.task is not None and not self.task.done():
             self.task.cancel()
-        self.respond_error(RouteError(status, message, cause))
+        if self.head_sent:
+            if not self.pending_head:  # mid-body: only a reset can say so
+                now = time.monotonic()
+                latency = (now - self.start) * 1000.0
+                up, ep = self.upstream, self.endpoint
+                self.upstream = None
+                if up is not None:
+                    up.abort()
+                    if ep is not None:
+                        self.balancer.finished(ep, latency)
+                self._record_failure(cause, latency, None, now)
+                self.finished = True
+                self.conn.abort_exchange(self)
+                return
+            self.pending_head = b""
+            self.head_sent = False
+        self.respond_error(RouteError(status, message, cause, detail))
 
     def respond_error(self, err: RouteError) -> None:
         """A router-made response (§1.13), then on to the next request if the framing allows."""
@@ -348,7 +481,7 @@ class Exchange:
             if ep is not None:
                 self.balancer.finished(ep, latency)
         clear = self.server.clear_context
-        resp = ErrorResponse(err.status, err.message)
+        resp = ErrorResponse(err.status, err.message, err.detail)
         keep = self.keep_alive and self.request_done
         data = resp.encode(
             keep_alive=keep, with_body=self.head.method != "HEAD" and not clear,
@@ -383,9 +516,10 @@ class Exchange:
         if c is not None:
             self.client.last_used = now
         if s is not None and c is not None and cs is not None:
-            record_all((srv, s, c, cs), status, latency, now)  # the proxied steady state
+            record_all((srv, s, c, cs), status, latency, now, self.ok)  # the steady state
         else:
-            record_all(tuple(x for x in (srv, s, c) if x is not None), status, latency, now)
+            record_all(tuple(x for x in (srv, s, c) if x is not None), status, latency, now,
+                       self.ok)
 
     def _record_failure(self, cause: str, latency: float, status: int | None, now: float) -> None:
         self.server.stats.record_failure(cause, latency, status)
@@ -400,6 +534,22 @@ class Exchange:
             if cs is not None:
                 cs.record_failure(cause, latency, None)
                 cs.last_used = now
+
+
+def _policy_headers(headers: list[tuple[bytes, bytes]]
+                    ) -> tuple[list[tuple[bytes, bytes]], bool, bool | None]:
+    """A response's `l5d-retryable` and `l5d-success-class` (the next hop's verdict, which
+    this hop honours); the latter is taken out, since this hop sets its own."""
+    retryable, verdict, out = False, None, []
+    for k, v in headers:
+        lk = k.lower()
+        if lk == b"l5d-success-class":
+            verdict = success_class(v)
+            continue
+        if lk == b"l5d-retryable" and v.strip().lower() == b"true":
+            retryable = True
+        out.append((k, v))
+    return out, retryable, verdict
 
 
 def pick_leaf(tree: Any, rng: random.Random = _rng) -> tuple[BoundName | None, str | None]:
@@ -471,7 +621,7 @@ class _Plan:
     """What routing decided so far for one request (filled in step by step)."""
 
     __slots__ = ("fwd", "name", "service", "base", "local", "full", "tree", "bound", "reason",
-                 "client", "head_bytes", "ep", "route_key", "suffix")
+                 "client", "head_bytes", "ep", "route_key", "suffix", "deadline")
 
     def __init__(self) -> None:
         self.tree: Any = None
@@ -482,6 +632,7 @@ class _Plan:
         self.head_bytes = b""
         self.route_key: Any = None
         self.suffix = b""  # the route's own headers (Via, l5d-dst-*), serialised
+        self.deadline = b""  # this request's l5d-ctx-deadline line, if it has one
         self.ep: Endpoint | None = None  # picked on the fast path, connected on the slow one
 
 
@@ -565,19 +716,45 @@ def _prepare(ex: Exchange) -> _Plan:
     plan.name = ident.path
     if ident.target is not None:
         head.target = ident.target
-    plan.service, ex.svc_stats, total_timeout_s = rt.service_for(ident.path)
-    if total_timeout_s is not None:
-        ex.total_timer = asyncio.get_running_loop().call_later(
-            total_timeout_s, ex.timed_out, 503,
-            f"exceeded {total_timeout_s * 1000:g}.milliseconds to {plan.service} while waiting "
-            "for a response for the request, including retries (if applicable)",
-            "GlobalRequestTimeoutException",
-        )
+    plan.service, ex.svc_stats, pol = rt.service_for(ident.path)
+    ex.policy = pol
+    if pol.active:
+        pol.begin()
+        if ex.replay is not None and int(ex.content_length or 0) > pol.buffer_limit:
+            ex.replay = None  # too long to replay: this request is not retried
+    if info.deadlines or pol.total_timeout_s is not None:
+        _arm_deadline(ex, plan, pol, info.deadlines)
     plan.route_key = (ident.path.elems, None if local is None else
                       (info.ctx_dtabs, info.user_dtabs))
     plan.base = base = router.base_dtab
     plan.full = base if local is None else base + local
     return plan
+
+
+def _arm_deadline(ex: Exchange, plan: _Plan, pol: Any, incoming_values: tuple[bytes, ...]
+                  ) -> None:
+    """The request's deadline: the strictest incoming `l5d-ctx-deadline`, tightened by the
+    service's totalTimeoutMs; enforced here (expired: 503 at once) and passed on."""
+    incoming = deadlines.parse(incoming_values) if incoming_values else None
+    now_ns = time.time_ns()
+    dl = deadlines.combine(incoming, pol.total_timeout_s, now_ns)
+    if dl is None:
+        return
+    plan.deadline = deadlines.header_line(dl)
+    remaining = deadlines.remaining_s(dl, now_ns)
+    if remaining <= 0:
+        raise RouteError(503, deadlines.expired_message(-remaining * 1000), "DeadlineExceeded",
+                         f"service name: {plan.service}")
+    total = pol.total_timeout_s
+    if total is not None and remaining >= total - 1e-6:
+        message = pol.timeout_message  # Finagle's sentence, exactly
+    else:  # the caller's deadline is the stricter one
+        message = (f"exceeded {remaining * 1000:.0f}.milliseconds left of the request deadline "
+                   "(l5d-ctx-deadline) while waiting for a response for the request, "
+                   "including retries (if applicable)")
+    ex.total_timer = asyncio.get_running_loop().call_later(
+        remaining, ex.timed_out, 503, message, "GlobalRequestTimeoutException",
+        f"service name: {plan.service}")
 
 
 async def _bind(router: Any, plan: _Plan) -> Any:
@@ -649,15 +826,17 @@ def _choose(ex: Exchange, plan: _Plan) -> bool:
     if not ex.balancer.endpoints:
         raise _no_route(plan, f"{client.name} has no endpoints")
 
+    client.requeue.budget.deposit()
     # The caller's headers, then the route's (pre-serialised), request id and framing.
+    suffix = plan.suffix + plan.deadline if plan.deadline else plan.suffix
     if ex.body_mode == 0:
-        tail = b"%sl5d-reqid: %s\r\n\r\n" % (plan.suffix, _reqid())
+        tail = b"%sl5d-reqid: %s\r\n\r\n" % (suffix, _reqid())
     elif ex.body_mode == 1:
         tail = b"%sl5d-reqid: %s\r\nContent-Length: %s\r\n\r\n" % (
-            plan.suffix, _reqid(), ex.content_length)
+            suffix, _reqid(), ex.content_length)
     else:
         tail = b"%sl5d-reqid: %s\r\nTransfer-Encoding: chunked\r\n\r\n" % (
-            plan.suffix, _reqid())
+            suffix, _reqid())
     head = ex.head
     plan.head_bytes = b"\r\n".join([f"{head.method} {head.target} HTTP/1.1".encode("latin-1"),
                                      *map(b": ".join, plan.fwd), tail])
@@ -696,10 +875,18 @@ async def _connect(ex: Exchange, plan: _Plan) -> None:
     balancer = ex.balancer
     tried: set[Endpoint] = set()
     last_err: ConnectFailed | None = None
-    for _ in range(3):
+    requeue = plan.client.requeue
+    while True:
+        if last_err is not None and not requeue.allow(ex.requeues):
+            break  # connection failures are requeued elsewhere within the budget only
+        if last_err is not None:
+            ex.requeues += 1
         ep, plan.ep = plan.ep or balancer.pick(), None
         if ep is None or ep in tried:
-            break
+            # the balancer keeps choosing a failed one: any other not tried yet
+            ep = next((e for e in balancer.all if e not in tried), None)
+            if ep is None:
+                break
         tried.add(ep)
         conn = ep.take_idle(checked=ex.body_mode != 0)
         if conn is None:
@@ -709,6 +896,8 @@ async def _connect(ex: Exchange, plan: _Plan) -> None:
                 last_err = e
                 _limited.info((ex.server.label, "connect", e.endpoint), "%s: %s",
                               ex.server.label, e)
+                if ep.accrual is not None:
+                    ep.accrual.failure()
                 continue
         if ex.finished:  # the client went away while we connected
             ep.release(conn, True)

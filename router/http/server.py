@@ -29,6 +29,8 @@ from router.http.errors import ErrorResponse, RouteError
 from router.http.headers import HOP_BY_HOP, REQUEST_OWNED
 from router.http.proxy import ROUTE_CACHE_BYTES, ROUTE_CACHE_MAX, Exchange, dispatch
 from router.identifiers import IdentificationError
+from router.policy.retries import DEFAULT_BUFFER_BYTES, ServicePolicy, compile_service
+from router.policy.shedding import LoadShedder
 from router.request import RequestHead
 from router.session import DEFAULT_SERVER_SESSION, ServerSession
 from router.stats import ServerStats, ServiceStats, ServiceStatsCache
@@ -50,6 +52,8 @@ class RouterRuntime:
         idle_s = _idle_ttl(cfg)
         self.clients = ClientCache(router.metrics, getattr(router, "client_config", None), idle_s)
         self.services = ServiceStatsCache(lambda name: ServiceStats(router.metrics, name), idle_s)
+        kb = getattr(cfg, "stream_after_content_length_kb", None)
+        self.retry_buffer_bytes = int(kb) * 1024 if kb is not None else DEFAULT_BUFFER_BYTES
         self.binding_timeout_s = float(getattr(cfg, "binding_timeout_ms", 10_000) or 10_000) / 1000
         self.identification_error: type[Exception] = IdentificationError
         self._sweeper: asyncio.TimerHandle | None = None
@@ -68,19 +72,18 @@ class RouterRuntime:
         bindings = getattr(router, "bindings", None)
         self.cached_bind = getattr(bindings, "get", None)
 
-    def service_for(self, name: Any) -> tuple[str, Any, float | None]:
-        """(`/svc/hello`, its ServiceStats, its totalTimeoutMs in seconds or None) for a
-        name path, remembered by its labels."""
+    def service_for(self, name: Any) -> tuple[str, Any, ServicePolicy]:
+        """(`/svc/hello`, its ServiceStats, its compiled ServicePolicy) for a name path,
+        remembered by its labels (the policy is compiled once per service)."""
         hit = self._names.get(name.elems)
         if hit is None:
             show = name.show
-            timeout_s = None
             service_config = getattr(self.router, "service_config", None)
-            if service_config is not None:
-                ms = getattr(service_config(name), "total_timeout_ms", None)
-                timeout_s = ms / 1000.0 if ms else None
-            hit = (show, self.services.get(show), timeout_s)
-            self._names.put(name.elems, hit, 2 * approx_size(show) + 200)
+            cfg = service_config(name) if service_config is not None else None
+            stats = self.services.get(show)
+            policy = compile_service(show, stats.scope, cfg, self.retry_buffer_bytes)
+            hit = (show, stats, policy)
+            self._names.put(name.elems, hit, 2 * approx_size(show) + 600)
         return hit
 
     def _forget_routes(self) -> None:
@@ -126,6 +129,8 @@ class HttpServer:
         if depth is None:
             depth = getattr(getattr(router, "config", None), "max_call_depth", None)
         self.max_call_depth = int(depth) if depth is not None else 1000
+        limit = getattr(server_cfg, "max_concurrent_requests", None)
+        self.shedder: LoadShedder | None = LoadShedder(limit) if limit else None
         self.session: ServerSession = getattr(server_cfg, "session", None) or \
             DEFAULT_SERVER_SESSION
         self.tick_s = self.session.tick_s()
@@ -193,7 +198,7 @@ class HttpServer:
 
 
 (_VIA, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _EXPECT, _CTX_DTAB, _USER_DTAB, _DROP,
- _PLAIN, _L5D, _HOST, _AMBIGUOUS) = range(12)
+ _PLAIN, _L5D, _HOST, _AMBIGUOUS, _CTX_DEADLINE) = range(13)
 _REQUEST_SPECIAL: dict[bytes, int] = {
     b"host": _HOST,
     b"via": _VIA,
@@ -203,6 +208,7 @@ _REQUEST_SPECIAL: dict[bytes, int] = {
     b"expect": _EXPECT,
     b"l5d-ctx-dtab": _CTX_DTAB,
     b"l5d-dtab": _USER_DTAB,
+    b"l5d-ctx-deadline": _CTX_DEADLINE,  # read, tightened and re-emitted (router/policy)
     **{h: _DROP for h in HOP_BY_HOP - {b"connection", b"content-length", b"transfer-encoding"}},
     **{h: _DROP for h in REQUEST_OWNED},
 }
@@ -277,7 +283,7 @@ class _HeadInfo:
     """What the header callbacks learned about one request head."""
 
     __slots__ = ("hops", "body_mode", "length", "expect", "conn_tokens", "ctx_dtabs",
-                 "user_dtabs", "bad_target")
+                 "user_dtabs", "bad_target", "deadlines")
 
     def __init__(self) -> None:
         self.hops = 0
@@ -288,6 +294,7 @@ class _HeadInfo:
         self.ctx_dtabs: tuple[bytes, ...] = ()  # tuples: no allocation in the common case
         self.user_dtabs: tuple[bytes, ...] = ()
         self.bad_target = False
+        self.deadlines: tuple[bytes, ...] = ()  # l5d-ctx-deadline values
 
 
 # Most requests carry none of the headers _HeadInfo tracks: they share this one, and
@@ -367,6 +374,8 @@ class ServerConnection(asyncio.Protocol):
         self.current = None
         if cur is not None:
             cur.cancel()
+            if self.server.shedder is not None:
+                self.server.shedder.release(cur)
         for ex in self.queue:
             ex.finished = True
         self.queue.clear()
@@ -514,6 +523,9 @@ class ServerConnection(asyncio.Protocol):
             info.ctx_dtabs += (value,)
         elif code == _USER_DTAB:
             info.user_dtabs += (value,)
+        elif code == _CTX_DEADLINE:
+            if len(info.deadlines) < 16:  # a client cannot make the router hold many
+                info.deadlines += (value,)
         # _DROP: other hop-by-hop headers and the l5d-dst-*/l5d-reqid this router sets
 
     def on_headers_complete(self) -> None:
@@ -584,6 +596,10 @@ class ServerConnection(asyncio.Protocol):
     # --- exchanges ---------------------------------------------------------------------
     def _serve(self, ex: Exchange) -> None:
         self.current = ex
+        shed = self.server.shedder
+        if shed is not None and not shed.admit(ex):
+            ex.respond_error(shed.rejection())
+            return
         if ex.expect_continue and not ex.request_done and ex.version == "1.1":
             self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         dispatch(ex)
@@ -593,6 +609,8 @@ class ServerConnection(asyncio.Protocol):
         if self.current is not ex:
             return
         self.current = None
+        if self.server.shedder is not None:
+            self.server.shedder.release(ex)
         self._idle_reads = self.reads
         if self._closed:
             return
@@ -763,6 +781,8 @@ class ServerConnection(asyncio.Protocol):
         """The backend failed after the response head went out: only a reset says so."""
         if self.current is ex:
             self.current = None
+            if self.server.shedder is not None:
+                self.server.shedder.release(ex)
         self.queue.clear()
         self.abort()
 
