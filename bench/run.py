@@ -8,6 +8,8 @@ On loopback, in one go, for wrk at 50 connections and at 1 connection:
   nginx-tls wrk -> nginx proxy -> TLS (keep-alive upstream) -> nginx TLS proxy -> backend
   l5d-tls   wrk -> l5d-py outgoing -> TLS -> l5d-py incoming (TLS server) -> backend
             (the TLS rows need the real `l5d` launcher; certificates are made per run)
+  l5d-policy  as l5d-1hop, with retries, a retry budget, failure accrual, a requeue
+            budget and a total timeout configured (what the policy costs)
 Every nginx runs one worker (l5d-py is one process on one core). Each
 process gets its own temp dir, config and free port, and is stopped at the
 end. `--runs N` repeats everything and prints medians.
@@ -215,6 +217,23 @@ routers:
   servers:
   - ip: 127.0.0.1
     port: {port}
+{policy}"""
+
+# The `l5d-policy` target: one hop with communications policy configured (a retry budget
+# and retryable classifier, failure accrual, a requeue budget, a total timeout), to show
+# what the policy costs per request against `l5d-1hop`, which has none.
+POLICY_CONF = """  client:
+    failureAccrual:
+      kind: io.l5d.consecutiveFailures
+      failures: 5
+      backoff: {kind: jittered, minMs: 5000, maxMs: 300000}
+    requeueBudget: {minRetriesPerSec: 10, percentCanRetry: 0.2, ttlSecs: 10}
+  service:
+    totalTimeoutMs: 10000
+    responseClassifier: {kind: io.l5d.http.retryableRead5XX}
+    retries:
+      budget: {minRetriesPerSec: 10, percentCanRetry: 0.2, ttlSecs: 10}
+      backoff: {kind: jittered, minMs: 10, maxMs: 100}
 """
 
 
@@ -230,14 +249,15 @@ def start_nginx(procs: Procs, tmp: Path, name: str, conf: str, **fmt) -> tuple[i
 
 
 def start_l5d(procs: Procs, tmp: Path, name: str, target: int, launcher: str,
-              profile: str | None = None) -> tuple[int, int]:
+              profile: str | None = None, policy: bool = False) -> tuple[int, int]:
     d = tmp / name
     d.mkdir()
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     if launcher == "l5d":
         cfg = d / "l5d.yaml"
-        cfg.write_text(L5D_CONF.format(admin=free_port(), label=name, target=target, port=port))
+        cfg.write_text(L5D_CONF.format(admin=free_port(), label=name, target=target, port=port,
+                                       policy=POLICY_CONF if policy else ""))
         args = [PY, "-m", "router.cli", "--log-level", "warning", str(cfg)]
     else:
         args = [PY, str(ROOT / "bench" / "launch_static.py"), str(port),
@@ -363,6 +383,9 @@ def one_run(args: argparse.Namespace, launcher: str) -> tuple[dict, dict]:
                                             target=tin, **tls)
             targets.update({"nginx-tls": front, "l5d-tls": tout})
             measured.update({"nginx-tls": [front_pid, term_pid], "l5d-tls": [tout_pid, tin_pid]})
+        if launcher == "l5d":
+            pol, pol_pid = start_l5d(procs, tmp, "l5d-policy", backend, launcher, policy=True)
+            targets["l5d-policy"], measured["l5d-policy"] = pol, [pol_pid]
         for port in targets.values():
             wait_http_ok(port)
         results: dict = {}
@@ -412,7 +435,8 @@ def main() -> int:
     def med(key, field) -> float:  # noqa: ANN001
         return statistics.median(getattr(r[0][key], field) for r in runs)
 
-    names = [n for n in ("direct", "nginx", "l5d-1hop", "l5d-2hop", "nginx-tls", "l5d-tls")
+    names = [n for n in ("direct", "nginx", "l5d-1hop", "l5d-2hop", "l5d-policy", "nginx-tls",
+                         "l5d-tls")
              if (n, args.connections[0]) in runs[0][0]]
     hdr = (f"{'target':<10} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
            f"{'/direct':>8} {'/nginx':>8} {'cpu us/req':>10} {'errors':>6}")
