@@ -149,6 +149,13 @@ def test_consecutive_failures_remove_then_probe_back() -> None:
     assert m.get(("c", "failure_accrual", "probes")).value == 2
     st.failure()
     assert not ep.dead
+    for _ in range(2):
+        st.failure()
+    assert ep.dead and m.get(("c", "failure_accrual", "removals")).value == 3
+    st.failure()  # used while out (every endpoint is): no new removal
+    assert m.get(("c", "failure_accrual", "removals")).value == 3
+    st.success()  # ... and a success there brings it back
+    assert not ep.dead and m.get(("c", "failure_accrual", "revivals")).value == 2
 
 
 def test_success_rate_policies() -> None:

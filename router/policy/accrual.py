@@ -195,12 +195,14 @@ class EndpointAccrual:
         self.timer: Any = None
 
     def success(self) -> None:
-        if self.probing:
+        if self.probing or self.ep.dead:  # a dead one is used only when all are dead
             self.owner.revive(self)
         else:
             self.policy.success()
 
     def failure(self) -> None:
+        if self.ep.dead:
+            return  # already out (and used only because every endpoint is): no new removal
         if self.probing or self.policy.failure():
             self.owner.mark_dead(self)
 
@@ -260,6 +262,10 @@ class FailureAccrual:
 
     def revive(self, st: EndpointAccrual) -> None:
         st.probing = False
+        if st.ep.dead:
+            st.close()
+            st.ep.dead = False
+            self.balancer.refresh()
         st.policy.reset()
         st.delays = self.spec.backoff.delays()
         self.revivals.value += 1
