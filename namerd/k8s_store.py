@@ -132,6 +132,7 @@ class K8sDtabStore:
                     rv = await self._list()
                     delay = RETRY_MIN_S
                 rv = await self._watch(rv)
+                delay = RETRY_MIN_S  # the watch ran and ended cleanly
             except asyncio.CancelledError:
                 raise
             except _Gone:
@@ -144,7 +145,7 @@ class K8sDtabStore:
                             self.watch_state["last_error"], delay)
                 await asyncio.sleep(delay * (0.5 + random.random() / 2))
                 delay = min(delay * 2, RETRY_MAX_S)
-                rv = None
+                # a broken watch resumes from the last version seen (410 then lists again)
 
     async def _list(self) -> str:
         api = await self._api()

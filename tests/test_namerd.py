@@ -240,6 +240,8 @@ async def test_two_replicas_on_k8s_agree_and_conflicts_are_412(env: Env) -> None
             while await etag(a) is not None:
                 assert time.monotonic() < deadline, "replica a never saw b's delete"
                 await asyncio.sleep(0.05)
+            assert k8s.gone_sent >= 2  # each replica was told 410 and listed again
+            assert len([r for r in k8s.list_requests if r[0] == "dtabs"]) >= 4
     finally:
         await k8s.close()
 
