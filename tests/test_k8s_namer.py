@@ -206,6 +206,9 @@ async def test_api_server_down_keeps_last_endpoints_then_catches_up(
 async def test_first_list_failing_stays_pending(fake_k8s: FakeApiServer, namer: K8sNamer) -> None:  # noqa: F811
     await fake_k8s.go_down()
     act = namer.lookup(Path.read("/default/http/hello"))
+    # Observed, as the binding cache observes what it binds: an unobserved entry is
+    # released after idle_ttl (0.2 s here), which a slow outage can outlast.
+    unobserve = act.observe(lambda _: None)
     fake_k8s.upsert("endpoints", endpoints("hello", [("10.0.1.5", "a")], {"http": 80}))
     watch = next(iter(namer.hub._watches.values()))
     await async_wait_until(lambda: watch.failures >= 2, 5, "failures")
@@ -213,6 +216,7 @@ async def test_first_list_failing_stays_pending(fake_k8s: FakeApiServer, namer: 
     await fake_k8s.come_up()
     tree = await settled(act)
     assert hostports(tree.value.addr.value) == {("10.0.1.5", 80)}
+    unobserve()
 
 
 async def test_one_watch_for_many_names_and_idle_watches_stop(
