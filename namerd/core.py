@@ -24,7 +24,7 @@ from dtab.observable import Failed, Pending, Var
 from dtab.path import Path
 from namerd.config import NamerdConfig
 from namerd.store import DtabStore, build_store
-from namers.base import Namer
+from namers.base import Namer, close_namers
 from namers.builtin import BuiltinNamers
 from namers.registry import build_namer
 from router.config import ConfigError
@@ -120,13 +120,7 @@ class Namerd:
                 log.exception("closing %s failed", server)
         self.servers.clear()
         await self.store.close()
-        for prefix, namer in self.namers:
-            close = getattr(namer, "close", None)
-            if close is not None:
-                try:
-                    await close()
-                except Exception:
-                    log.exception("closing namer %s failed", prefix.show)
+        await close_namers(self.namers)
         self.builtins.close()
 
     # -- evaluation

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
 from dtab.addr import BoundName
@@ -11,6 +13,8 @@ from dtab.path import Path
 # A namer's leaf is either bound (endpoints known) or a further path to evaluate
 # against the dtab again (a rewriting namer such as domainToPathPfx).
 Name = BoundName | Path
+
+log = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -33,3 +37,14 @@ class ManagedNamer(Namer, Protocol):
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+async def close_namers(namers: Iterable[tuple[Path, Namer]]) -> None:
+    """Close every namer that has background work; one failing does not keep the rest open."""
+    for prefix, namer in namers:
+        close = getattr(namer, "close", None)
+        if close is not None:
+            try:
+                await close()
+            except Exception:
+                log.exception("closing namer %s failed", prefix.show)

@@ -23,7 +23,7 @@ from dtab.dtab import Dtab
 from dtab.errors import ParamError
 from dtab.nametree import NameTree
 from dtab.path import Path
-from namers.base import Namer
+from namers.base import Namer, close_namers
 from namers.builtin import BuiltinNamers
 from namers.registry import HostCheckError, build_namer
 from router.binding import BindingCache
@@ -339,13 +339,7 @@ class Linker:
                 except Exception:
                     log.exception("closing the admin server failed")
                 self.admin = None
-            for _prefix, namer in self.namers:
-                close = getattr(namer, "close", None)
-                if close is not None:
-                    try:
-                        await close()
-                    except Exception:
-                        log.exception("closing namer %s failed", _prefix.show)
+            await close_namers(self.namers)
             self.builtins.close()
         finally:
             if self._stopped is not None:
