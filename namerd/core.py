@@ -24,7 +24,7 @@ from dtab.observable import Failed, Pending, Var
 from dtab.path import Path
 from namerd.config import NamerdConfig
 from namerd.store import DtabStore, build_store
-from namers.base import Namer, close_namers
+from namers.base import Namer, bound_names, close_namers
 from namers.builtin import BuiltinNamers
 from namers.registry import build_namer
 from router.config import ConfigError
@@ -178,11 +178,5 @@ class Namerd:
         return await self.interpreter.delegate(self.dtab(ns) + extra, path)
 
     def bound_names(self) -> list[str]:
-        out: set[str] = set()
-        for _prefix, namer in self.namers:
-            inner = getattr(namer, "namer", namer)
-            names = getattr(inner, "bound_names", None)
-            if names is not None:
-                out.update(names())
-        return sorted(out)
+        return bound_names(self.namers)
 

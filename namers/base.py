@@ -48,3 +48,15 @@ async def close_namers(namers: Iterable[tuple[Path, Namer]]) -> None:
                 await close()
             except Exception:
                 log.exception("closing namer %s failed", prefix.show)
+
+
+def bound_names(namers: Iterable[tuple[Path, Namer]]) -> list[str]:
+    """Bound ids the enumerating namers (io.l5d.fs, io.l5d.k8s) know, sorted; a
+    transformed namer is asked through the namer it wraps."""
+    out: set[str] = set()
+    for _prefix, namer in namers:
+        inner = getattr(namer, "namer", namer)
+        names = getattr(inner, "bound_names", None)
+        if names is not None:
+            out.update(names())
+    return sorted(out)

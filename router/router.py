@@ -23,7 +23,7 @@ from dtab.dtab import Dtab
 from dtab.errors import ParamError
 from dtab.nametree import NameTree
 from dtab.path import Path
-from namers.base import Namer, close_namers
+from namers.base import Namer, bound_names, close_namers
 from namers.builtin import BuiltinNamers
 from namers.registry import HostCheckError, build_namer
 from router.binding import BindingCache
@@ -348,13 +348,7 @@ class Linker:
     # -- introspection for the admin
     def bound_names(self) -> list[str]:
         """Bound ids the enumerating namers (io.l5d.fs, io.l5d.k8s) know, sorted."""
-        out: set[str] = set()
-        for _prefix, namer in self.namers:
-            inner = getattr(namer, "namer", namer)
-            names = getattr(inner, "bound_names", None)
-            if names is not None:
-                out.update(names())
-        return sorted(out)
+        return bound_names(self.namers)
 
     def router(self, label: str) -> Router:
         for r in self.routers:
