@@ -9,7 +9,7 @@ CONFIG ?= configs/local.yaml
 APT_PACKAGES := nginx-light wrk chromium prometheus curl openssl
 APT_BINARIES := nginx wrk chromium prometheus promtool curl openssl
 
-.PHONY: run run-tls test bench soak lint system-deps venv clean
+.PHONY: run run-tls test bench soak lint system-deps venv clean proto
 
 venv: $(STAMP)
 
@@ -47,6 +47,10 @@ soak: $(STAMP) system-deps
 	L5D_CORPUS_ROUNDS=20 $(PY) -m pytest -q -s tests/test_http_corpus.py
 	HYPOTHESIS_PROFILE=soak $(PY) -m pytest -q tests/test_fuzz_dtab.py tests/test_dtab_roundtrip.py
 	flock /tmp/l5d-bench.lock $(PY) bench/floods.py
+
+# Regenerate mesh_proto/*_pb2*.py from Linkerd's .proto files (committed; a test checks them).
+proto: $(STAMP)
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. mesh_proto/*.proto
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -47,6 +47,7 @@ class InterfaceConfig:
     kind: str
     ip: str
     port: int
+    heartbeat_s: float = 10.0  # httpController watch streams: a newline when idle (0 = none)
     where: Where | None = field(default=None, compare=False, repr=False)
 
 
@@ -104,12 +105,15 @@ def parse(text: str, name: str = "<config>") -> NamerdConfig:
         port = obj.int("port", INTERFACE_DEFAULT_PORT[ikind], lo=0, hi=65535,
                        expected="a port number (0-65535)")
         ip = obj.ip("ip", "127.0.0.1")
+        heartbeat = 10.0
+        if ikind == "io.l5d.httpController":
+            heartbeat = obj.float("heartbeatSecs", 10.0, lo=0.0, hi=3600.0)
         if port and (ip, port) in seen:
             raise obj.err("port", f"{ip}:{port} is already used by {seen[(ip, port)]}",
                           "a port not used by another interface or the admin")
         seen[(ip, port)] = obj.key
         obj.finish()
-        ifaces.append(InterfaceConfig(ikind, ip, port, obj.where()))
+        ifaces.append(InterfaceConfig(ikind, ip, port, heartbeat, obj.where()))
     root.keep_unacted("telemetry")
     root.finish()
     return NamerdConfig(storage, tuple(ifaces), namers, admin, name, plain(root.data))

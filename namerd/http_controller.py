@@ -3,8 +3,10 @@
 Paths under `/api/1` (reference §1.14): `dtabs[/<ns>]` (GET/HEAD/POST/PUT/
 DELETE, ETag and If-Match versions), `bind`, `addr`, `resolve`, `delegate`
 and `bound-names`. `?watch=true` answers a chunked stream with one document
-per line, written on every distinct change; an error writes its message as a
-line and ends the stream. Statuses are Linkerd's, so `namerctl` works
+per line, written on every distinct change, and a bare newline every
+`heartbeatSecs` (10 s) while nothing changes, so a router can tell a quiet
+namerd from a dead one; an error writes its message as a line and ends the
+stream. Statuses are Linkerd's, so `namerctl` works
 unchanged: 204 on writes, 400 for a malformed dtab or content type, 404 for
 a missing namespace, 409 when POST finds it exists, 412 when If-Match is
 stale (no lost update: the store's compare-and-set decides, across replicas).
@@ -12,6 +14,7 @@ stale (no lost update: the store's compare-and-set decides, across replicas).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -112,9 +115,10 @@ def _ns(request: web.Request) -> str:
 
 
 class HttpController:
-    def __init__(self, namerd: Namerd) -> None:
+    def __init__(self, namerd: Namerd, heartbeat_s: float = 10.0) -> None:
         self.namerd = namerd
         self.store = namerd.store
+        self.heartbeat_s = heartbeat_s
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)
@@ -263,8 +267,6 @@ class HttpController:
     # -- responses
     async def _once(self, values: AsyncIterator[Any], render: Callable[[Any], str],
                     timeout_s: float = 10.0) -> web.Response:
-        import asyncio
-
         try:
             async with asyncio.timeout(timeout_s):
                 async for value in values:
@@ -283,8 +285,21 @@ class HttpController:
         resp = web.StreamResponse(headers={"Content-Type": media})
         resp.enable_chunked_encoding()
         await resp.prepare(request)
+        nxt: asyncio.Future[Any] | None = None
         try:
-            async for value in values:
+            while True:
+                if nxt is None:
+                    nxt = asyncio.ensure_future(anext(values))
+                done, _ = await asyncio.wait({nxt}, timeout=self.heartbeat_s or None)
+                if not done:  # nothing changed: a newline says namerd is alive
+                    await resp.write(b"\n")
+                    continue
+                try:
+                    value = nxt.result()
+                except StopAsyncIteration:
+                    break
+                finally:
+                    nxt = None
                 try:
                     line = render(value)
                 except _StreamError as e:
@@ -294,6 +309,9 @@ class HttpController:
         except (ConnectionResetError, ConnectionError):
             return resp  # the watcher went away
         finally:
+            if nxt is not None:
+                nxt.cancel()
+                await asyncio.gather(nxt, return_exceptions=True)
             await values.aclose()  # type: ignore[attr-defined]
         await resp.write_eof()
         return resp
@@ -325,8 +343,10 @@ async def _skip_pending_addr(values: AsyncIterator[Any]) -> AsyncIterator[Any]:
         await values.aclose()  # type: ignore[attr-defined]
 
 
-async def start_http_controller(namerd: Namerd, ip: str, port: int) -> Any:
+async def start_http_controller(namerd: Namerd, ip: str, port: int,
+                                heartbeat_s: float = 10.0) -> Any:
     """Serve the REST API; returns a handle with `.port` and `async close()`."""
     from namerd.serving import serve_app
 
-    return await serve_app(HttpController(namerd).app(), ip, port, "io.l5d.httpController")
+    return await serve_app(HttpController(namerd, heartbeat_s).app(), ip, port,
+                           "io.l5d.httpController")

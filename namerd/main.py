@@ -29,7 +29,8 @@ async def serve(config: NamerdConfig, stop: asyncio.Event | None = None) -> None
         await namerd.start()
         for iface in config.interfaces:
             if iface.kind == "io.l5d.httpController":
-                namerd.servers.append(await start_http_controller(namerd, iface.ip, iface.port))
+                namerd.servers.append(await start_http_controller(namerd, iface.ip, iface.port,
+                                                                  iface.heartbeat_s))
             elif iface.kind == "io.l5d.mesh":
                 from namerd.mesh import start_mesh
 

@@ -756,7 +756,7 @@ IDENTIFIER_KINDS = (
     "io.l5d.header",
     "io.l5d.static",
 )
-INTERPRETER_KINDS = ("default", "io.l5d.namerd.http")
+INTERPRETER_KINDS = ("default", "io.l5d.namerd.http", "io.l5d.mesh")
 LOAD_BALANCER_KINDS = ("p2c", "roundRobin", "ewma", "aperture", "heap")
 # Classifier and failure-accrual kinds own their params (router/policy/*): `build` validates.
 FAILURE_ACCRUAL_KINDS = policy_accrual.KINDS

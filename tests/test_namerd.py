@@ -54,8 +54,10 @@ class Env:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.runners: list[web.AppRunner] = []
 
-    def namerd_config(self, storage: str, api: int, admin: int) -> FsPath:
+    def namerd_config(self, storage: str, api: int, admin: int, mesh: int | None = None,
+                      extra: str = "") -> FsPath:
         cfg = self.tmp / f"namerd-{api}.yaml"
+        mesh_iface = f"- kind: io.l5d.mesh\n  port: {mesh}\n" if mesh else ""
         cfg.write_text(f"""
 admin: {{port: {admin}}}
 storage:
@@ -66,17 +68,36 @@ namers:
 interfaces:
 - kind: io.l5d.httpController
   port: {api}
-""")
+{extra}{mesh_iface}""")
         return cfg
 
-    async def namerd(self, storage: str) -> int:
-        api, admin = free_port(), free_port()
-        proc = _spawn("namerd.main", self.namerd_config(storage, api, admin))
+    async def namerd(self, storage: str, extra: str = "") -> int:
+        """Start namerd (REST API and gRPC mesh interface); returns the REST port."""
+        api, admin, mesh = free_port(), free_port(), free_port()
+        proc = _spawn("namerd.main", self.namerd_config(storage, api, admin, mesh, extra))
         self.procs.append(proc)
         await _wait_port(api, proc)
+        await _wait_port(mesh, proc)
+        self.mesh_port = mesh
+        self.namerd_admin = admin
         return api
 
-    async def router(self, namerd_port: int, ns: str = "internal") -> int:
+    def interpreter(self, kind: str, port: int, ns: str, extra: str = "") -> str:
+        if kind == "io.l5d.mesh":
+            return f"""
+    kind: io.l5d.mesh
+    dst: /$/inet/127.0.0.1/{port}
+    root: /{ns}
+    retry: {{baseSeconds: 0.05, maxSeconds: 0.5}}{extra}"""
+        return f"""
+    kind: io.l5d.namerd.http
+    experimental: true
+    dst: /$/inet/127.0.0.1/{port}
+    namespace: {ns}
+    retry: {{baseSeconds: 0.05, maxSeconds: 0.5}}{extra}"""
+
+    async def router(self, namerd_port: int, ns: str = "internal",
+                     kind: str = "io.l5d.namerd.http", extra: str = "") -> int:
         port, admin = free_port(), free_port()
         cfg = self.tmp / f"l5d-{port}.yaml"
         cfg.write_text(f"""
@@ -85,18 +106,14 @@ routers:
 - protocol: http
   label: outgoing
   dtab: /svc => /host
-  interpreter:
-    kind: io.l5d.namerd.http
-    experimental: true
-    dst: /$/inet/127.0.0.1/{namerd_port}
-    namespace: {ns}
-    retry: {{baseSeconds: 0.05, maxSeconds: 0.5}}
+  interpreter:{self.interpreter(kind, namerd_port, ns, extra)}
   servers:
   - port: {port}
 """)
         proc = _spawn("router.cli", cfg)
         self.procs.append(proc)
         await _wait_port(port, proc)
+        await _wait_port(admin, proc)
         self.router_admin = admin
         return port
 
@@ -261,10 +278,14 @@ async def _load(port: int, stop: asyncio.Event, seen: list[tuple[float, str]],
                 failures.append(e)
 
 
+INTERPRETERS = ["io.l5d.namerd.http", "io.l5d.mesh"]
+
+
+@pytest.mark.parametrize("kind", INTERPRETERS)
 async def test_router_follows_update_within_a_second_and_survives_namerd_restart(
-        env: Env) -> None:
+        env: Env, kind: str) -> None:
     api = await env.namerd(IN_MEMORY)
-    port = await env.router(api)
+    port = await env.router(env.mesh_port if kind == "io.l5d.mesh" else api, kind=kind)
     base = f"http://127.0.0.1:{api}/api/1/dtabs/internal"
     stop = asyncio.Event()
     seen: list[tuple[float, str]] = []
@@ -298,13 +319,16 @@ async def test_router_follows_update_within_a_second_and_survives_namerd_restart
         await async_wait_until(lambda: len(seen) - n0 > 200, 10, "traffic while namerd is down")
         async with aiohttp.ClientSession() as s, s.get(
                 f"http://127.0.0.1:{env.router_admin}/outgoing/interpreter_state/"
-                "io.l5d.namerd.http/internal.json") as r:
+                f"{kind}/internal.json") as r:
             state = await r.json()
-            assert state["connected"] is False
+            assert state["kind"] == kind and state["connected"] is False, state
+            bind = state["bind"]["/svc/world /svc=>/host"]
+            assert bind["reconnects"] >= 1 and bind["lastError"], bind
         # and comes back (in memory: seeded again with v1 only); the router follows it
         cfg = next(env.tmp.glob(f"namerd-{api}.yaml"))
         env.procs.append(_spawn("namerd.main", cfg))
         await _wait_port(api, env.procs[-1])
+        await _wait_port(env.mesh_port, env.procs[-1])
         await async_wait_until(lambda: seen[-1][1] == "world-v1" and
                                all(t == "world-v1" for _, t in seen[-20:]), 5,
                                "the router following the restarted namerd")

@@ -1,0 +1,361 @@
+"""namerd's io.l5d.mesh gRPC API and the router's io.l5d.mesh interpreter, end to end:
+a real namerd process spoken to with grpcio stubs generated from Linkerd's .proto,
+real routers, and a TCP proxy that can go silent (a namerd host that vanished)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path as FsPath
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+from grpc import aio
+
+from dtab.dtab import Dtab
+from dtab.path import Path
+from mesh_proto import (
+    codec_pb2,
+    codec_pb2_grpc,
+    delegator_pb2,
+    delegator_pb2_grpc,
+    dtab_pb2,
+    interpreter_pb2,
+    interpreter_pb2_grpc,
+    resolver_pb2,
+    resolver_pb2_grpc,
+)
+from mesh_proto.convert import dtab_from_pb, dtab_to_pb, path_to_pb, path_tree_to_pb
+from router.config import ConfigError, parse
+from tests.test_namerd import DTAB, IN_MEMORY, INTERPRETERS, Env, _load, _put, env  # noqa: F401
+from tests.util import async_wait_until
+
+REPO = FsPath(__file__).resolve().parent.parent
+
+
+def test_generated_code_is_up_to_date(tmp_path: FsPath) -> None:
+    """mesh_proto/*_pb2*.py are what `make proto` makes from the committed .proto files."""
+    out = tmp_path / "gen"
+    (out / "mesh_proto").mkdir(parents=True)
+    protos = sorted(p.name for p in (REPO / "mesh_proto").glob("*.proto"))
+    assert protos == ["codec.proto", "delegator.proto", "dtab.proto", "interpreter.proto",
+                      "resolver.proto"]
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I.", f"--python_out={out}",
+                    f"--pyi_out={out}", f"--grpc_python_out={out}",
+                    *(f"mesh_proto/{p}" for p in protos)], cwd=REPO, check=True)
+    generated = sorted(p.name for p in (out / "mesh_proto").iterdir())
+    committed = sorted(p.name for p in (REPO / "mesh_proto").iterdir()
+                       if "_pb2" in p.name)
+    assert generated == committed
+    stale = [n for n in generated
+             if (out / "mesh_proto" / n).read_bytes() != (REPO / "mesh_proto" / n).read_bytes()]
+    assert not stale, f"run `make proto`: {stale} differ from the .proto files"
+
+
+def test_wire_names_are_linkerds() -> None:
+    """The package and method paths a Linkerd 1 router calls."""
+    svc = interpreter_pb2.DESCRIPTOR.services_by_name["Interpreter"]
+    assert svc.full_name == "io.linkerd.mesh.Interpreter"
+    assert [m.name for m in svc.methods] == ["GetBoundTree", "StreamBoundTree"]
+    assert [m.name for m in resolver_pb2.DESCRIPTOR.services_by_name["Resolver"].methods] == [
+        "GetReplicas", "StreamReplicas"]
+    assert [m.name for m in delegator_pb2.DESCRIPTOR.services_by_name["Delegator"].methods] == [
+        "GetDtab", "StreamDtab", "GetDelegateTree", "StreamDelegateTree"]
+    assert dtab_pb2.Path.DESCRIPTOR.full_name == "io.linkerd.mesh.Path"
+    assert resolver_pb2.Endpoint.DESCRIPTOR.fields_by_name["metadata"].number == 5
+    dtab = Dtab.read("/svc/*/x => /a | 2 * /b & /c ; /y => ~")
+    assert dtab_from_pb(dtab_pb2.Dtab.FromString(dtab_to_pb(dtab).SerializeToString())) == dtab
+
+
+class Stubs:
+    def __init__(self, channel: aio.Channel) -> None:
+        self.interpreter = interpreter_pb2_grpc.InterpreterStub(channel)
+        self.resolver = resolver_pb2_grpc.ResolverStub(channel)
+        self.delegator = delegator_pb2_grpc.DelegatorStub(channel)
+        self.codec = codec_pb2_grpc.CodecStub(channel)
+
+
+@pytest.fixture
+async def mesh(env: Env) -> AsyncIterator[tuple[Env, Stubs, int]]:  # noqa: F811
+    api = await env.namerd(IN_MEMORY)
+    async with aio.insecure_channel(f"127.0.0.1:{env.mesh_port}") as channel:
+        yield env, Stubs(channel), api
+
+
+def _p(text: str) -> dtab_pb2.Path:
+    return path_to_pb(Path.read(text))
+
+
+async def _status(call: Any) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(aio.AioRpcError) as info:
+        await call
+    return info.value.code(), info.value.details() or ""
+
+
+async def test_interpreter_and_its_errors(mesh: tuple[Env, Stubs, int]) -> None:
+    _e, stubs, api = mesh
+    req = interpreter_pb2.BindReq(root=_p("/internal"), name=_p("/svc/world-v1"))
+    rsp = await stubs.interpreter.GetBoundTree(req, timeout=10)
+    leaf = rsp.tree.leaf
+    assert [e.decode() for e in leaf.id.elems] == ["#", "io.l5d.fs", "world-v1"]
+    assert list(leaf.residual.elems) == []
+    # the request's dtab goes after the stored one
+    req.dtab.CopyFrom(dtab_to_pb(Dtab.read("/svc/world-v1 => /srv/world-v2")))
+    rsp = await stubs.interpreter.GetBoundTree(req, timeout=10)
+    assert rsp.tree.leaf.id.elems[-1] == b"world-v2"
+    # Linkerd's statuses and messages
+    assert await _status(stubs.interpreter.GetBoundTree(
+        interpreter_pb2.BindReq(name=_p("/svc/x")), timeout=10)) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "No namespace specified")
+    assert await _status(stubs.interpreter.GetBoundTree(
+        interpreter_pb2.BindReq(root=_p("/a/b"), name=_p("/svc/x")), timeout=10)) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "Invalid root: `/a/b` must have exactly one segment")
+    assert await _status(stubs.interpreter.GetBoundTree(
+        interpreter_pb2.BindReq(root=_p("/internal")), timeout=10)) == (
+        grpc.StatusCode.NOT_FOUND, "No name given")
+    # a union: both branches with their weights
+    req = interpreter_pb2.BindReq(root=_p("/internal"), name=_p("/svc/world"),
+                                  dtab=dtab_to_pb(Dtab.read(
+                                      "/host/world => 9 * /srv/world-v1 & 1 * /srv/world-v2")))
+    union = (await stubs.interpreter.GetBoundTree(req, timeout=10)).tree.union
+    assert [(w.weight, w.tree.leaf.id.elems[-1]) for w in union.trees] == [
+        (9.0, b"world-v1"), (1.0, b"world-v2")]
+
+    # a stream: the current tree, then one message per dtab write
+    stream = stubs.interpreter.StreamBoundTree(
+        interpreter_pb2.BindReq(root=_p("/internal"), name=_p("/svc/world")), timeout=30)
+    first = await stream.read()
+    assert first.tree.leaf.id.elems[-1] == b"world-v1"
+    async with aiohttp.ClientSession() as s:
+        assert await _put(s, f"http://127.0.0.1:{api}/api/1/dtabs/internal",
+                          DTAB + "; /host/world => /srv/world-v2") == 204
+    second = await asyncio.wait_for(stream.read(), 5)
+    assert second.tree.leaf.id.elems[-1] == b"world-v2"
+    stream.cancel()
+
+
+async def test_resolver_streams_endpoint_changes(mesh: tuple[Env, Stubs, int]) -> None:
+    e, stubs, _api = mesh
+    port_v1 = int((e.disco / "world-v1").read_text().split()[1])
+    rsp = await stubs.resolver.GetReplicas(
+        resolver_pb2.ReplicasReq(id=_p("/#/io.l5d.fs/world-v1")), timeout=10)
+    [ep] = rsp.bound.endpoints
+    assert (ep.inet_af, ep.address, ep.port) == (resolver_pb2.Endpoint.INET4,
+                                                 bytes([127, 0, 0, 1]), port_v1)
+    rsp = await stubs.resolver.GetReplicas(resolver_pb2.ReplicasReq(), timeout=10)
+    assert rsp.failed.message == "No ID provided"
+    rsp = await stubs.resolver.GetReplicas(
+        resolver_pb2.ReplicasReq(id=_p("/#/io.l5d.fs/nothing-here")), timeout=10)
+    assert rsp.WhichOneof("result") == "neg"
+
+    stream = stubs.resolver.StreamReplicas(
+        resolver_pb2.ReplicasReq(id=_p("/#/io.l5d.fs/world-v1")), timeout=30)
+    assert (await stream.read()).bound.endpoints[0].port == port_v1
+    (e.disco / "world-v1").write_text(f"127.0.0.1 {port_v1}\n127.0.0.2 {port_v1} * 3\n")
+    while True:
+        rsp = await asyncio.wait_for(stream.read(), 10)
+        if len(rsp.bound.endpoints) == 2:
+            break
+    weights = {bytes(e.address): e.metadata.get("endpoint_addr_weight", "1")
+               for e in rsp.bound.endpoints}
+    assert float(weights[bytes([127, 0, 0, 2])]) == 3.0
+    stream.cancel()
+
+
+async def test_delegator_dtab_versions_and_delegate_tree(mesh: tuple[Env, Stubs, int]) -> None:
+    _e, stubs, api = mesh
+    rsp = await stubs.delegator.GetDtab(delegator_pb2.DtabReq(root=_p("/internal")), timeout=10)
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"http://127.0.0.1:{api}/api/1/dtabs/internal") as r:
+            etag = r.headers["ETag"]
+        import base64
+
+        assert base64.b64encode(rsp.dtab.version.id).decode() == etag
+        assert dtab_from_pb(rsp.dtab.dtab) == Dtab.read(DTAB + "; /host/world => /srv/world-v1")
+        assert await _status(stubs.delegator.GetDtab(
+            delegator_pb2.DtabReq(root=_p("/nope")), timeout=10)) == (
+            grpc.StatusCode.NOT_FOUND, "Root not found")
+        stream = stubs.delegator.StreamDtab(delegator_pb2.DtabReq(root=_p("/internal")),
+                                            timeout=30)
+        v1 = await stream.read()
+        assert await _put(s, f"http://127.0.0.1:{api}/api/1/dtabs/internal", DTAB) == 204
+        v2 = await asyncio.wait_for(stream.read(), 5)
+        assert v2.dtab.version.id != v1.dtab.version.id
+        assert dtab_from_pb(v2.dtab.dtab) == Dtab.read(DTAB)
+        stream.cancel()
+    tree = (await stubs.delegator.GetDelegateTree(delegator_pb2.DelegateTreeReq(
+        root=_p("/internal"), tree=path_tree_to_pb(Dtab.read("/a=>/svc/world-v2")[0].dst)),
+        timeout=10)).tree
+    assert tree.path.elems == [b"svc", b"world-v2"] and tree.WhichOneof("node") == "delegate"
+    assert tree.delegate.dentry.prefix.elems[0].label == b"svc"
+
+
+async def test_codec(mesh: tuple[Env, Stubs, int]) -> None:
+    _env, stubs, _api = mesh
+    rsp = await stubs.codec.ReadDtab(codec_pb2.ReadDtabReq(text="/a=>/b|/c"), timeout=10)
+    assert dtab_from_pb(rsp.dtab) == Dtab.read("/a=>/b|/c")
+    shown = await stubs.codec.ShowDtab(codec_pb2.ShowDtabReq(dtab=rsp.dtab), timeout=10)
+    assert shown.text == "/a=>/b | /c"
+    path = await stubs.codec.ReadPath(codec_pb2.ReadPathReq(text="/x/y"), timeout=10)
+    assert path.path.elems == [b"x", b"y"]
+    assert (await stubs.codec.ShowPath(codec_pb2.ShowPathReq(path=path.path))).text == "/x/y"
+    code, details = await _status(stubs.codec.ReadDtab(codec_pb2.ReadDtabReq(text="/a=>"),
+                                                       timeout=10))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "column" in details, details
+
+
+async def test_router_delegator_through_mesh(env: Env) -> None:  # noqa: F811
+    """The router's /delegator.json over gRPC is namerd's own delegate tree (REST), but for
+    the Neg reasons, which the BoundDelegateTree message has no field for."""
+    api = await env.namerd(IN_MEMORY)
+    await env.router(env.mesh_port, kind="io.l5d.mesh")
+    query = {"path": "/svc/world", "dtab": "/svc=>/host"}
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"http://127.0.0.1:{env.router_admin}/delegator.json",
+                         params={"namespace": "outgoing", **query}) as r:
+            assert r.status == 200, await r.text()
+            tree = await r.json()
+        async with s.get(f"http://127.0.0.1:{api}/api/1/delegate/internal", params=query) as r:
+            expected = await r.json()
+
+    def no_reasons(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: no_reasons(v) for k, v in node.items() if k != "reason"}
+        if isinstance(node, list):
+            return [no_reasons(v) for v in node]
+        return node
+
+    assert tree == no_reasons(expected)
+    assert '"/#/io.l5d.fs/world-v1"' in str(tree).replace("'", '"')
+    assert "'type': 'bound'" in str(tree)
+
+
+def test_config_keys_and_errors() -> None:
+    cfg = parse("""
+routers:
+- protocol: http
+  interpreter:
+    kind: io.l5d.mesh
+    dst: /$/inet/namerd/4321
+    root: /internal
+    failureThreshold: {minPeriodMs: 1000, closeTimeoutMs: 2000}
+  servers: [{port: 4140}]
+""")
+    params = cfg.routers[0].interpreter.params
+    assert (params["host"], params["port"], params["namespace"]) == ("namerd", 4321, "internal")
+    assert (params["keepalive_s"], params["keepalive_timeout_s"]) == (1.0, 2.0)
+    assert (params["retry_base_s"], params["retry_max_s"]) == (1.0, 600.0)  # Linkerd's
+    bad = {
+        "root: /a/b": "single path element",
+        "tls: {commonName: namerd}": "TLS to namerd is not implemented",
+        "failureThreshold: {minPeriod: 1}": "minPeriod",
+    }
+    for line, message in bad.items():
+        with pytest.raises(ConfigError) as info:
+            parse(f"""routers:
+- protocol: http
+  interpreter:
+    kind: io.l5d.mesh
+    dst: /$/inet/namerd/4321
+    {line}
+  servers: [{{port: 4140}}]
+""", "l5d.yaml")
+        assert message in str(info.value) and "l5d.yaml:" in str(info.value), str(info.value)
+    with pytest.raises(ConfigError) as info:
+        parse("routers:\n- protocol: http\n  interpreter: {kind: io.l5d.namerd, dst: /$/inet/"
+              "n/4100}\n  servers: [{port: 4140}]\n", "l5d.yaml")
+    assert "use io.l5d.mesh" in str(info.value) and "l5d.yaml:3" in str(info.value)
+
+
+class SilentProxy:
+    """A TCP proxy whose `go_silent()` stops forwarding on the connections it has, without
+    closing them: what a router sees when namerd's host vanishes. New connections work."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.port = 0
+        self.silenced: set[int] = set()
+        self.conns = 0
+        self.server: asyncio.Server | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    def go_silent(self) -> None:
+        self.silenced.update(range(self.conns))
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        n = self.conns
+        self.conns += 1
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    if n in self.silenced:
+                        continue  # swallowed: the peer never hears of it
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+
+        for t in (pipe(reader, up_w), pipe(up_r, writer)):
+            task = asyncio.ensure_future(t)
+            self.tasks.add(task)
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+@pytest.mark.parametrize("kind", INTERPRETERS)
+async def test_silently_dead_namerd_is_noticed_and_routing_kept(
+        env: Env, kind: str) -> None:  # noqa: F811
+    """namerd's connection goes silent (no RST, no FIN): the router notices within its
+    heartbeat timeout (HTTP) or keepalive (gRPC), keeps routing on the last good tree,
+    reconnects, and follows the next dtab write."""
+    api = await env.namerd(IN_MEMORY, extra="  heartbeatSecs: 0.2\n")
+    proxy = SilentProxy(env.mesh_port if kind == "io.l5d.mesh" else api)
+    await proxy.start()
+    extra = ("\n    failureThreshold: {minPeriodMs: 500, closeTimeoutMs: 1000}"
+             if kind == "io.l5d.mesh" else "\n    heartbeatTimeoutSecs: 1")
+    port = await env.router(proxy.port, kind=kind, extra=extra)
+    stop = asyncio.Event()
+    seen: list[tuple[float, str]] = []
+    failures: list[Any] = []
+    loaders = [asyncio.create_task(_load(port, stop, seen, failures)) for _ in range(2)]
+    state_url = (f"http://127.0.0.1:{env.router_admin}/outgoing/interpreter_state/"
+                 f"{kind}/internal.json")
+    try:
+        await async_wait_until(lambda: len(seen) > 20, 15, "traffic through the router")
+        conns_before = proxy.conns
+        proxy.go_silent()
+        t0 = time.monotonic()
+        async with aiohttp.ClientSession() as s:
+            assert await _put(s, f"http://127.0.0.1:{api}/api/1/dtabs/internal",
+                              DTAB + "; /host/world => /srv/world-v2") == 204
+            # the write is lost on the silent connection; only a reconnect brings it
+            await async_wait_until(lambda: bool(seen) and seen[-1][1] == "world-v2", 20,
+                                   "the router reconnecting and following the write")
+            took = time.monotonic() - t0
+            assert proxy.conns > conns_before
+            async with s.get(state_url) as r:
+                state = await r.json()
+        bind = state["bind"]["/svc/world /svc=>/host"]
+        assert bind["reconnects"] >= 1 and bind["connected"], bind
+        assert took < 15, took
+    finally:
+        stop.set()
+        await asyncio.gather(*loaders)
+        await proxy.close()
+    assert failures == []
