@@ -5,11 +5,13 @@ delegator, and the JSON endpoints Linkerd's namerd admin has.
 a delegator form; `/dtab/delegator.json?namespace=&path=&dtab=` is the
 delegate tree (reference §4.1) under the stored dtab plus `dtab`;
 `/config.json`, `/storage/dtabs.json` (the store's state, its watch for
-io.l5d.k8s), `/admin/ping`.
+io.l5d.k8s), `/admin/ping`, and the metrics (namerd/telemetry.py) as
+`/admin/metrics.json` and `/admin/metrics/prometheus`, with the router's exporters.
 """
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 
@@ -19,6 +21,9 @@ from dtab.dtab import Dtab
 from dtab.path import Path
 from namerd.core import Namerd
 from namerd.serving import AppHandle, serve_app
+from router.admin import prometheus
+from router.admin.metrics_json import render as render_metrics_json
+from router.admin.server import snapshot_interval
 
 _PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>namerd: {title}</title>
@@ -97,6 +102,17 @@ def build_app(namerd: Namerd) -> web.Application:
     async def ping(_: web.Request) -> web.Response:
         return web.Response(text="pong")
 
+    async def metrics_json(request: web.Request) -> web.Response:
+        q = request.query
+        status, body = render_metrics_json(
+            namerd.metrics, q=q.get("q"), as_tree=q.get("tree") in ("1", "true"),
+            pretty=q.get("pretty") in ("1", "true"))
+        return web.Response(status=status, text=body, content_type="application/json")
+
+    async def metrics_prometheus(_: web.Request) -> web.Response:
+        return web.Response(body=prometheus.render(namerd.metrics),
+                            headers={"Content-Type": prometheus.CONTENT_TYPE})
+
     app = web.Application()
     app.router.add_get("/", index)
     app.router.add_get("/dtab/delegator.json", delegator_json)
@@ -104,12 +120,24 @@ def build_app(namerd: Namerd) -> web.Application:
     app.router.add_get("/config.json", config_json)
     app.router.add_get("/storage/dtabs.json", storage_json)
     app.router.add_get("/admin/ping", ping)
+    app.router.add_get("/admin/metrics.json", metrics_json)
+    app.router.add_get("/admin/metrics/prometheus", metrics_prometheus)
     return app
 
 
 async def start_admin(namerd: Namerd) -> AppHandle:
     cfg = namerd.config.admin
-    return await serve_app(build_app(namerd), cfg.ip, cfg.port, "namerd admin")
+    handle = await serve_app(build_app(namerd), cfg.ip, cfg.port, "namerd admin")
+    handle.background = asyncio.get_running_loop().create_task(
+        _snapshot_forever(namerd, snapshot_interval()), name="namerd metrics snapshots")
+    return handle
+
+
+async def _snapshot_forever(namerd: Namerd, interval: float) -> None:
+    """Histograms are exported from their last snapshot (a minute, as Linkerd)."""
+    while True:
+        await asyncio.sleep(interval)
+        namerd.metrics.snapshot_histograms()
 
 
 

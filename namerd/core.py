@@ -24,11 +24,13 @@ from dtab.observable import Failed, Pending, Var
 from dtab.path import Path
 from namerd.config import NamerdConfig
 from namerd.store import DtabStore, build_store
+from namerd.telemetry import watch_store
 from namers.base import Namer, bound_names, close_namers
 from namers.builtin import BuiltinNamers
-from namers.registry import build_namer
+from namers.registry import HostCheckError, build_namer
 from router.config import ConfigError
 from router.interpreter import Interpreter, TransformedNamer
+from router.metrics import Metrics
 
 log = logging.getLogger("namerd")
 
@@ -79,7 +81,9 @@ def strip_transformer_prefix(path: Path) -> Path:
 class Namerd:
     """Built from a NamerdConfig (validating every plugin), then `start()`ed."""
 
-    def __init__(self, config: NamerdConfig) -> None:
+    def __init__(self, config: NamerdConfig, *, validating: bool = False) -> None:
+        """`validating` (namerd --validate): a check of this machine only (an fs rootDir
+        missing here) is a warning, as with `l5d --validate`; at start it is an error."""
         from router.router import build_transformers
 
         self.config = config
@@ -91,6 +95,13 @@ class Namerd:
                       "experimental": ncfg.experimental, **ncfg.params}
             try:
                 namer: Namer = build_namer(params)
+            except HostCheckError as e:
+                assert ncfg.where is not None
+                if not validating:
+                    raise ncfg.where.param_error(e) from None
+                log.warning("%s (a check of this machine: an error when namerd starts)",
+                            ncfg.where.param_error(e))
+                namer = e.built
             except (ParamError, ValueError, TypeError) as e:
                 if ncfg.where is None:
                     raise ConfigError(str(e), file=config.source, line=None, key="namers") \
@@ -103,6 +114,8 @@ class Namerd:
         self.builtins = BuiltinNamers()
         self.interpreter = Interpreter(self.namers, (), self.builtins)
         self.servers: list[Any] = []
+        self.metrics = Metrics()
+        self._unwatch_store = watch_store(self.metrics, self.store)
 
     # -- lifecycle
     async def start(self) -> None:
@@ -119,6 +132,7 @@ class Namerd:
             except Exception:
                 log.exception("closing %s failed", server)
         self.servers.clear()
+        self._unwatch_store()
         await self.store.close()
         await close_namers(self.namers)
         self.builtins.close()

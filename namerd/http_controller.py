@@ -35,6 +35,7 @@ from namerd.store import (
     VersionMismatch,
     parse_version,
 )
+from namerd.telemetry import Stats
 
 log = logging.getLogger("namerd.http")
 
@@ -43,6 +44,7 @@ def _dumps(value: Any) -> str:
     """Compact JSON, as Linkerd writes it."""
     return json.dumps(value, separators=(",", ":"))
 
+KIND = "io.l5d.httpController"
 API = "/api/1"
 JSON = "application/json"
 DTAB = "application/dtab"
@@ -119,9 +121,30 @@ class HttpController:
         self.namerd = namerd
         self.store = namerd.store
         self.heartbeat_s = heartbeat_s
+        self.stats = Stats(namerd.metrics.scope("interface", KIND), "watches")
+        self.stat = self.stats.of()
+
+    @web.middleware
+    async def _observe(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """interface/io.l5d.httpController/*: every call and its status (a watch is not
+        timed: it lasts as long as the watcher wants)."""
+        t0 = self.stat.start()
+        try:
+            resp = await handler(request)
+        except web.HTTPException as e:
+            self.stats.scope.counter("status", str(e.status)).incr()
+            self.stat.done(t0, e.status < 500)
+            raise
+        except Exception:
+            self.stats.scope.counter("status", "500").incr()
+            self.stat.done(t0, False)
+            raise
+        self.stats.scope.counter("status", str(resp.status)).incr()
+        self.stat.done(t0, resp.status < 500, timed=type(resp) is not web.StreamResponse)
+        return resp
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY)
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._observe])
         r = app.router
         r.add_get(f"{API}/dtabs", self.list_dtabs)
         r.add_get(f"{API}/dtabs/", self.list_dtabs)
@@ -286,6 +309,7 @@ class HttpController:
         resp.enable_chunked_encoding()
         await resp.prepare(request)
         nxt: asyncio.Future[Any] | None = None
+        self.stats.open_streams += 1
         try:
             while True:
                 if nxt is None:
@@ -309,6 +333,7 @@ class HttpController:
         except (ConnectionResetError, ConnectionError):
             return resp  # the watcher went away
         finally:
+            self.stats.open_streams -= 1
             if nxt is not None:
                 nxt.cancel()
                 await asyncio.gather(nxt, return_exceptions=True)
@@ -348,5 +373,4 @@ async def start_http_controller(namerd: Namerd, ip: str, port: int,
     """Serve the REST API; returns a handle with `.port` and `async close()`."""
     from namerd.serving import serve_app
 
-    return await serve_app(HttpController(namerd, heartbeat_s).app(), ip, port,
-                           "io.l5d.httpController")
+    return await serve_app(HttpController(namerd, heartbeat_s).app(), ip, port, KIND)

@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.validate:
             from namerd.core import Namerd
 
-            Namerd(config)
+            Namerd(config, validating=True)
             print(f"{config.source}: ok")
             return 0
     except ConfigError as e:

@@ -20,7 +20,6 @@ closed its connection (see router/mesh_interpreter.py).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -56,6 +55,7 @@ from mesh_proto.convert import (
     path_tree_from_pb,
 )
 from namerd.core import Namerd, follow
+from namerd.telemetry import Stats
 
 log = logging.getLogger("namerd.mesh")
 
@@ -96,78 +96,41 @@ def _dtab(msg: Any) -> Dtab:
     return dtab_from_pb(msg.dtab) if msg.HasField("dtab") else Dtab.empty()
 
 
-class MeshStats:
-    """Per-method request counts and latency under `interface/io.l5d.mesh/<Service>/<Method>`
-    (namerd's metrics registry), plus the streams open now."""
-
-    def __init__(self, scope: Any) -> None:
-        self.scope = scope
-        self.open_streams = 0
-        self._cache: dict[str, tuple[Any, Any, Any, Any]] = {}
-        if scope is not None:
-            scope.gauge(lambda: self.open_streams, "streams")
-
-    def method(self, name: str) -> tuple[Any, Any, Any, Any] | None:
-        if self.scope is None:
-            return None
-        got = self._cache.get(name)
-        if got is None:
-            s = self.scope.scope(*name.split("/"))
-            got = self._cache[name] = (s.counter("requests"), s.counter("success"),
-                                       s.counter("failures"), s.histogram("request_latency_ms"))
-        return got
-
-
 class MeshService:
     """The four services over one Namerd; each handler maps errors to gRPC statuses."""
 
-    def __init__(self, namerd: Namerd, stats: MeshStats | None = None) -> None:
+    def __init__(self, namerd: Namerd) -> None:
         self.namerd = namerd
-        self.stats = stats or MeshStats(None)
+        self.stats = Stats(namerd.metrics.scope("interface", KIND), "streams")
 
     # -- plumbing: errors to statuses, stats
     async def _unary(self, name: str, context: aio.ServicerContext,
                      fn: Callable[[], Any]) -> Any:
-        m = self.stats.method(name)
-        t0 = time.monotonic()
-        if m:
-            m[0].incr()
+        stat = self.stats.of(*name.split("/"))
+        t0 = stat.start()
         try:
             result = await fn()
-        except _Abort as e:
-            if m:
-                m[2].incr()
-            await context.abort(e.code, e.message)
-        except MeshCodecError as e:
-            if m:
-                m[2].incr()
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        if m:
-            m[1].incr()
-            m[3].add((time.monotonic() - t0) * 1000)
+        except (_Abort, MeshCodecError) as e:
+            stat.done(t0, False)
+            await _abort(context, e)
+        stat.done(t0, True)
         return result
 
     async def _stream(self, name: str, context: aio.ServicerContext,
                       gen: Callable[[], AsyncIterator[Any]]) -> AsyncIterator[Any]:
-        m = self.stats.method(name)
-        if m:
-            m[0].incr()
+        stat = self.stats.of(*name.split("/"))
+        t0 = stat.start()
         self.stats.open_streams += 1
+        ok = True
         try:
             async for item in gen():
                 yield item
-            if m:
-                m[1].incr()
-        except _Abort as e:
-            if m:
-                m[2].incr()
-            await context.abort(e.code, e.message)
-        except MeshCodecError as e:
-            if m:
-                m[2].incr()
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except (_Abort, MeshCodecError) as e:
+            ok = False
+            await _abort(context, e)
         finally:
             self.stats.open_streams -= 1
+            stat.done(t0, ok, timed=False)
 
     # -- Interpreter
     def _bound_trees(self, req: interpreter_pb2.BindReq) -> AsyncIterator[Any]:
@@ -311,6 +274,12 @@ class MeshService:
             text=path_from_pb(req.path).show if req.HasField("path") else ""))
 
 
+async def _abort(context: aio.ServicerContext, e: Exception) -> None:
+    if isinstance(e, _Abort):
+        await context.abort(e.code, e.message)
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+
+
 async def _first(values: AsyncIterator[Any]) -> Any:
     try:
         async for v in values:
@@ -352,10 +321,10 @@ class MeshHandle:
         return f"{KIND} on {self.ip}:{self.port}"
 
 
-async def start_mesh(namerd: Namerd, ip: str, port: int, stats: Any = None) -> MeshHandle:
+async def start_mesh(namerd: Namerd, ip: str, port: int) -> MeshHandle:
     """Serve the mesh API on ip:port (0 = any free port); the handle has `.port`."""
     server = aio.server(options=SERVER_OPTIONS)
-    svc = MeshService(namerd, MeshStats(stats))
+    svc = MeshService(namerd)
     for servicer, add in _servicers(svc):
         add(servicer, server)
     host = f"[{ip}]" if ":" in ip else ip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from typing import Any
@@ -17,8 +18,11 @@ class AppHandle:
         self.name = name
         self.ip = ip
         self.port = port
+        self.background: asyncio.Task[None] | None = None
 
     async def close(self) -> None:
+        if self.background is not None:
+            self.background.cancel()
         await self.runner.cleanup()
 
     def __repr__(self) -> str:

@@ -395,3 +395,48 @@ async def test_l5dctl_dtab_commands(env: Env) -> None:
     assert (await ctl("dtab", "delete", "other"))[0] == 0
     code, out = await ctl("dtab", "get", "other")
     assert code == 2 and "does not exist" in out
+
+
+async def test_shift_reverts_on_ctrl_c(env: Env) -> None:
+    """SIGINT in the middle of a step writes the original dtab back; the router (io.l5d.mesh
+    here) follows the revert, and no request fails on the way."""
+    import signal
+
+    api = await env.namerd(IN_MEMORY)
+    port = await env.router(env.mesh_port, kind="io.l5d.mesh")
+    stop = asyncio.Event()
+    seen: list[tuple[float, str]] = []
+    failures: list[Any] = []
+    loaders = [asyncio.create_task(_load(port, stop, seen, failures)) for _ in range(2)]
+    try:
+        await async_wait_until(lambda: len(seen) > 20, 10, "traffic through the router")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "namerd.ctl", "--base-url", f"http://127.0.0.1:{api}",
+            "shift", "internal", "/host/world", "/srv/world-v1", "/srv/world-v2",
+            "--steps", "50,100", "--interval", "60s",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        assert proc.stdout is not None
+        lines: list[str] = []
+        while not any(line.startswith("step 50%") for line in lines):
+            line = await asyncio.wait_for(proc.stdout.readline(), 20)
+            assert line, "".join(lines)
+            lines.append(line.decode())
+        await async_wait_until(lambda: seen[-1][1] == "world-v2", 10, "the 50% step")
+        proc.send_signal(signal.SIGINT)
+        rest, _ = await asyncio.wait_for(proc.communicate(), 20)
+        text = "".join(lines) + rest.decode()
+        assert proc.returncode == 1, text
+        assert "reverted (interrupted)" in text and "step 100%" not in text, text
+        n0 = len(seen)
+        await async_wait_until(lambda: len(seen) - n0 > 100, 20, "traffic after the revert")
+        await async_wait_until(lambda: all(t == "world-v1" for _, t in seen[-50:]), 5,
+                               "the router following the revert")
+    finally:
+        stop.set()
+        await asyncio.gather(*loaders)
+    async with aiohttp.ClientSession() as s, s.get(
+            f"http://127.0.0.1:{api}/api/1/dtabs/internal",
+            headers={"Accept": "application/dtab"}) as r:
+        body = await r.text()
+    assert body.rstrip().endswith("/host/world=>/srv/world-v1"), body
+    assert failures == []

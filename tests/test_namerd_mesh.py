@@ -359,3 +359,81 @@ async def test_silently_dead_namerd_is_noticed_and_routing_kept(
         await asyncio.gather(*loaders)
         await proxy.close()
     assert failures == []
+
+
+async def test_namerd_metrics_on_its_admin(mesh: tuple[Env, Stubs, int]) -> None:
+    """REST and gRPC calls, open streams and store updates, on /admin/metrics.json and in
+    a Prometheus exposition that prometheus_client's parser reads."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    e, stubs, api = mesh
+    admin = f"http://127.0.0.1:{e.namerd_admin}"
+    req = interpreter_pb2.BindReq(root=_p("/internal"), name=_p("/svc/world-v1"))
+    await stubs.interpreter.GetBoundTree(req, timeout=10)
+    await _status(stubs.interpreter.GetBoundTree(interpreter_pb2.BindReq(name=_p("/x")),
+                                                 timeout=10))
+    stream = stubs.interpreter.StreamBoundTree(req, timeout=30)
+    await stream.read()
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"http://127.0.0.1:{api}/api/1/dtabs/nope") as r:
+            assert r.status == 404
+        assert await _put(s, f"http://127.0.0.1:{api}/api/1/dtabs/internal", DTAB) == 204
+        async with s.get(f"{admin}/admin/metrics.json") as r:
+            m = await r.json()
+        mesh_bind = "interface/io.l5d.mesh/Interpreter/GetBoundTree"
+        assert m[f"{mesh_bind}/requests"] == 2 and m[f"{mesh_bind}/success"] == 1
+        assert m[f"{mesh_bind}/failures"] == 1
+        assert m["interface/io.l5d.mesh/Interpreter/StreamBoundTree/requests"] == 1
+        assert m["interface/io.l5d.mesh/streams"] == 1
+        http = "interface/io.l5d.httpController"
+        assert m[f"{http}/requests"] >= 2 and m[f"{http}/status/404"] == 1
+        assert m[f"{http}/status/204"] == 1
+        assert m["dtabstore/namespaces"] == 1 and m["dtabstore/updates"] >= 1
+        stream.cancel()
+        deadline = time.monotonic() + 10
+        while m["interface/io.l5d.mesh/streams"] != 0:  # the server sees the cancel
+            assert time.monotonic() < deadline, "the stream never closed on namerd"
+            await asyncio.sleep(0.05)
+            async with s.get(f"{admin}/admin/metrics.json") as r:
+                m = await r.json()
+        assert m["interface/io.l5d.mesh/Interpreter/StreamBoundTree/success"] == 1
+        async with s.get(f"{admin}/admin/metrics/prometheus") as r:
+            assert r.status == 200
+            text = await r.text()
+    names = {f.name for f in text_string_to_metric_families(text)}
+    assert any("interface" in n and "requests" in n for n in names), sorted(names)[:20]
+
+
+async def test_linkerds_mesh_examples_validate_and_run(env: Env) -> None:  # noqa: F811
+    """Linkerd's own namerd/examples/mesh.yaml and linkerd/examples/namerd-mesh.yaml: they
+    validate as they are, and run together with only ports and the fs rootDir changed."""
+    from tests.test_namerd import _spawn, _wait_port
+    from tests.util import free_port
+
+    data = REPO / "tests" / "data" / "linkerd"
+    for cmd, name in (("router.cli", "namerd-mesh.yaml"),
+                      ("namerd.main", "namerd-examples-mesh.yaml")):
+        done = subprocess.run([sys.executable, "-m", cmd, "--validate", str(data / name)],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+    mesh, admin, rest, port, l5d_admin = (free_port() for _ in range(5))
+    (env.disco / "grpc").write_text((env.disco / "world-v1").read_text())
+    namerd_cfg = (data / "namerd-examples-mesh.yaml").read_text() \
+        .replace("port: 9991", f"port: {admin}").replace("port: 4321", f"port: {mesh}") \
+        .replace("rootDir: namerd/examples/disco", f"rootDir: {env.disco}") \
+        .replace("- kind: io.l5d.httpController", f"- kind: io.l5d.httpController\n"
+                 f"    port: {rest}")
+    router_cfg = (data / "namerd-mesh.yaml").read_text() \
+        .replace("/$/inet/127.1/4321", f"/$/inet/127.0.0.1/{mesh}") \
+        .replace("port: 4140", f"port: {port}").replace("ip: 0.0.0.0", "ip: 127.0.0.1") \
+        + f"admin: {{port: {l5d_admin}}}\n"
+    (env.tmp / "n.yaml").write_text(namerd_cfg)
+    (env.tmp / "l.yaml").write_text(router_cfg)
+    env.procs.append(_spawn("namerd.main", env.tmp / "n.yaml"))
+    await _wait_port(mesh, env.procs[-1])
+    env.procs.append(_spawn("router.cli", env.tmp / "l.yaml"))
+    await _wait_port(port, env.procs[-1])
+    # the default identifier names /svc/<host>; Linkerd's dtab knows /grpc: add it per request
+    async with aiohttp.ClientSession() as s, s.get(
+            f"http://127.0.0.1:{port}/", headers={"Host": "grpc", "l5d-dtab": "/svc=>/grpc"}) as r:
+        assert r.status == 200 and await r.text() == "world-v1"
