@@ -27,6 +27,9 @@ from aiohttp import web
 from tests.util import free_port
 
 KINDS = {"endpoints": "Endpoints", "services": "Service", "pods": "Pod"}
+# kind -> (apiVersion, Kind) of resources served under /apis/<group>/<version> (see the
+# EndpointSlice section below).
+GROUP_KINDS = {"endpointslices": ("discovery.k8s.io/v1", "EndpointSlice")}
 # (group, version, plural) -> kind of the custom resources served (namerd's dtabs).
 CUSTOM_RESOURCES = {("l5d.io", "v1alpha1", "dtabs"): "DTab"}
 
@@ -48,9 +51,10 @@ class _Watcher:
     name: str | None
     labels: dict[str, str]
     queue: asyncio.Queue[_Event | None] = field(default_factory=asyncio.Queue)
+    bookmarks: bool = False  # the client sent allowWatchBookmarks=true
 
     def matches(self, ev: _Event) -> bool:
-        if ev.kind != self.kind or ev.namespace != self.namespace:
+        if ev.kind != self.kind or (self.namespace is not None and ev.namespace != self.namespace):
             return False
         if self.name is not None and ev.name != self.name:
             return False
@@ -105,6 +109,8 @@ class FakeApiServer:
         # Some API servers answer a too-old watch version with HTTP 410 itself
         # rather than an ERROR event in a 200 stream; tests can pick either.
         self.gone_as_http_status = False
+        # Also write each Endpoints object as EndpointSlices, as a cluster's controllers do.
+        self.mirror_endpoints = False
 
     @property
     def url(self) -> str:
@@ -113,7 +119,8 @@ class FakeApiServer:
     # ---- lifecycle -------------------------------------------------------------
 
     async def start(self) -> None:
-        app = web.Application()
+        app = web.Application(middlewares=[self._count_connections])
+        self._init_scale_features(app)
         app.router.add_get("/api/v1/namespaces/{ns}/{kind}", self._collection)
         app.router.add_get("/api/v1/namespaces/{ns}/{kind}/{name}", self._get)
         app.router.add_get("/api/v1/watch/namespaces/{ns}/{kind}/{name}", self._legacy_watch)
@@ -157,13 +164,19 @@ class FakeApiServer:
         etype = "MODIFIED" if key in self._objects else "ADDED"
         self._rv += 1
         meta["resourceVersion"] = str(self._rv)
-        obj.setdefault("kind", KINDS[kind])
-        obj.setdefault("apiVersion", "v1")
+        obj.setdefault("kind", KINDS.get(kind) or GROUP_KINDS[kind][1])
+        obj.setdefault("apiVersion", GROUP_KINDS[kind][0] if kind in GROUP_KINDS else "v1")
         self._objects[key] = obj
         self._emit(_Event(self._rv, kind, ns, meta["name"], etype, obj))
+        if kind == "endpoints" and self.mirror_endpoints:
+            self._mirror_endpoints(obj)
         return self._rv
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
+        if kind == "endpoints" and self.mirror_endpoints:
+            for (k, n, nm) in [key for key in self._objects if key[0] == "endpointslices"
+                               and key[1] == namespace and key[2].startswith(name + "-m")]:
+                self.delete(k, n, nm)
         obj = self._objects.pop((kind, namespace, name))
         self._rv += 1
         obj = json.loads(json.dumps(obj))
@@ -233,20 +246,7 @@ class FakeApiServer:
         if q.get("watch") in ("true", "1", "True"):
             return await self._watch(request, kind, ns, name, labels, q.get("resourceVersion"))
         self.list_requests.append((kind, ns, name))
-        items = [
-            obj
-            for (k, n, nm), obj in sorted(self._objects.items())
-            if k == kind and n == ns and (name is None or nm == name)
-            and _labels_match(obj, labels)
-        ]
-        return web.json_response(
-            {
-                "kind": KINDS[kind] + "List",
-                "apiVersion": "v1",
-                "metadata": {"resourceVersion": str(self._rv)},
-                "items": items,
-            }
-        )
+        return self._list_response(request, kind, ns, name, labels)
 
     async def _legacy_watch(self, request: web.Request) -> web.StreamResponse:
         kind = self._kind(request)
@@ -287,7 +287,8 @@ class FakeApiServer:
         rv_text: str | None,
     ) -> web.StreamResponse:
         await resp.prepare(request)
-        w = _Watcher(kind, ns, name, labels)
+        w = _Watcher(kind, ns, name, labels,
+                     bookmarks=request.query.get("allowWatchBookmarks") == "true")
         if rv_text:
             rv = int(rv_text)
             if rv < self._oldest_rv:
@@ -316,6 +317,7 @@ class FakeApiServer:
                         request.transport.abort()
                     return resp
                 line = {"type": ev.type, "object": ev.obj}
+                self.events_sent += 1
                 await resp.write(json.dumps(line).encode() + b"\n")
         finally:
             self._watchers.remove(w)
@@ -441,6 +443,177 @@ class FakeApiServer:
         return web.json_response({"kind": "Status", "apiVersion": "v1", "status": "Success"})
 
 
+    # ---- cluster scale (issue 15): EndpointSlices, paging, bookmarks, restarts -------
+    # Self-contained like the custom resources: what a big cluster's API server does
+    # that the tests of io.l5d.k8s at scale need.
+    # - discovery.k8s.io/v1 EndpointSlices (namespaced and cluster-wide lists and
+    #   watches, label selectors such as kubernetes.io/service-name=x), and API
+    #   discovery saying so (`serves_endpointslices = False`: an old cluster);
+    # - cluster-wide /api/v1/<kind> lists and watches;
+    # - `limit`/`continue` paging of every list (`page_requests` counts pages);
+    # - BOOKMARK events for watches that allowed them (`send_bookmarks()`);
+    # - `restart(lower_to)`: a fresh store behind the API server: lower resource
+    #   versions, a new X-Kubernetes-PF-FlowSchema-UID (`identity_headers`), and watches
+    #   from a version it never had streaming whatever comes next (what older API
+    #   servers do) or, with `too_large_as_error`, the 504 newer ones send;
+    # - connection counting: `open_connections()`, `peak_connections`, `peak_watches`.
+
+    def _init_scale_features(self, app: web.Application) -> None:
+        self.serves_endpointslices = True
+        self.identity_headers = True
+        self.identity = "fs-0000"
+        self.too_large_as_error = False
+        self.events_sent = 0
+        self.page_requests = 0
+        self.peak_connections = 0
+        self.peak_watches = 0
+        self.bookmarks_sent = 0
+        # (namespace or None, service-name label or None, resourceVersion) per slice watch
+        self.slice_watch_requests: list[tuple[str | None, str | None, str | None]] = []
+        app.on_response_prepare.append(self._identity_headers)
+        app.router.add_get("/apis/discovery.k8s.io/v1", self._discovery_v1)
+        app.router.add_get("/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices",
+                           self._slice_collection)
+        app.router.add_get("/apis/discovery.k8s.io/v1/endpointslices", self._slice_collection)
+        app.router.add_get("/api/v1/{kind}", self._cluster_collection)
+
+    def live_slice_watches(self, service: str | None = None,
+                           namespace: str | None = None) -> int:
+        """Open EndpointSlice watches: of one service's slices, or (None) of whole scopes."""
+        return sum(1 for w in self._watchers if w.kind == "endpointslices"
+                   and w.labels.get("kubernetes.io/service-name") == service
+                   and (namespace is None or w.namespace == namespace))
+
+    def open_connections(self) -> int:
+        """TCP connections open to this API server now."""
+        assert self._runner is not None and self._runner.server is not None
+        return len(self._runner.server._connections)
+
+    @web.middleware
+    async def _count_connections(self, request: web.Request, handler: Any) -> Any:
+        if self._runner is not None and self._runner.server is not None:
+            self.peak_connections = max(self.peak_connections, self.open_connections())
+        self.peak_watches = max(self.peak_watches, len(self._watchers) + (
+            1 if request.query.get("watch") == "true" else 0))
+        return await handler(request)
+
+    async def _identity_headers(self, request: web.Request, resp: web.StreamResponse) -> None:
+        if self.identity_headers:
+            resp.headers["X-Kubernetes-PF-FlowSchema-UID"] = self.identity
+            resp.headers["X-Kubernetes-PF-PriorityLevel-UID"] = self.identity + "-pl"
+
+    async def _discovery_v1(self, request: web.Request) -> web.Response:
+        if not self.serves_endpointslices:
+            return web.json_response(_status(404, "NotFound", "the server could not find "
+                                             "the requested resource"), status=404)
+        return web.json_response({
+            "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "discovery.k8s.io/v1",
+            "resources": [{"name": "endpointslices", "singularName": "endpointslice",
+                           "namespaced": True, "kind": "EndpointSlice",
+                           "verbs": ["get", "list", "watch"]}]})
+
+    def _list_response(self, request: web.Request, kind: str, ns: str | None,
+                       name: str | None, labels: dict[str, str]) -> web.Response:
+        """A list, paged as the real server pages it (`limit`, then `continue`)."""
+        self.page_requests += 1
+        q = request.query
+        items = [obj for (k, n, nm), obj in sorted(self._objects.items())
+                 if k == kind and (ns is None or n == ns) and (name is None or nm == name)
+                 and _labels_match(obj, labels)]
+        rv, start = str(self._rv), 0
+        if q.get("continue"):
+            rv, _, offset = q["continue"].partition(":")
+            start = int(offset)
+        meta: dict[str, Any] = {"resourceVersion": rv}
+        limit = int(q.get("limit", "0") or 0)
+        if limit:
+            if start + limit < len(items):
+                meta["continue"] = f"{rv}:{start + limit}"
+            items = items[start:start + limit]
+        api_version, kind_name = GROUP_KINDS.get(kind, ("v1", KINDS.get(kind, kind)))
+        return web.json_response({"kind": kind_name + "List", "apiVersion": api_version,
+                                  "metadata": meta, "items": items})
+
+    async def _slice_collection(self, request: web.Request) -> web.StreamResponse:
+        if not self.serves_endpointslices:
+            raise web.HTTPNotFound()
+        return await self._any_collection(request, "endpointslices",
+                                          request.match_info.get("ns"))
+
+    async def _cluster_collection(self, request: web.Request) -> web.StreamResponse:
+        return await self._any_collection(request, self._kind(request), None)
+
+    async def _any_collection(self, request: web.Request, kind: str,
+                              ns: str | None) -> web.StreamResponse:
+        q = request.query
+        fields = _parse_selector(q.get("fieldSelector"), "fieldSelector")
+        name = fields.pop("metadata.name", None)
+        if fields:
+            raise web.HTTPBadRequest(text=f"unsupported fieldSelector {fields}")
+        labels = _parse_selector(q.get("labelSelector"), "labelSelector")
+        if q.get("watch") in ("true", "1", "True"):
+            rv_text = q.get("resourceVersion")
+            if self.too_large_as_error and rv_text and int(rv_text) > self._rv:
+                msg = f"Timeout: Too large resource version: {rv_text}, current: {self._rv}"
+                return web.json_response(_status(504, "Timeout", msg), status=504)
+            if kind == "endpointslices":
+                self.slice_watch_requests.append(
+                    (ns, labels.get("kubernetes.io/service-name"), rv_text))
+            return await self._watch(request, kind, ns, name, labels,  # type: ignore[arg-type]
+                                     rv_text)
+        self.list_requests.append((kind, ns or "*", name))
+        return self._list_response(request, kind, ns, name, labels)
+
+    def _mirror_endpoints(self, obj: dict[str, Any]) -> None:
+        """One slice per subset (`<name>-m<i>`), labels and conditions as the controller
+        writes them; slices of subsets that went away are deleted."""
+        meta = obj["metadata"]
+        name, ns = meta["name"], meta["namespace"]
+        want = {}
+        for i, sub in enumerate(obj.get("subsets") or []):
+            eps = [{"ip": a["ip"], "node": a.get("nodeName")} for a in sub.get("addresses") or []]
+            eps += [{"ip": a["ip"], "node": a.get("nodeName"), "ready": False, "serving": False,
+                     "terminating": False} for a in sub.get("notReadyAddresses") or []]
+            ports = {p.get("name") or "": p["port"] for p in sub.get("ports") or []}
+            want[f"{name}-m{i}"] = endpoint_slice(f"{name}-m{i}", name, eps, ports, namespace=ns,
+                                                  labels=meta.get("labels"))
+        if not want:  # a service with no endpoints still has a (empty) slice
+            want[f"{name}-m0"] = endpoint_slice(f"{name}-m0", name, [], {}, namespace=ns,
+                                                labels=meta.get("labels"))
+        for key in [k for k in self._objects if k[0] == "endpointslices" and k[1] == ns
+                    and k[2].startswith(name + "-m") and k[2] not in want]:
+            self.delete(*key)
+        for sl in want.values():
+            self.upsert("endpointslices", sl)
+
+    def send_bookmarks(self) -> int:
+        """A BOOKMARK with the current version to every watch that allowed them."""
+        n = 0
+        for w in self._watchers:
+            if w.bookmarks:
+                w.queue.put_nowait(_Event(self._rv, w.kind, w.namespace or "", "", "BOOKMARK", {
+                    "kind": GROUP_KINDS.get(w.kind, ("v1", KINDS.get(w.kind, w.kind)))[1],
+                    "apiVersion": GROUP_KINDS.get(w.kind, ("v1",))[0],
+                    "metadata": {"resourceVersion": str(self._rv)}}))
+                n += 1
+        self.bookmarks_sent += n
+        return n
+
+    async def restart(self, lower_to: int = 10, *, new_identity: bool = True) -> None:
+        """Down, then back with a fresh store: every object again, at versions from
+        `lower_to` up (below what clients have seen); the old history is gone."""
+        await self.go_down()
+        self._rv = lower_to
+        self._events.clear()
+        self._oldest_rv = 0
+        for obj in self._objects.values():
+            self._rv += 1
+            obj["metadata"]["resourceVersion"] = str(self._rv)
+        if new_identity:
+            self.identity = f"fs-{self._rv:04d}-{id(self) % 9973}"
+        await self.come_up()
+
+
 # ---- object builders ---------------------------------------------------------------
 
 
@@ -501,3 +674,41 @@ async def fake_k8s() -> AsyncIterator[FakeApiServer]:
         yield server
     finally:
         await server.close()
+
+
+def endpoint_slice(
+    name: str,
+    service: str,
+    endpoints: list[tuple[str, str]] | list[dict[str, Any]],
+    ports: dict[str, int] | None = None,
+    *,
+    namespace: str = "default",
+    labels: dict[str, str] | None = None,
+    address_type: str = "IPv4",
+) -> dict[str, Any]:
+    """An EndpointSlice of `service`. `endpoints` are (ip, nodeName) pairs (ready), or
+    dicts with ip, node, and any of ready/serving/terminating/zone/hints (a list of zones)."""
+    eps = []
+    for e in endpoints:
+        if isinstance(e, tuple):
+            e = {"ip": e[0], "node": e[1]}
+        cond = {c: e[c] for c in ("ready", "serving", "terminating") if c in e}
+        if not cond:
+            cond = {"ready": True, "serving": True, "terminating": False}
+        out: dict[str, Any] = {"addresses": [e["ip"]], "conditions": cond,
+                               "targetRef": {"kind": "Pod", "namespace": namespace,
+                                             "name": f"{service}-{e['ip']}"}}
+        if e.get("node"):
+            out["nodeName"] = e["node"]
+        if e.get("zone"):
+            out["zone"] = e["zone"]
+        if e.get("hints"):
+            out["hints"] = {"forZones": [{"name": z} for z in e["hints"]]}
+        eps.append(out)
+    meta: dict[str, Any] = {"name": name, "namespace": namespace,
+                            "labels": {"kubernetes.io/service-name": service,
+                                       "endpointslice.kubernetes.io/managed-by":
+                                           "endpointslice-controller.k8s.io", **(labels or {})}}
+    return {"metadata": meta, "addressType": address_type, "endpoints": eps,
+            "ports": [{"name": n, "port": p, "protocol": "TCP"}
+                      for n, p in (ports or {}).items()]}

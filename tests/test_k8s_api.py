@@ -13,7 +13,7 @@ from dtab.path import Path
 from namers.k8s.api import ApiError, ApiTarget, K8sApi, _configuration
 from namers.k8s.namer import K8sNamer
 from namers.k8s.watch import Backoff, WatchHub
-from tests.fake_apiserver import FakeApiServer, endpoints, fake_k8s  # noqa: F401
+from tests.fake_apiserver import FakeApiServer, endpoint_slice, fake_k8s  # noqa: F401
 from tests.util import async_wait_until
 
 
@@ -29,9 +29,10 @@ async def test_kubeconfig_target_reaches_the_server(
     }))
     target = ApiTarget(kubeconfig=str(kubeconfig))
     hub = WatchHub(K8sApi(target), backoff=Backoff(0.02, 0.2), linger=0.05)
-    namer = K8sNamer(target, hub=hub)
+    namer = K8sNamer(target, hub=hub)  # EndpointSlices served, found by discovery
     try:
-        fake_k8s.upsert("endpoints", endpoints("hello", [("10.0.1.5", "a")], {"http": 80}))
+        fake_k8s.upsert("endpointslices", endpoint_slice("hello-x1", "hello", [("10.0.1.5", "a")],
+                                                         {"http": 80}))
         act = namer.lookup(Path.read("/default/http/hello"))
         await async_wait_until(lambda: isinstance(act.value, Ok), 5, "resolution via kubeconfig")
         assert isinstance(act.value.value, Leaf)

@@ -206,6 +206,7 @@ async def test_request_goes_node_to_node_through_both_routers(
     mode: str, tmp_path: Path, fake_k8s: FakeApiServer  # noqa: F811
 ) -> None:
     manifest, router_ips = MODES[mode]
+    fake_k8s.mirror_endpoints = True  # EndpointSlices too, as a cluster's controllers write
     (pod_port,) = shared_free_ports(1, "127.0.1.21", "127.0.2.21")
     world_b = Pod("world-b", "127.0.2.21", pod_port)
     world_a = Pod("world-a", "127.0.1.21", pod_port)  # on node A, but not (yet) in the service
@@ -269,9 +270,9 @@ async def test_request_goes_node_to_node_through_both_routers(
             # (A watch starts right after its list, so wait for the last one to connect.)
             for svc in ("l5d", "world-v1", "hello"):
                 await async_wait_until(
-                    lambda svc=svc: fake_k8s.live_watches("endpoints", name=svc) >= 2, 5, svc)
-                assert fake_k8s.live_watches("endpoints", name=svc) == 2
-                assert sum(1 for w in fake_k8s.watch_requests if w[2] == svc) == 2
+                    lambda svc=svc: fake_k8s.live_slice_watches(svc) >= 2, 5, svc)
+                assert fake_k8s.live_slice_watches(svc) == 2
+                assert sum(1 for w in fake_k8s.slice_watch_requests if w[1] == svc) == 2
 
             # A service that does not exist: a 502 naming it, and the delegator says why.
             async with s.get(m.url("node-a", "outgoing") + "/",
@@ -317,6 +318,7 @@ async def test_routing_survives_the_api_server_going_away(
     tmp_path: Path, fake_k8s: FakeApiServer  # noqa: F811
 ) -> None:
     manifest, router_ips = MODES["subnet"]
+    fake_k8s.mirror_endpoints = True
     (pod_port,) = shared_free_ports(1, "127.0.2.21")
     world_b = Pod("world-b", "127.0.2.21", pod_port)
     await world_b.start()
@@ -338,7 +340,7 @@ async def test_routing_survives_the_api_server_going_away(
             assert statuses == [200] * 20
             await fake_k8s.come_up()
             await async_wait_until(
-                lambda: fake_k8s.live_watches("endpoints", name="world-v1") >= 2, 15,
+                lambda: fake_k8s.live_slice_watches("world-v1") >= 2, 15,
                 "both routers to watch again")
             assert await status() == 200
     finally:

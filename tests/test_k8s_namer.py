@@ -1,4 +1,8 @@
-"""io.l5d.k8s against a fake API server speaking the real wire protocol."""
+"""io.l5d.k8s against a fake API server speaking the real wire protocol.
+
+These run on Endpoints objects (`endpointSource: endpoints`, the old-cluster
+fallback); tests/test_k8s_slices.py runs the EndpointSlice source and the scale cases.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +36,8 @@ async def hub(fake_k8s: FakeApiServer) -> AsyncIterator[WatchHub]:  # noqa: F811
 
 @pytest.fixture
 async def namer(fake_k8s: FakeApiServer, hub: WatchHub) -> AsyncIterator[K8sNamer]:  # noqa: F811
-    n = K8sNamer(ApiTarget("127.0.0.1", fake_k8s.port), hub=hub, idle_ttl=0.2)
+    n = K8sNamer(ApiTarget("127.0.0.1", fake_k8s.port), hub=hub, idle_ttl=0.2,
+                 endpoint_source="endpoints")
     try:
         yield n
     finally:
@@ -129,7 +134,8 @@ async def test_port_number_maps_through_the_service(
 async def test_label_selector_takes_a_fourth_segment(
     fake_k8s: FakeApiServer, hub: WatchHub  # noqa: F811
 ) -> None:
-    n = K8sNamer(ApiTarget("127.0.0.1", fake_k8s.port), hub=hub, label_selector="version")
+    n = K8sNamer(ApiTarget("127.0.0.1", fake_k8s.port), hub=hub, label_selector="version",
+                 endpoint_source="endpoints")
     try:
         fake_k8s.upsert("endpoints", endpoints("hello", [("10.0.1.5", "a")], {"http": 80},
                                                labels={"version": "v2"}))
@@ -152,6 +158,7 @@ async def test_410_gone_lists_again(
     fake_k8s.upsert("endpoints", endpoints("hello", [("10.0.1.5", "a")], {"http": 80}))
     tree = await settled(namer.lookup(Path.read("/default/http/hello")))
     addr = tree.value.addr
+    addr.observe(lambda _: None)  # bound, as a client would: not released while idle
     await async_wait_until(lambda: fake_k8s.live_watches("endpoints", name="hello") == 1)
     lists_before = len(fake_k8s.list_requests)
     # History is compacted and the stream drops; meanwhile the pod moved.
@@ -182,7 +189,7 @@ async def test_api_server_down_keeps_last_endpoints_then_catches_up(
     await async_wait_until(lambda: fake_k8s.live_watches("endpoints", name="hello") == 1)
 
     await fake_k8s.go_down()
-    watch = namer.hub._watches[next(iter(namer.hub._watches))]
+    (watch,) = namer.hub.feeds()
     failures = watch.failures
     await async_wait_until(lambda: watch.failures >= failures + 3, 5, "reconnect attempts")
     # Routing unbroken: nothing changed while the API server was away.
@@ -210,7 +217,7 @@ async def test_first_list_failing_stays_pending(fake_k8s: FakeApiServer, namer: 
     # released after idle_ttl (0.2 s here), which a slow outage can outlast.
     unobserve = act.observe(lambda _: None)
     fake_k8s.upsert("endpoints", endpoints("hello", [("10.0.1.5", "a")], {"http": 80}))
-    watch = next(iter(namer.hub._watches.values()))
+    (watch,) = namer.hub.feeds()
     await async_wait_until(lambda: watch.failures >= 2, 5, "failures")
     assert not isinstance(act.value, Ok)
     await fake_k8s.come_up()
@@ -275,7 +282,7 @@ async def test_server_side_watch_timeout_resumes_without_relisting(
 ) -> None:
     hub = WatchHub(K8sApi(ApiTarget("127.0.0.1", fake_k8s.port)), backoff=FAST, linger=0.05,
                    watch_timeout=1)
-    namer = K8sNamer(ApiTarget("127.0.0.1", fake_k8s.port), hub=hub)
+    namer = K8sNamer(ApiTarget("127.0.0.1", fake_k8s.port), hub=hub, endpoint_source="endpoints")
     try:
         fake_k8s.upsert("endpoints", endpoints("hello", [("10.0.1.5", "a")], {"http": 80}))
         tree = await settled(namer.lookup(Path.read("/default/http/hello")))

@@ -60,7 +60,9 @@ def test_rbac_is_read_only_on_exactly_what_the_namer_reads() -> None:
     role = one(rbac, "ClusterRole")
     assert role["rules"] == [
         {"apiGroups": [""], "resources": ["endpoints", "services", "pods"],
-         "verbs": ["get", "list", "watch"]}
+         "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+         "verbs": ["get", "list", "watch"]},
     ]
     binding = one(rbac, "ClusterRoleBinding")
     sa = one(rbac, "ServiceAccount")

@@ -22,6 +22,7 @@ from transformers.registry import build_transformer
 
 @pytest.fixture
 async def hub(fake_k8s: FakeApiServer) -> AsyncIterator[WatchHub]:  # noqa: F811
+    fake_k8s.mirror_endpoints = True  # the daemonset's endpoints as EndpointSlices too
     h = WatchHub(K8sApi(ApiTarget("127.0.0.1", fake_k8s.port)),
                  backoff=Backoff(0.02, 0.2), linger=0.05)
     try:
@@ -161,8 +162,8 @@ async def test_transform_reuses_derived_vars_and_closes_idle_ones(
     t.transform(Leaf(hello(pod("10.0.1.5", "node-a"))))
     t.transform(Leaf(BoundName(Path.read("/#/io.l5d.k8s/default/http/world"),
                                Var(bound(pod("10.0.2.5", "node-b"))))))
-    await async_wait_until(lambda: fake_k8s.live_watches("endpoints", name="l5d") == 1)
-    assert len([w for w in fake_k8s.watch_requests if w[2] == "l5d"]) == 1
+    await async_wait_until(lambda: fake_k8s.live_slice_watches("l5d") == 1)
+    assert len([w for w in fake_k8s.slice_watch_requests if w[1] == "l5d"]) == 1
     t.close()
 
 

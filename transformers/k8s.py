@@ -10,7 +10,12 @@ incoming (localnode): keep only addresses on this node, by POD_IP's /24 (`netmas
 with `hostNetwork: true`, by NODE_NAME. Both come from the Downward API.
 
 The daemonset's own endpoints are watched through the same shared `WatchHub`
-as the `io.l5d.k8s` namer (namers/k8s), so one API connection serves both.
+as the `io.l5d.k8s` namer (namers/k8s), so one API connection serves both, from
+EndpointSlices or Endpoints (`endpointSource`, as the namer's).
+
+Both run on every change of a service's addresses, so a 10,000-pod service must
+not cost 10,000 subnet computations per update: the key of each pod IP (its /24,
+or its node) is memoized, and the rewrite is set operations over those keys.
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ from dtab.errors import ParamError
 from dtab.observable import Var
 from dtab.path import Path
 from namers.k8s.api import ApiTarget
-from namers.k8s.namer import resolve_endpoints, target_from_params
-from namers.k8s.watch import WatchHub, WatchKey, WatchLease, shared_hub
+from namers.k8s.namer import resolve_endpoints, source_param, target_from_params
+from namers.k8s.watch import EndpointsLease, WatchHub, shared_hub
 from namers.registry import HostCheckError
 from transformers.simple import AddrTransformer, check_keys, prefix_param, required
 
@@ -75,6 +80,27 @@ def _where(a: Address) -> str:
     return f"{a.host} ({node})" if node else a.host
 
 
+class _SubnetMemo:
+    """`subnet(ip)` remembered per IP string; bounded (cleared when it grows past max)."""
+
+    __slots__ = ("netmask", "_memo", "max")
+
+    def __init__(self, netmask: int, max_entries: int = 200_000) -> None:
+        self.netmask = netmask
+        self._memo: dict[str, Net | None] = {}
+        self.max = max_entries
+
+    def of(self, ip: str) -> Net | None:
+        memo = self._memo
+        try:
+            return memo[ip]
+        except KeyError:
+            if len(memo) >= self.max:
+                memo.clear()
+            net = memo[ip] = subnet(ip, self.netmask)
+            return net
+
+
 class DaemonSetTransformer(AddrTransformer):
     kind = DAEMONSET
 
@@ -89,8 +115,11 @@ class DaemonSetTransformer(AddrTransformer):
         target: ApiTarget | None = None,
         hub: WatchHub | None = None,
         prefix: Path | None = None,
+        endpoint_source: str = "auto",
     ) -> None:
         super().__init__(prefix or Path.of(DAEMONSET, namespace, port, service))
+        self.endpoint_source = endpoint_source
+        self._subnets = _SubnetMemo(netmask)
         self.namespace = namespace
         self.service = service
         self.port = port
@@ -98,18 +127,19 @@ class DaemonSetTransformer(AddrTransformer):
         self.netmask = netmask
         self.target = target or ApiTarget()
         self._hub = hub
-        self._lease: WatchLease | None = None
+        self._lease: EndpointsLease | None = None
 
     def sources(self) -> tuple[Var[Any], ...]:
         if self._lease is None:
             hub = self._hub or shared_hub(self.target)
-            self._lease = hub.acquire(WatchKey("endpoints", self.namespace, self.service))
+            self._lease = hub.acquire_endpoints(self.namespace, self.service, None,
+                                                self.endpoint_source)
         return (self._lease.state,)
 
     def _key(self, a: Address) -> Any:
         if self.host_network:
             return a.meta.get("nodeName")
-        return subnet(a.host, self.netmask)
+        return self._subnets.of(a.host)
 
     def rewrite(self, addr: Any, *extra: Any) -> Any:
         (ds_state,) = extra
@@ -131,15 +161,20 @@ class DaemonSetTransformer(AddrTransformer):
             if key is not None or self.host_network:
                 gateways.setdefault(key, []).append(gw)
         out: set[Address] = set()
-        missed: list[Address] = []
-        for a in addr.addresses:
-            key = self._key(a)
-            gws = gateways.get(key) if key is not None or self.host_network else None
-            if gws is None:
-                missed.append(a)
-            else:
+        if self.host_network:
+            keys = {a.meta.get("nodeName") for a in addr.addresses}
+        else:
+            of = self._subnets.of
+            keys = {of(a.host) for a in addr.addresses}
+            keys.discard(None)
+        for key in keys:
+            gws = gateways.get(key)
+            if gws is not None:
                 out.update(gws)
-        if not out and missed:
+        if not out and addr.addresses:
+            missed = [a for a in addr.addresses
+                      if (self._key(a) is None and not self.host_network)
+                      or gateways.get(self._key(a)) is None]
             how = "node" if self.host_network else f"/{self.netmask}"
             shown = ", ".join(_where(a) for a in sorted(missed, key=lambda a: a.host)[:5])
             return AddrNeg(
@@ -174,12 +209,13 @@ class LocalNodeTransformer(AddrTransformer):
             self.here = pod_ip
             self.subnet = subnet(pod_ip, netmask)
         self.netmask = netmask
+        self._subnets = _SubnetMemo(netmask)
         super().__init__(prefix or Path.of(LOCALNODE, self.here))
 
     def _local(self, a: Address) -> bool:
         if self.host_network:
             return a.meta.get("nodeName") == self.node_name
-        return subnet(a.host, self.netmask) == self.subnet
+        return self._subnets.of(a.host) == self.subnet
 
     def rewrite(self, addr: Any, *extra: Any) -> Any:
         if not isinstance(addr, AddrBound):
@@ -210,7 +246,7 @@ def _name(params: dict[str, Any], key: str, kind: str) -> str:
 def build_daemonset(params: dict[str, Any]) -> DaemonSetTransformer:
     check_keys(DAEMONSET, params,
                {"namespace", "service", "port", "hostNetwork", "k8sHost", "k8sPort",
-                "kubeconfig", "netmask"})
+                "kubeconfig", "netmask", "endpointSource"})
     ns = _name(params, "namespace", DAEMONSET)
     svc = _name(params, "service", DAEMONSET)
     port = _name(params, "port", DAEMONSET)
@@ -222,6 +258,7 @@ def build_daemonset(params: dict[str, Any]) -> DaemonSetTransformer:
         ns, svc, port, host_network=_bool(params, "hostNetwork"), target=target,
         netmask=netmask_param(params),
         prefix=prefix_param(params, Path.of(DAEMONSET, ns, port, svc)),
+        endpoint_source=source_param(params),
     )
 
 

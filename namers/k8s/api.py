@@ -9,29 +9,52 @@ Three ways, in the order a config picks them:
   point 8). Outside a cluster with none of these we fall back to Linkerd's
   default `localhost:8001` and say so in the log.
 
-Clients are created lazily on first use (so `l5d --validate` needs no cluster)
-and kubernetes_asyncio is imported only then: its generated models cost about
-45 MB of RSS, which a router without Kubernetes names should not pay. Clients
-are shared per target: the namer and the transformers that talk to the same
-API server share one connection pool and one `WatchHub`.
+kubernetes_asyncio stays the client for what it is good at: configuration,
+credentials (tokens, exec plugins, client certificates, their refresh) and its
+aiohttp session. We do not use its generated API classes or models: they are
+~35 of the ~40 MB it costs to import, and we need a few fields of three kinds.
+`_light_client()` imports only `client.configuration`, `client.rest`,
+`client.api_client` and `config` (about 4 MB); the rest of the package still
+loads, in full, the first time anything else in the process asks for it.
+
+Requests go through `ApiClient.call_api` on resource paths, so any API group
+(discovery.k8s.io EndpointSlices, networking.k8s.io Ingresses) is one table
+entry. Responses are read raw: lists page by page (`limit`/`continue`), watch
+streams split into lines here, large lines decoded off the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import importlib
+import importlib.util
 import json
 import logging
 import os
+import sys
+import types
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from kubernetes_asyncio import client as k8s_client
+from typing import Any
 
 log = logging.getLogger("l5d.k8s")
 
 DEFAULT_PROXY_HOST = "localhost"
 DEFAULT_PROXY_PORT = 8001
+# Lines (watch events) above this are json-decoded in a thread so the loop keeps
+# running; the GIL switch interval (5 ms) bounds how long the loop waits meanwhile.
+OFFLOOP_DECODE_BYTES = 256 * 1024
+MAX_EVENT_BYTES = 64 * 1024 * 1024  # a watch line longer than this is an error, not a buffer
+LIST_PAGE = 500
+
+# kind (what WatchKey and the namers say) -> (API group path, resource plural)
+RESOURCES: dict[str, tuple[str, str]] = {
+    "endpoints": ("/api/v1", "endpoints"),
+    "services": ("/api/v1", "services"),
+    "pods": ("/api/v1", "pods"),
+    "endpointslices": ("/apis/discovery.k8s.io/v1", "endpointslices"),
+    "ingresses": ("/apis/networking.k8s.io/v1", "ingresses"),
+}
 
 
 class ApiError(Exception):
@@ -60,11 +83,68 @@ class ApiTarget:
         return "in-cluster service account"
 
 
-async def _configuration(target: ApiTarget) -> k8s_client.Configuration:
-    from kubernetes_asyncio import client as k8s_client
+class _LazyPackage(types.ModuleType):
+    """A kubernetes_asyncio package whose `__init__` runs only when something needs it.
+
+    Submodules import as usual through `__path__`; any other attribute (`CoreV1Api`,
+    `V1Pod`, ...) runs the real `__init__.py` into this module first, so code that
+    wants the whole client still gets it.
+    """
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        d = self.__dict__
+        base = d["__path__"][0]
+        if os.path.exists(os.path.join(base, attr + ".py")) or os.path.isdir(
+                os.path.join(base, attr)):
+            return importlib.import_module(f"{self.__name__}.{attr}")
+        if not d.get("_l5d_full"):
+            d["_l5d_full"] = True
+            spec = importlib.util.spec_from_file_location(
+                self.__name__, os.path.join(base, "__init__.py"),
+                submodule_search_locations=[base])
+            assert spec is not None and spec.loader is not None
+            spec.loader.exec_module(self)
+            if attr in self.__dict__:
+                return self.__dict__[attr]
+        raise AttributeError(f"module {self.__name__!r} has no attribute {attr!r}")
+
+
+def _light_client() -> tuple[Any, Any, Any]:
+    """(Configuration, ApiClient, config module) without the generated APIs and models."""
+    if "kubernetes_asyncio.client" not in sys.modules:
+        spec = importlib.util.find_spec("kubernetes_asyncio")
+        assert spec is not None and spec.submodule_search_locations
+        root = list(spec.submodule_search_locations)[0]
+        parent: types.ModuleType | None = None
+        for name, path in (("kubernetes_asyncio", root),
+                           ("kubernetes_asyncio.client", os.path.join(root, "client")),
+                           ("kubernetes_asyncio.client.models",
+                            os.path.join(root, "client", "models"))):
+            mod = sys.modules.get(name)
+            if mod is None:
+                mod = _LazyPackage(name)
+                mod.__path__ = [path]
+                mod.__file__ = os.path.join(path, "__init__.py")
+                sys.modules[name] = mod
+            if parent is not None:
+                setattr(parent, name.rsplit(".", 1)[1], mod)
+            parent = mod
+    from kubernetes_asyncio.client import api_client, configuration
+
+    client_pkg = sys.modules["kubernetes_asyncio.client"]
+    # What kubernetes_asyncio.config imports by name from the client package.
+    client_pkg.__dict__.setdefault("Configuration", configuration.Configuration)
+    client_pkg.__dict__.setdefault("ApiClient", api_client.ApiClient)
     from kubernetes_asyncio import config as k8s_config
 
-    cfg = k8s_client.Configuration()
+    return configuration.Configuration, api_client.ApiClient, k8s_config
+
+
+async def _configuration(target: ApiTarget) -> Any:
+    configuration_cls, _, k8s_config = _light_client()
+    cfg = configuration_cls()
     if target.host is not None or target.port is not None:
         cfg.host = target.show
         return cfg
@@ -82,117 +162,223 @@ async def _configuration(target: ApiTarget) -> k8s_client.Configuration:
     return cfg
 
 
-class K8sApi:
-    """The few calls we make: list one named object, and watch it from a version.
+def collection_path(kind: str, namespace: str | None) -> str:
+    """The REST path of a kind's collection, in one namespace or (None) all of them."""
+    try:
+        group, plural = RESOURCES[kind]
+    except KeyError:
+        raise ValueError(f"unknown Kubernetes kind {kind!r}; known: "
+                         + ", ".join(sorted(RESOURCES))) from None
+    if namespace is None:
+        return f"{group}/{plural}"
+    return f"{group}/namespaces/{namespace}/{plural}"
 
-    Responses are read raw (`_preload_content=False`) and parsed to dicts: we
-    need three fields of an Endpoints object, not the generated models, and
-    a watch is a stream we read line by line.
+
+@dataclass(frozen=True, slots=True)
+class ListPage:
+    resource_version: str
+    items: list[dict[str, Any]]
+    continue_token: str | None
+    # X-Kubernetes-PF-FlowSchema-UID / -PriorityLevel-UID: UIDs of objects in the
+    # cluster's storage, sent on every answer of an APF-enabled server. A different
+    # value after a reconnect means a different cluster store (restored, recreated).
+    identity: str | None = None
+
+
+def _identity(headers: Any) -> str | None:
+    fs = headers.get("X-Kubernetes-PF-FlowSchema-UID")
+    pl = headers.get("X-Kubernetes-PF-PriorityLevel-UID")
+    return f"{fs}/{pl}" if fs or pl else None
+
+
+async def decode(line: bytes) -> Any:
+    """json.loads, in a thread for a large line (the loop must not stall for it)."""
+    if len(line) >= OFFLOOP_DECODE_BYTES:
+        return await asyncio.get_running_loop().run_in_executor(None, json.loads, line)
+    return json.loads(line)
+
+
+class K8sApi:
+    """The few calls we make: list (paged), watch from a version, API discovery.
+
+    `pool_size` bounds the connections this client opens to the API server: the
+    hub keeps the number of watches below it, lists wait for a free connection.
     """
 
-    def __init__(self, target: ApiTarget) -> None:
+    def __init__(self, target: ApiTarget, *, pool_size: int = 24) -> None:
         self.target = target
-        self._api_client: k8s_client.ApiClient | None = None
-        self._core: k8s_client.CoreV1Api | None = None
+        self.pool_size = pool_size
+        self._api_client: Any = None
+        self._init_lock: asyncio.Lock | None = None
+        self.identity: str | None = None  # the last one the server sent
 
-    async def _v1(self) -> k8s_client.CoreV1Api:
-        if self._core is None:
-            from kubernetes_asyncio import client as k8s_client
+    async def _client(self) -> Any:
+        if self._api_client is None:
+            if self._init_lock is None:
+                self._init_lock = asyncio.Lock()
+            async with self._init_lock:
+                if self._api_client is None:
+                    _, api_client_cls, _ = _light_client()
+                    cfg = await _configuration(self.target)
+                    cfg.connection_pool_maxsize = self.pool_size
+                    self._api_client = api_client_cls(cfg)
+        return self._api_client
 
-            cfg = await _configuration(self.target)
-            self._api_client = k8s_client.ApiClient(cfg)
-            self._core = k8s_client.CoreV1Api(self._api_client)
-        return self._core
+    async def _get(self, path: str, query: list[tuple[str, Any]], timeout: Any) -> Any:
+        client = await self._client()
+        try:
+            return await client.call_api(
+                path, "GET", query_params=query,
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"], _preload_content=False,
+                _request_timeout=timeout)
+        except Exception as e:  # kubernetes_asyncio's ApiException for non-2xx
+            status = getattr(e, "status", None)
+            if isinstance(status, int) and status > 0:
+                body = getattr(e, "body", b"") or b""
+                raw = body.encode() if isinstance(body, str) else body
+                raise ApiError(status, _message(raw), path) from None
+            raise
 
-    def _list_fn(self, v1: k8s_client.CoreV1Api, kind: str) -> Any:
-        fns = {
-            "endpoints": v1.list_namespaced_endpoints,
-            "services": v1.list_namespaced_service,
-            "pods": v1.list_namespaced_pod,
-        }
-        return fns[kind]
+    async def list_page(
+        self, kind: str, namespace: str | None, *, field_selector: str | None = None,
+        label_selector: str | None = None, limit: int | None = LIST_PAGE,
+        continue_token: str | None = None,
+    ) -> ListPage:
+        path = collection_path(kind, namespace)
+        query: list[tuple[str, Any]] = []
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        if limit:
+            query.append(("limit", limit))
+        if continue_token:
+            query.append(("continue", continue_token))
+        resp = await self._get(path, query, (5, 30))
+        raw = resp.aiohttp_response if hasattr(resp, "aiohttp_response") else resp
+        try:
+            body = await raw.read()
+            url = str(raw.url)
+            identity = _identity(raw.headers)
+            if not 200 <= raw.status <= 299:
+                raise ApiError(raw.status, _message(body), url)
+        finally:
+            raw.release()
+        if identity is not None:
+            self.identity = identity
+        data = await decode(body)
+        meta = data.get("metadata") or {}
+        return ListPage(str(meta.get("resourceVersion", "")), data.get("items") or [],
+                        meta.get("continue") or None, identity)
+
+    async def list_all(
+        self, kind: str, namespace: str | None, *, field_selector: str | None = None,
+        label_selector: str | None = None, page: int = LIST_PAGE,
+    ) -> AsyncIterator[ListPage]:
+        """Every page of a list; the resourceVersion to watch from is the first page's."""
+        token: str | None = None
+        while True:
+            p = await self.list_page(kind, namespace, field_selector=field_selector,
+                                     label_selector=label_selector, limit=page,
+                                     continue_token=token)
+            yield p
+            token = p.continue_token
+            if not token:
+                return
 
     async def list(
         self, kind: str, namespace: str, name: str, label_selector: str | None = None
     ) -> tuple[str, dict[str, Any] | None]:
-        """(list resourceVersion, the object or None when it does not exist)."""
-        v1 = await self._v1()
-        kwargs: dict[str, Any] = {"field_selector": f"metadata.name={name}"}
-        if label_selector:
-            kwargs["label_selector"] = label_selector
-        resp = await self._list_fn(v1, kind)(
-            namespace, _preload_content=False, _request_timeout=(5, 30), **kwargs
-        )
-        try:
-            body = await resp.read()
-            url = str(resp.url)
-            if not 200 <= resp.status <= 299:
-                raise ApiError(resp.status, _message(body), url)
-        finally:
-            resp.release()
-        data = json.loads(body)
-        items = data.get("items") or []
-        rv = str(data.get("metadata", {}).get("resourceVersion", ""))
-        return rv, (items[0] if items else None)
+        """(list resourceVersion, the named object or None when it does not exist)."""
+        p = await self.list_page(kind, namespace, field_selector=f"metadata.name={name}",
+                                 label_selector=label_selector, limit=None)
+        return p.resource_version, (p.items[0] if p.items else None)
 
     async def watch(
         self,
         kind: str,
-        namespace: str,
-        name: str,
+        namespace: str | None,
+        name: str | None,
         resource_version: str,
         label_selector: str | None = None,
         timeout_seconds: int = 300,
         on_open: Callable[[], None] | None = None,
+        field_selector: str | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Yield watch events (`{"type", "object"}`) until the server ends the stream.
 
-        `on_open` runs once the server has accepted the watch (HTTP 2xx).
-
-        An ERROR event raises ApiError with its code (410 when the version is
-        too old); a broken connection raises the transport's exception.
+        `on_open` runs once the server has accepted the watch (HTTP 2xx). BOOKMARK
+        events are asked for (`allowWatchBookmarks`) and yielded like the others.
+        An ERROR event raises ApiError with its code (410 when the version is too
+        old); a broken connection raises the transport's exception.
         """
-        v1 = await self._v1()
-        kwargs: dict[str, Any] = {
-            "field_selector": f"metadata.name={name}",
-            "watch": True,
-            "resource_version": resource_version,
-            "allow_watch_bookmarks": True,
-            "timeout_seconds": timeout_seconds,
-        }
+        query: list[tuple[str, Any]] = [
+            ("watch", "true"), ("resourceVersion", resource_version),
+            ("allowWatchBookmarks", "true"), ("timeoutSeconds", timeout_seconds)]
+        fields = [f for f in (f"metadata.name={name}" if name else None, field_selector) if f]
+        if fields:
+            query.append(("fieldSelector", ",".join(fields)))
         if label_selector:
-            kwargs["label_selector"] = label_selector
-        resp = await self._list_fn(v1, kind)(
-            namespace,
-            _preload_content=False,
-            _request_timeout=(5, timeout_seconds + 30),
-            **kwargs,
-        )
-        url = str(resp.url)
+            query.append(("labelSelector", label_selector))
+        path = collection_path(kind, namespace)
+        resp = await self._get(path, query, (5, timeout_seconds + 30))
+        raw = resp.aiohttp_response if hasattr(resp, "aiohttp_response") else resp
+        url = str(raw.url)
         try:
-            if not 200 <= resp.status <= 299:
-                raise ApiError(resp.status, _message(await resp.read()), url)
+            if not 200 <= raw.status <= 299:
+                raise ApiError(raw.status, _message(await raw.read()), url)
+            identity = _identity(raw.headers)
+            if identity is not None:
+                self.identity = identity
             if on_open is not None:
                 on_open()
-            while True:
-                line = await resp.content.readline()
-                if not line:
-                    return
-                if not line.strip():
+            buf = b""
+            async for chunk in raw.content.iter_any():
+                buf += chunk
+                if b"\n" not in chunk:
+                    if len(buf) > MAX_EVENT_BYTES:
+                        raise ValueError(f"{url}: a watch event over {MAX_EVENT_BYTES} bytes")
                     continue
-                event = json.loads(line)
-                if event.get("type") == "ERROR":
-                    obj = event.get("object") or {}
-                    raise ApiError(int(obj.get("code", 500)), str(obj.get("message", "")), url)
-                yield event
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    if not line.strip():
+                        continue
+                    event = await decode(line)
+                    if event.get("type") == "ERROR":
+                        obj = event.get("object") or {}
+                        raise ApiError(int(obj.get("code", 500)), str(obj.get("message", "")),
+                                       url)
+                    yield event
         finally:
-            resp.close()
+            raw.close()
+
+    async def has_resource(self, group_version: str, plural: str) -> bool:
+        """API discovery: does the server serve `plural` in `group_version` (e.g.
+        discovery.k8s.io/v1 endpointslices)? A 404 is no; other failures raise."""
+        path = f"/apis/{group_version}" if "/" in group_version else f"/api/{group_version}"
+        try:
+            resp = await self._get(path, [], (5, 30))
+        except ApiError as e:
+            if e.status == 404:
+                return False
+            raise
+        raw = resp.aiohttp_response if hasattr(resp, "aiohttp_response") else resp
+        try:
+            body = await raw.read()
+            if raw.status == 404:
+                return False
+            if not 200 <= raw.status <= 299:
+                raise ApiError(raw.status, _message(body), str(raw.url))
+        finally:
+            raw.release()
+        data = json.loads(body)
+        return any(r.get("name") == plural for r in data.get("resources") or [])
 
     async def close(self) -> None:
         if self._api_client is not None:
             await self._api_client.close()
             self._api_client = None
-            self._core = None
 
 
 def _message(body: bytes) -> str:

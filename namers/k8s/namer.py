@@ -1,12 +1,15 @@
-"""`io.l5d.k8s`: Kubernetes Endpoints as names (Linkerd's EndpointsNamer, in asyncio).
+"""`io.l5d.k8s`: a service's endpoints as names (Linkerd's EndpointsNamer, in asyncio).
 
 `/#/io.l5d.k8s/<namespace>/<port name or number>/<service>[/<label value>]/residual`.
 The first three (four with `labelSelector`) segments are lowercased, as in
-Linkerd. Only ready addresses (`subsets[].addresses`, never
-`notReadyAddresses`) are routed to; each Address carries the pod's `nodeName`
-so the daemonset transformer can find the router on that node.
+Linkerd. Endpoints come from EndpointSlices (discovery.k8s.io/v1, the slices of
+a service merged) or, on clusters without them or with `endpointSource:
+endpoints`, from the Endpoints object (see endpoints.py for the decoding and
+the ready/serving/terminating rules). Each Address carries the pod's
+`nodeName` (and `zone`, topology hints) so the daemonset transformer can find
+the router on that node.
 
-A port name is looked up among the Endpoints' port names. A port number is
+A port name is looked up among the endpoints' port names. A port number is
 first mapped through the Service (`port` -> `targetPort`, which may itself be
 a name); a number no Service port claims is used as is.
 
@@ -30,7 +33,6 @@ from dtab.addr import (
     ADDR_PENDING,
     Addr,
     AddrBound,
-    Address,
     AddrNeg,
     BoundName,
 )
@@ -40,8 +42,11 @@ from dtab.nametree import Leaf, Neg
 from dtab.observable import PENDING, Activity, ActivityState, Ok, Unsubscribe, Var
 from dtab.path import Path
 from namers.k8s.api import ApiTarget
+from namers.k8s.endpoints import EndpointSet, endpoint_set_of, resolve_port
 from namers.k8s.watch import (
+    SOURCES,
     Absent,
+    EndpointsLease,
     ObjState,
     Present,
     WatchHub,
@@ -78,17 +83,21 @@ def resolve_endpoints(
     port: str,
     where: str,
 ) -> Resolved | None:
-    """The addresses of `port` in an Endpoints object (None while not yet known).
+    """The addresses of `port` in a service's endpoints (None while not yet known).
 
-    `where` names the service for reasons, e.g. `default/hello`. `service` is
-    the Service's state, consulted for numbered ports only.
+    `endpoints` is an endpoints channel's state: an `EndpointSet` (from EndpointSlices
+    or Endpoints), or a raw Endpoints dict. `where` names the service for reasons, e.g.
+    `default/hello`. `service` is the Service's state, consulted for numbered ports only.
+    Cheap to repeat after an update: each endpoint group caches its answer per port.
     """
     if not isinstance(endpoints, Present | Absent):
         return None
     if isinstance(endpoints, Absent):
-        reason = f"k8s service {where} not found (no Endpoints object)"
+        reason = f"k8s service {where} not found (no endpoints)"
         return Resolved(AddrNeg(reason), reason)
-    subsets: list[dict[str, Any]] = endpoints.obj.get("subsets") or []
+    eps = endpoints.obj
+    if not isinstance(eps, EndpointSet):
+        eps = endpoint_set_of(eps)
     target: int | str
     if port.isdigit():
         if service is not None and not isinstance(service, Present | Absent):
@@ -96,31 +105,16 @@ def resolve_endpoints(
         target = _target_port(service, int(port))
     else:
         target = port
-    addrs: set[Address] = set()
-    names: set[str] = set()
-    not_ready = 0
-    for subset in subsets:
-        ports = subset.get("ports") or []
-        names.update(p.get("name") or str(p.get("port")) for p in ports)
-        if isinstance(target, int):
-            number: int | None = target
-        else:
-            number = next((p.get("port") for p in ports if p.get("name") == target), None)
-        if number is None:
-            continue
-        not_ready += len(subset.get("notReadyAddresses") or [])
-        for a in subset.get("addresses") or []:
-            meta = {"nodeName": a["nodeName"]} if a.get("nodeName") else {}
-            addrs.add(Address(a["ip"], int(number), meta=meta))
-    if isinstance(target, str) and target not in names and subsets:
-        known = ", ".join(sorted(names)) or "none"
+    res = resolve_port(eps, target)
+    if isinstance(target, str) and target not in res.port_names and eps.groups:
+        known = ", ".join(sorted(res.port_names)) or "none"
         reason = f"k8s service {where} has no port named '{target}' (ports: {known})"
         return Resolved(AddrNeg(reason), reason)
-    if not addrs:
-        extra = f" ({not_ready} not ready)" if not_ready else ""
+    if not res.addresses:
+        extra = f" ({res.not_ready} not ready)" if res.not_ready else ""
         reason = f"k8s service {where} has no ready endpoints for port {port}{extra}"
         return Resolved(AddrNeg(reason), reason)
-    return Resolved(AddrBound(frozenset(addrs)), None)
+    return Resolved(AddrBound(res.addresses), None)
 
 
 def _target_port(service: ObjState | None, number: int) -> int | str:
@@ -139,7 +133,12 @@ def _set(var: Var[Any], value: Any) -> None:
     ("not found" after the service was deleted, when it used to say "no ready
     endpoints"); nothing observable changed, so observers are not called.
     """
-    if value == var.value and repr(value) != repr(var.value):
+    old = var.value
+    if value is old:
+        return
+    if isinstance(value, AddrBound) or (isinstance(value, Ok) and isinstance(value.value, Leaf)):
+        var.set(value)  # no reason to refresh; and a repr of 10,000 addresses is not free
+    elif value == old and repr(value) != repr(old):
         var._value = value
     else:
         var.set(value)
@@ -162,7 +161,8 @@ class _Entry:
         self.port = port
         selector = f"{namer.label_selector}={label}" if label is not None else None
         hub = namer.hub
-        self.leases: list[WatchLease] = [hub.acquire(WatchKey("endpoints", ns, svc, selector))]
+        self.leases: list[WatchLease | EndpointsLease] = [
+            hub.acquire_endpoints(ns, svc, selector, namer.endpoint_source)]
         if port.isdigit():
             self.leases.append(hub.acquire(WatchKey("services", ns, svc)))
         self.addr: Var[Addr] = Var(ADDR_PENDING)
@@ -244,8 +244,10 @@ class K8sNamer:
         label_selector: str | None = None,
         idle_ttl: float = DEFAULT_IDLE_TTL,
         hub: WatchHub | None = None,
+        endpoint_source: str = "auto",
     ) -> None:
         self.target = target
+        self.endpoint_source = endpoint_source
         self.prefix = prefix if prefix is not None else Path.of(KIND)
         self.label_selector = label_selector
         self.idle_ttl = idle_ttl
@@ -323,9 +325,9 @@ class K8sNamer:
         out: dict[str, Any] = {}
         for e in self._entries.values():
             j = e.addr.value.to_json()
-            failing = [lease.watch for lease in e.leases if lease.watch.last_error]
+            failing = [err for lease in e.leases if (err := lease.last_error) is not None]
             if failing:
-                j = {**j, "error": failing[0].last_error, "errorAt": failing[0].last_error_at}
+                j = {**j, "error": failing[0][0], "errorAt": failing[0][1]}
             out[e.id.show] = j
         return out
 
@@ -371,7 +373,17 @@ def target_from_params(
 
 
 KNOWN_PARAMS = {"kind", "prefix", "experimental", "transformers", "host", "port",
-                "labelSelector", "kubeconfig", "idleTtlSecs"}
+                "labelSelector", "kubeconfig", "idleTtlSecs", "endpointSource"}
+
+
+def source_param(params: dict[str, Any], key: str = "endpointSource") -> str:
+    """`endpointSource`: auto (API discovery: EndpointSlices when served), endpointSlices,
+    or endpoints (old clusters)."""
+    value = params.get(key, "auto")
+    by_lower = {s.lower(): s for s in SOURCES}
+    if not isinstance(value, str) or value.lower() not in by_lower:
+        raise ParamError(key, f"expected auto, endpointSlices or endpoints, got {value!r}")
+    return by_lower[value.lower()]
 
 
 def build(params: dict[str, Any]) -> K8sNamer:
@@ -397,4 +409,5 @@ def build(params: dict[str, Any]) -> K8sNamer:
         prefix=prefix,
         label_selector=label,
         idle_ttl=float(idle),
+        endpoint_source=source_param(params),
     )

@@ -1,20 +1,42 @@
-"""Watches of single Kubernetes objects, shared and kept alive through API outages.
+"""Shared, multiplexed watches of Kubernetes objects, kept right through API outages.
 
-Each `ObjectWatch` follows one named object (an Endpoints or a Service):
-list it (which gives a resourceVersion), then watch from that version. The
-rules that keep routing right (reference §5 pain points 3 and 6):
-- a `410 Gone` (the version was compacted away) means: list again, then watch
-  from the new list's version; kubernetes_asyncio's own Watch only retries
-  with the same stale version, so we do not use it;
+Users ask for one object by `WatchKey` (kind, namespace, name, labelSelector):
+an Endpoints or a Service by name, or a service's EndpointSlices (kind
+`endpointslices`, `name` = the service: its slices carry the
+`kubernetes.io/service-name` label). Each key is a `Channel`: a `Var[ObjState]`
+that every user of the key shares.
+
+Channels are fed by `Feed`s — one list+watch stream each — at three scopes:
+- one object (a field or label selector for that one name), while a namespace
+  has at most `namespace_threshold` watched keys of that kind;
+- one namespace, filtered locally, once it has more;
+- the whole cluster, filtered locally, once the streams would exceed
+  `max_watches` (many namespaces with a few services each).
+So the API server sees at most about `max_watches` watch connections from a
+router whatever the number of services (issue 15: the client's 100 pooled
+connections were a hard cliff at 100 watched services). A channel joining a
+wide feed that is already streaming gets its first state from a short list of
+just its objects; events older than that list are ignored.
+
+The rules that keep routing right (reference §5 pain points 3 and 6):
+- a `410 Gone` (the version was compacted away), an API server whose
+  resourceVersion went backwards, or a different cluster store behind it
+  (`X-Kubernetes-PF-*-UID` headers changed) means: list again. After every
+  broken stream a one-item list (`limit=1`) checks the latter two before resuming;
+- `allowWatchBookmarks`: bookmarks move the version forward, so a resume after a
+  quiet period does not fall off the compacted history;
 - an unreachable API server or a dropped stream means: retry with jittered
   exponential backoff, resuming from the last version seen, and keep
-  publishing the last known object meanwhile (never flip to "absent" just
-  because we cannot see);
+  publishing the last known state meanwhile. The backoff resets only after a
+  stream stayed up `HEALTHY_AFTER` seconds, so a server that accepts and drops
+  at once is not hammered; warnings go through one rate limiter per hub;
 - a stream that ends cleanly (server-side timeout) is resumed at once.
 
-`WatchHub` shares watches: one per (kind, namespace, name, labelSelector) no
-matter how many names or transformers use it, reference-counted, and stopped
-`linger` seconds after the last user lets go.
+Updates are applied in batches: events change the channels' objects, and one
+callback `COALESCE_S` (10 ms) later publishes each changed channel once (a burst
+of updates to one service coalesces into its latest state; publishing a long
+list of changed channels is itself sliced into 5 ms turns). Event handling yields to the
+loop every couple of milliseconds; large events are decoded off the loop.
 """
 
 from __future__ import annotations
@@ -23,16 +45,31 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
-from dtab.bounded import clip
+from dtab.bounded import LogLimiter, clip
 from dtab.observable import Var
 from namers.k8s.api import ApiError, ApiTarget, K8sApi
+from namers.k8s.endpoints import (
+    SERVICE_NAME_LABEL,
+    EndpointGroup,
+    EndpointSet,
+    endpoints_groups,
+    slice_group,
+)
 
 log = logging.getLogger("l5d.k8s")
+
+HEALTHY_AFTER = 2.0  # seconds a stream must stay up before the backoff resets
+YIELD_EVERY = 0.002  # seconds of event handling before yielding to the loop
+FLUSH_SLICE = 0.005  # seconds of publishing per loop turn
+COALESCE_S = 0.01  # changes within this window are published together (latest state wins)
+ENDPOINT_KINDS = ("endpointslices", "endpoints")
+SOURCES = ("auto", "endpointslices", "endpoints")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +79,9 @@ class Unknown:
 
 @dataclass(frozen=True, slots=True)
 class Present:
-    obj: dict[str, Any]
+    """The object. For endpoint kinds an `EndpointSet`; otherwise the object's dict."""
+
+    obj: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,34 +119,170 @@ class Backoff:
         return random.uniform(self.base, max(self.base, cap))
 
 
-class ObjectWatch:
-    """Keeps `state` equal to the API server's view of one object, as well as it can."""
+def _rv_int(rv: Any) -> int | None:
+    """resourceVersions are opaque to the API; every server today uses etcd revisions."""
+    try:
+        return int(rv)
+    except (TypeError, ValueError):
+        return None
 
-    def __init__(
-        self, api: K8sApi, key: WatchKey, backoff: Backoff, watch_timeout: int = 300
-    ) -> None:
-        self.api = api
+
+def route_name(kind: str, obj: dict[str, Any]) -> str | None:
+    """The key name an object belongs to: a slice's service, else the object's name."""
+    meta = obj.get("metadata") or {}
+    if kind == "endpointslices":
+        return (meta.get("labels") or {}).get(SERVICE_NAME_LABEL)
+    return meta.get("name")
+
+
+def _slim(obj: dict[str, Any]) -> dict[str, Any]:
+    """Drop what no namer reads and can be large (managedFields, last-applied)."""
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
+        ann = meta.get("annotations")
+        if isinstance(ann, dict):
+            ann.pop("kubectl.kubernetes.io/last-applied-configuration", None)
+    return obj
+
+
+def decode_object(kind: str, obj: dict[str, Any]) -> Any:
+    """What a channel keeps of one object (for endpoint kinds, a dict of groups)."""
+    if kind == "endpointslices":
+        if obj.get("addressType") == "FQDN":
+            return {}  # names, not IPs: nothing to dial
+        return {(obj.get("metadata") or {}).get("name", ""): slice_group(obj)}
+    if kind == "endpoints":
+        return endpoints_groups(obj)
+    return _slim(obj)
+
+
+class Channel:
+    """The API server's view of one WatchKey, whichever feed serves it."""
+
+    def __init__(self, hub: WatchHub, key: WatchKey) -> None:
+        self.hub = hub
         self.key = key
-        self.backoff = backoff
-        self.watch_timeout = watch_timeout
         self.state: Var[ObjState] = Var(UNKNOWN)
+        self.feed: Feed | None = None
+        self.objects: dict[str, tuple[int | None, Any]] = {}  # object name -> (rv, decoded)
+        self.tombstones: dict[str, int | None] = {}  # deletions seen before the first list
+        self.floor: int | None = None  # events at or below this rv are older than our list
+        self.known = False
+        self.dirty = False
+        self.updates = 0  # published changes (tests, bench)
+
+    # -- changes (batched: publish() runs once per loop turn) --------------------------
+
+    def upsert(self, name: str, rv: int | None, decoded: Any) -> None:
+        old = self.objects.get(name)
+        if rv is not None and (self.floor is not None and rv <= self.floor
+                               or old is not None and old[0] is not None and rv <= old[0]):
+            return  # older than what we have
+        self.objects[name] = (rv, decoded)
+        self.tombstones.pop(name, None)
+        self.hub._mark(self)
+
+    def remove(self, name: str, rv: int | None) -> None:
+        if rv is not None and self.floor is not None and rv <= self.floor:
+            return
+        if not self.known:
+            self.tombstones[name] = rv
+        if self.objects.pop(name, None) is not None or self.known:
+            self.hub._mark(self)
+
+    def replace(self, objects: dict[str, tuple[int | None, Any]], floor: int | None,
+                merge: bool) -> None:
+        """The result of a list. `merge`: events may already have arrived for this channel
+        (it joined a streaming feed): keep what is newer than the list."""
+        if merge:
+            for name, (rv, decoded) in self.objects.items():
+                if rv is not None and floor is not None and rv > floor:
+                    objects[name] = (rv, decoded)
+            for name, rv in self.tombstones.items():
+                if rv is None or floor is None or rv > floor:
+                    objects.pop(name, None)
+        self.objects = objects
+        self.tombstones = {}
+        self.floor = floor
+        self.known = True
+        self.hub._mark(self)
+
+    def publish(self) -> None:
+        self.dirty = False
+        if not self.known:
+            return
+        kind = self.key.kind
+        if kind in ENDPOINT_KINDS:
+            if not self.objects:
+                value: ObjState = ABSENT
+            else:
+                groups: dict[str, EndpointGroup] = {}
+                for _rv, g in self.objects.values():
+                    groups.update(g)
+                value = Present(EndpointSet(groups, kind))
+        else:
+            value = Present(next(iter(self.objects.values()))[1]) if self.objects else ABSENT
+        before = self.state.value
+        self.state.set(value)
+        if self.state.value is not before:
+            self.updates += 1
+
+
+class Feed:
+    """One list+watch stream, feeding the channels of its scope."""
+
+    def __init__(self, hub: WatchHub, kind: str, namespace: str | None, name: str | None,
+                 label_selector: str | None) -> None:
+        self.hub = hub
+        self.api = hub.api
+        self.kind = kind
+        self.namespace = namespace
+        self.name = name  # one object's feed; None: every object of the scope
+        self.label_selector = label_selector
+        self.channels: dict[tuple[str, str], Channel] = {}
         self.resource_version: str | None = None
+        self.identity: str | None = None
         self.lists = 0
         self.failures = 0
-        # The current outage's last error (None while healthy): /namer_state shows it
-        # next to the last known state the namer keeps serving.
+        self.events = 0
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self._outage_failures = 0
         self._attempt = 0
-        self._last_warning = float("-inf")
+        self._probe = False
+        self._listing: set[Channel] | None = None
+        self._fills: dict[Channel, asyncio.Task[None]] = {}
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def show(self) -> str:
+        where = self.namespace if self.namespace is not None else "*"
+        what = f"{where}/{self.name}" if self.name else f"{where} (all)"
+        sel = f" labelSelector={self.label_selector}" if self.label_selector else ""
+        return f"{self.kind} {what}{sel}"
+
+    @property
+    def scope(self) -> str:
+        return "object" if self.name else ("namespace" if self.namespace else "cluster")
+
+    def _selectors(self, name: str | None) -> tuple[str | None, str | None]:
+        """(fieldSelector, labelSelector) for this feed's objects, or one key's."""
+        labels = [self.label_selector] if self.label_selector else []
+        fields = None
+        if name is not None:
+            if self.kind == "endpointslices":
+                labels.insert(0, f"{SERVICE_NAME_LABEL}={name}")
+            else:
+                fields = f"metadata.name={name}"
+        return fields, (",".join(labels) or None)
+
+    # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(
-                self._run(), name=f"k8s-watch {self.key.show}"
-            )
+                self._run(), name=f"k8s-watch {self.show}")
 
     @property
     def running(self) -> bool:
@@ -115,64 +290,214 @@ class ObjectWatch:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
+        fills, self._fills = list(self._fills.values()), {}
+        for t in [*fills, *([task] if task else [])]:
+            t.cancel()
+        for t in [*fills, *([task] if task else [])]:
             try:
-                await task
+                await t
             except asyncio.CancelledError:
                 pass
 
-    def _publish(self, obj: dict[str, Any] | None) -> None:
-        self.state.set(ABSENT if obj is None else Present(obj))
+    def add(self, ch: Channel) -> None:
+        ch.feed = self
+        self.channels[(ch.key.namespace, ch.key.name)] = ch
+        if self.resource_version is not None and self._listing is None and self.name is None:
+            self._fill(ch)  # already streaming: this key needs its own first state
+
+    def remove(self, ch: Channel) -> None:
+        if self.channels.get((ch.key.namespace, ch.key.name)) is ch:
+            del self.channels[(ch.key.namespace, ch.key.name)]
+        task = self._fills.pop(ch, None)
+        if task is not None:
+            task.cancel()
+        if ch.feed is self:
+            ch.feed = None
+
+    # -- listing -----------------------------------------------------------------------
+
+    def _fill(self, ch: Channel) -> None:
+        if ch not in self._fills:
+            self._fills[ch] = asyncio.get_running_loop().create_task(
+                self._fill_one(ch), name=f"k8s-list {ch.key.show}")
+
+    async def _fill_one(self, ch: Channel) -> None:
+        attempt = 0
+        try:
+            while True:
+                try:
+                    fields, labels = self._selectors(ch.key.name)
+                    objects: dict[str, tuple[int | None, Any]] = {}
+                    floor = None
+                    first = True
+                    async for page in self.api.list_all(self.kind, ch.key.namespace,
+                                                        field_selector=fields,
+                                                        label_selector=labels):
+                        if first:
+                            floor, first = _rv_int(page.resource_version), False
+                        await self._collect(page.items, {ch: objects}.__getitem__, only=ch)
+                    self.lists += 1
+                    ch.replace(objects, floor, merge=True)
+                    return
+                except (ApiError, aiohttp.ClientError, OSError, TimeoutError, ValueError) as e:
+                    attempt += 1
+                    delay = self.hub.backoff.delay(attempt)
+                    self._note_failure(e, delay)
+                    await asyncio.sleep(delay)
+        finally:
+            if self._fills.get(ch) is asyncio.current_task():
+                del self._fills[ch]
+
+    async def _collect(self, items: list[dict[str, Any]],
+                       objects_for: Callable[[Channel], dict[str, Any]],
+                       only: Channel | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for obj in items:
+            ch = only if only is not None else self._channel_of(obj)
+            if ch is None:
+                continue
+            meta = obj.get("metadata") or {}
+            name = meta.get("name", "")
+            rv = _rv_int(meta.get("resourceVersion"))
+            old = ch.objects.get(name)
+            decoded = old[1] if old is not None and old[0] is not None and old[0] == rv \
+                else decode_object(self.kind, obj)  # unchanged: keep its caches
+            objects_for(ch)[name] = (rv, decoded)
+            if loop.time() - started > YIELD_EVERY:
+                await asyncio.sleep(0)
+                started = loop.time()
+
+    def _channel_of(self, obj: dict[str, Any]) -> Channel | None:
+        ns = (obj.get("metadata") or {}).get("namespace") or self.namespace or ""
+        name = route_name(self.kind, obj)
+        return None if name is None else self.channels.get((ns, name))
 
     async def _list(self) -> None:
-        k = self.key
-        rv, obj = await self.api.list(k.kind, k.namespace, k.name, k.label_selector)
-        self.lists += 1
-        self.resource_version = rv
-        self._publish(obj)
+        """List the whole scope: every channel's state replaced by what the server has."""
+        self._listing = set(self.channels.values())
+        try:
+            fields, labels = self._selectors(self.name)
+            found: dict[Channel, dict[str, tuple[int | None, Any]]] = {}
+            rv = None
+            async for page in self.api.list_all(self.kind, self.namespace,
+                                                field_selector=fields, label_selector=labels):
+                if rv is None:
+                    rv = page.resource_version
+                    if page.identity is not None:
+                        self.identity = page.identity
+                await self._collect(page.items, lambda c: found.setdefault(c, {}))
+            self.lists += 1
+            self.resource_version = rv or "0"
+            floor = _rv_int(rv)
+            for ch in list(self.channels.values()):
+                if ch in self._listing:
+                    ch.replace(found.get(ch, {}), floor, merge=False)
+                else:  # joined while we were listing: our pages may have missed it
+                    self._fill(ch)
+        finally:
+            self._listing = None
 
-    async def _watch_once(self) -> int:
-        """Stream events from the current version; returns how many arrived."""
-        k = self.key
+    async def _check_server(self) -> None:
+        """After a broken stream: the same store behind the API server, not behind us?"""
+        fields, labels = self._selectors(self.name)
+        page = await self.api.list_page(self.kind, self.namespace, field_selector=fields,
+                                        label_selector=labels, limit=1)
+        self._probe = False
+        now, ours = _rv_int(page.resource_version), _rv_int(self.resource_version)
+        why = None
+        if page.identity is not None and self.identity is not None \
+                and page.identity != self.identity:
+            why = f"the cluster store changed (identity {clip(page.identity, 80)})"
+        elif now is not None and ours is not None and now < ours:
+            why = f"its resourceVersion went backwards ({ours} -> {now})"
+        if page.identity is not None:
+            self.identity = page.identity
+        if why is not None:
+            log.warning("k8s: %s: the API server came back but %s; listing again",
+                        self.show, why)
+            self.resource_version = None
+
+    # -- watching ----------------------------------------------------------------------
+
+    async def _watch_once(self) -> tuple[int, float]:
+        """Stream events from the current version; (events, seconds the stream lived)."""
         assert self.resource_version is not None
+        loop = asyncio.get_running_loop()
+        opened = loop.time()
         n = 0
-        async for ev in self.api.watch(
-            k.kind, k.namespace, k.name, self.resource_version, k.label_selector,
-            timeout_seconds=self.watch_timeout, on_open=self._healthy,
-        ):
-            n += 1
-            etype = ev.get("type")
-            obj = ev.get("object") or {}
-            rv = (obj.get("metadata") or {}).get("resourceVersion")
-            if etype in ("ADDED", "MODIFIED"):
-                self._publish(obj)
-            elif etype == "DELETED":
-                self._publish(None)
-            elif etype != "BOOKMARK":
-                log.warning("k8s: %s: ignoring watch event of type %r", k.show, etype)
-            if rv:
-                self.resource_version = str(rv)
-        return n
+        fields, labels = self._selectors(self.name)
+        yielded = loop.time()
+        try:
+            async for ev in self.api.watch(
+                self.kind, self.namespace, None, self.resource_version, labels,
+                timeout_seconds=self.hub.watch_timeout, on_open=self._opened,
+                field_selector=fields,
+            ):
+                n += 1
+                self.events += 1
+                self._event(ev)
+                if loop.time() - yielded > YIELD_EVERY:
+                    await asyncio.sleep(0)
+                    yielded = loop.time()
+        finally:
+            lived = loop.time() - opened
+            if lived >= HEALTHY_AFTER:
+                self._attempt = 0
+        return n, lived
+
+    def _event(self, ev: dict[str, Any]) -> None:
+        etype = ev.get("type")
+        obj = ev.get("object") or {}
+        meta = obj.get("metadata") or {}
+        rv_text = meta.get("resourceVersion")
+        rv, ours = _rv_int(rv_text), _rv_int(self.resource_version)
+        if rv is not None and ours is not None and rv < ours:
+            raise _Backwards(ours, rv)
+        if rv_text:
+            self.resource_version = str(rv_text)
+        if etype == "BOOKMARK":
+            return
+        if etype not in ("ADDED", "MODIFIED", "DELETED"):
+            self.hub.limiter.warning((self.hub.api.target, "event", etype),
+                                     "k8s: %s: ignoring watch event of type %r", self.show,
+                                     etype)
+            return
+        ch = self._channel_of(obj)
+        if ch is None:
+            return  # an object of this scope nobody watches: filtered here
+        name = meta.get("name", "")
+        if etype == "DELETED":
+            ch.remove(name, rv)
+            return
+        decoded = decode_object(self.kind, obj)
+        ch.upsert(name, rv, decoded)
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             try:
                 if self.resource_version is None:
                     await self._list()
-                    self._healthy()
-                started = loop.time()
-                events = await self._watch_once()
-                if events or loop.time() - started > 1.0:
+                    self._opened()
+                elif self._probe:
+                    await self._check_server()
+                    continue
+                events, lived = await self._watch_once()
+                if lived >= 1.0:
                     continue  # a normal end (the server's watch timeout): resume at once
-                # A stream that ended at once with nothing in it: do not spin.
+                # A stream that ended at once: do not spin, whatever it carried.
                 self._attempt += 1
-                await asyncio.sleep(self.backoff.delay(self._attempt))
+                await asyncio.sleep(self.hub.backoff.delay(self._attempt))
+            except _Backwards as e:
+                log.warning("k8s: %s: the API server's resourceVersion went backwards "
+                            "(%d -> %d); listing again", self.show, e.ours, e.theirs)
+                self.resource_version = None
+                await self._pause()
             except ApiError as e:
-                if e.status == 410:
-                    log.info("k8s: %s: %s; listing again", self.key.show, e)
+                if e.status == 410 or (e.status == 504 and "too large" in str(e).lower()):
+                    log.info("k8s: %s: %s; listing again", self.show, clip(str(e)))
                     self.resource_version = None
+                    await self._pause()
                     continue
                 await self._retry(e)
             except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as e:
@@ -180,62 +505,144 @@ class ObjectWatch:
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # a bug, not an outage: log it loudly, keep trying
-                log.exception("k8s: %s: unexpected error in watch", self.key.show)
+                self.hub.limiter.exception((self.hub.api.target, "bug"),
+                                           "k8s: %s: unexpected error in watch", self.show)
                 await self._retry(e)
 
-    def _healthy(self) -> None:
-        """The API server answered: reset the backoff, and say so if it had been failing."""
-        self._attempt = 0
+    async def _pause(self) -> None:
+        """Relist at once the first time; back off if relists keep failing at once."""
+        self._attempt += 1
+        if self._attempt > 1:
+            await asyncio.sleep(self.hub.backoff.delay(self._attempt))
+
+    def _opened(self) -> None:
+        """The API server answered: clear the error, say so if it had been failing.
+        (The backoff itself resets only once a stream has stayed up: HEALTHY_AFTER.)"""
         self.last_error = self.last_error_at = None
         if self._outage_failures:
-            log.info("k8s: %s: watching again after %d failed attempts",
-                     self.key.show, self._outage_failures)
+            self.hub.limiter.info((self.hub.api.target, "recovered"),
+                                  "k8s: %s: watching again after %d failed attempts",
+                                  self.show, self._outage_failures)
             self._outage_failures = 0
 
-    async def _retry(self, error: BaseException) -> None:
+    def _note_failure(self, error: BaseException, delay: float) -> None:
         self.failures += 1
         self._outage_failures += 1
         self.last_error = clip(f"{type(error).__name__}: {error}")
         self.last_error_at = time.time()
-        delay = self.backoff.delay(self._attempt)
-        self._attempt += 1
-        # One warning when an outage starts, then one a minute: the API server
-        # being away is one event, not one log line per watch per retry.
-        now = asyncio.get_running_loop().time()
-        level = logging.DEBUG
-        if self._outage_failures == 1 or now - self._last_warning >= 60.0:
-            level = logging.WARNING
-            self._last_warning = now
-        log.log(
-            level,
+        # The API server being away is one event, not one line per watch per retry:
+        # one warning per API server a minute, the rest at debug.
+        if not self.hub.limiter.warning(
+            (self.hub.api.target, "outage"),
             "k8s: %s via %s failed (%d in a row): %s: %s; retrying in %.2fs, "
             "keeping the last known state",
-            self.key.show, self.api.target.show, self._outage_failures,
+            self.show, self.api.target.show, self._outage_failures,
             type(error).__name__, error, delay,
-        )
+        ):
+            log.debug("k8s: %s failed (%d in a row): %s", self.show, self._outage_failures,
+                      clip(str(error)))
+
+    async def _retry(self, error: BaseException) -> None:
+        delay = self.hub.backoff.delay(self._attempt)
+        self._attempt += 1
+        self._probe = self.resource_version is not None
+        self._note_failure(error, delay)
         await asyncio.sleep(delay)
 
 
-class WatchLease:
-    """One user's hold on a shared watch; `release()` once when done."""
+class _Backwards(Exception):
+    def __init__(self, ours: int, theirs: int) -> None:
+        super().__init__(f"{ours} -> {theirs}")
+        self.ours = ours
+        self.theirs = theirs
 
-    def __init__(self, hub: WatchHub, watch: ObjectWatch) -> None:
+
+# What older code and tests call a watch of one object.
+ObjectWatch = Feed
+
+
+class WatchLease:
+    """One user's hold on a shared channel; `release()` once when done."""
+
+    def __init__(self, hub: WatchHub, channel: Channel) -> None:
         self._hub = hub
-        self.watch = watch
+        self.channel = channel
         self._released = False
 
     @property
     def state(self) -> Var[ObjState]:
-        return self.watch.state
+        return self.channel.state
+
+    @property
+    def watch(self) -> Feed | None:
+        """The feed serving this key now (its `last_error` is the outage's)."""
+        return self.channel.feed
+
+    @property
+    def last_error(self) -> tuple[str, float] | None:
+        f = self.channel.feed
+        if f is not None and f.last_error and f.last_error_at is not None:
+            return f.last_error, f.last_error_at
+        return None
 
     def release(self) -> None:
         if not self._released:
             self._released = True
-            self._hub._release(self.watch.key)
+            self._hub._release(self.channel.key)
+
+
+class EndpointsLease:
+    """A service's endpoints from EndpointSlices or Endpoints, whichever `source` says
+    (`auto`: API discovery decides, once per hub). `state` is Unknown until then."""
+
+    def __init__(self, hub: WatchHub, namespace: str, name: str,
+                 label_selector: str | None, source: str) -> None:
+        self.hub = hub
+        self.namespace = namespace
+        self.name = name
+        self.label_selector = label_selector
+        self.state: Var[ObjState] = Var(UNKNOWN)
+        self.lease: WatchLease | None = None
+        self._unsub: Callable[[], None] | None = None
+        self._released = False
+        kind = hub.endpoint_kind(source)
+        if kind is not None:
+            self._attach(kind)
+        else:
+            hub._on_discovered(self._attach)
+
+    @property
+    def kind(self) -> str | None:
+        return self.lease.channel.key.kind if self.lease is not None else None
+
+    def _attach(self, kind: str) -> None:
+        if self._released or self.lease is not None:
+            return
+        self.lease = self.hub.acquire(WatchKey(kind, self.namespace, self.name,
+                                               self.label_selector))
+        self._unsub = self.lease.state.observe(self.state.set)
+        self.state.set(self.lease.state.value)
+
+    @property
+    def last_error(self) -> tuple[str, float] | None:
+        if self.lease is not None:
+            return self.lease.last_error
+        err = self.hub.discovery_error
+        return (err, self.hub.discovery_error_at or 0.0) if err else None
+
+    def release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        self.hub._forget_discovery(self._attach)
+        if self._unsub is not None:
+            self._unsub()
+        if self.lease is not None:
+            self.lease.release()
 
 
 class WatchHub:
-    """The shared watches of one API server."""
+    """The shared channels and feeds of one API server."""
 
     def __init__(
         self,
@@ -244,28 +651,47 @@ class WatchHub:
         backoff: Backoff | None = None,
         linger: float = 5.0,
         watch_timeout: int = 300,
+        namespace_threshold: int = 4,
+        max_watches: int = 16,
     ) -> None:
         self.api = api
         self.backoff = backoff or Backoff()
         self.linger = linger
         self.watch_timeout = watch_timeout
-        self._watches: dict[WatchKey, ObjectWatch] = {}
+        self.namespace_threshold = namespace_threshold
+        self.max_watches = max_watches
+        # Lists wait for a free connection rather than open one per watched key.
+        api.pool_size = max(api.pool_size, max_watches + 8)
+        self.limiter = LogLimiter(log, 60.0)
+        self._channels: dict[WatchKey, Channel] = {}
         self._refs: dict[WatchKey, int] = {}
         self._stops: dict[WatchKey, asyncio.TimerHandle] = {}
         self._stopping: set[asyncio.Task[None]] = set()
+        self._feeds: dict[tuple[str, str | None, str | None, str | None], Feed] = {}
+        self._dirty: list[Channel] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self._discovered: str | None = None
+        self._discovery: asyncio.Task[None] | None = None
+        self._discovery_waiters: list[Callable[[str], None]] = []
+        self.discovery_error: str | None = None
+        self.discovery_error_at: float | None = None
+
+    # -- keys --------------------------------------------------------------------------
 
     def acquire(self, key: WatchKey) -> WatchLease:
         timer = self._stops.pop(key, None)
         if timer is not None:
             timer.cancel()
-        watch = self._watches.get(key)
-        if watch is None:
-            watch = self._watches[key] = ObjectWatch(
-                self.api, key, self.backoff, self.watch_timeout
-            )
-            watch.start()
+        ch = self._channels.get(key)
+        if ch is None:
+            ch = self._channels[key] = Channel(self, key)
+            self._assign(ch)
         self._refs[key] = self._refs.get(key, 0) + 1
-        return WatchLease(self, watch)
+        return WatchLease(self, ch)
+
+    def acquire_endpoints(self, namespace: str, name: str, label_selector: str | None = None,
+                          source: str = "auto") -> EndpointsLease:
+        return EndpointsLease(self, namespace, name, label_selector, source)
 
     def _release(self, key: WatchKey) -> None:
         refs = self._refs.get(key)
@@ -282,24 +708,196 @@ class WatchHub:
         self._stops.pop(key, None)
         if key in self._refs:
             return
-        watch = self._watches.pop(key, None)
-        if watch is not None:
-            log.info("k8s: stopping idle watch of %s", key.show)
-            task = asyncio.get_running_loop().create_task(watch.stop())
-            self._stopping.add(task)
-            task.add_done_callback(self._stopping.discard)
+        ch = self._channels.pop(key, None)
+        if ch is None:
+            return
+        feed = ch.feed
+        if feed is not None:
+            feed.remove(ch)
+            if not feed.channels:
+                log.info("k8s: stopping idle watch of %s", feed.show)
+                self._drop_feed(feed)
+
+    # -- which feed serves a key -------------------------------------------------------
+
+    def _feed_key(self, f: Feed) -> tuple[str, str | None, str | None, str | None]:
+        return (f.kind, f.namespace, f.name, f.label_selector)
+
+    def _new_feed(self, kind: str, ns: str | None, name: str | None, sel: str | None,
+                  channels: list[Channel]) -> Feed:
+        feed = Feed(self, kind, ns, name, sel)
+        for ch in channels:
+            old = ch.feed
+            if old is not None:
+                old.remove(ch)
+                if not old.channels:
+                    self._drop_feed(old)
+            feed.add(ch)
+        self._feeds[self._feed_key(feed)] = feed
+        feed.start()
+        return feed
+
+    def _drop_feed(self, feed: Feed) -> None:
+        if self._feeds.get(self._feed_key(feed)) is feed:
+            del self._feeds[self._feed_key(feed)]
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        task = loop.create_task(feed.stop())
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+
+    def _assign(self, ch: Channel) -> None:
+        k = ch.key
+        wide = (self._feeds.get((k.kind, None, None, k.label_selector))
+                or self._feeds.get((k.kind, k.namespace, None, k.label_selector)))
+        if wide is not None:
+            wide.add(ch)
+            return
+        group = [c for c in self._channels.values()
+                 if c.key.kind == k.kind and c.key.namespace == k.namespace
+                 and c.key.label_selector == k.label_selector]
+        if len(group) > self.namespace_threshold:
+            log.info("k8s: %d %s watched in namespace %s: one namespace-wide watch for them",
+                     len(group), k.kind, k.namespace)
+            self._new_feed(k.kind, k.namespace, None, k.label_selector, group)
+        else:
+            self._new_feed(k.kind, k.namespace, k.name, k.label_selector, [ch])
+        self._enforce_budget()
+
+    def _enforce_budget(self) -> None:
+        while len(self._feeds) > self.max_watches:
+            counts: dict[tuple[str, str | None], int] = {}
+            for f in self._feeds.values():
+                if f.namespace is not None:
+                    counts[(f.kind, f.label_selector)] = counts.get(
+                        (f.kind, f.label_selector), 0) + 1
+            if not counts:
+                return
+            (kind, sel), n = max(counts.items(), key=lambda kv: kv[1])
+            if n <= 1:
+                return
+            chans = [c for c in self._channels.values()
+                     if c.key.kind == kind and c.key.label_selector == sel]
+            log.info("k8s: %d watches of %s would exceed %d: one cluster-wide watch for %d "
+                     "keys", n, kind, self.max_watches, len(chans))
+            self._new_feed(kind, None, None, sel, chans)
+
+    # -- publishing (batched: the latest state of each changed channel, once) -----------
+
+    def _mark(self, ch: Channel) -> None:
+        if ch.dirty:
+            return
+        ch.dirty = True
+        self._dirty.append(ch)
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_later(COALESCE_S, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + FLUSH_SLICE
+        dirty = self._dirty
+        i = 0
+        try:
+            while i < len(dirty):
+                ch = dirty[i]
+                i += 1
+                try:
+                    ch.publish()
+                except Exception:  # one broken observer must not stop the others
+                    self.limiter.exception((self.api.target, "publish"),
+                                           "k8s: applying an update of %s failed", ch.key.show)
+                if loop.time() > deadline and i < len(dirty):
+                    break
+        finally:
+            self._dirty = dirty[i:]
+            if self._dirty and self._flush_handle is None:
+                self._flush_handle = loop.call_soon(self._flush)
+
+    # -- API discovery: EndpointSlices or Endpoints ------------------------------------
+
+    def endpoint_kind(self, source: str) -> str | None:
+        """The kind to watch for `source`; None while discovery (`auto`) is running."""
+        if source in ENDPOINT_KINDS:
+            return source
+        if self._discovered is None and self._discovery is None:
+            self._discovery = asyncio.get_running_loop().create_task(
+                self._discover(), name="k8s API discovery")
+        return self._discovered
+
+    def _on_discovered(self, fn: Callable[[str], None]) -> None:
+        self._discovery_waiters.append(fn)
+
+    def _forget_discovery(self, fn: Callable[[str], None]) -> None:
+        try:
+            self._discovery_waiters.remove(fn)
+        except ValueError:
+            pass
+
+    async def _discover(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                slices = await self.api.has_resource("discovery.k8s.io/v1", "endpointslices")
+                break
+            except (ApiError, aiohttp.ClientError, OSError, TimeoutError, ValueError) as e:
+                attempt += 1
+                self.discovery_error = clip(f"{type(e).__name__}: {e}")
+                self.discovery_error_at = time.time()
+                self.limiter.warning((self.api.target, "discovery"),
+                                     "k8s: API discovery via %s failed: %s; retrying",
+                                     self.api.target.show, self.discovery_error)
+                await asyncio.sleep(self.backoff.delay(attempt))
+        self.discovery_error = self.discovery_error_at = None
+        kind = "endpointslices" if slices else "endpoints"
+        if not slices:
+            log.info("k8s: %s serves no discovery.k8s.io/v1 EndpointSlices; using Endpoints",
+                     self.api.target.show)
+        self._discovered = kind
+        waiters, self._discovery_waiters = self._discovery_waiters, []
+        for fn in waiters:
+            fn(kind)
+
+    # -- views -------------------------------------------------------------------------
 
     def watching(self) -> list[WatchKey]:
-        return [k for k, w in self._watches.items() if w.running]
+        return [k for k, c in self._channels.items() if c.feed is not None and c.feed.running]
+
+    def feeds(self) -> list[Feed]:
+        return [f for f in self._feeds.values() if f.running]
+
+    def state_json(self) -> dict[str, Any]:
+        return {
+            "apiServer": self.api.target.show,
+            "endpointSource": self._discovered,
+            "watchedKeys": len(self._channels),
+            "watches": [{"scope": f.scope, "what": f.show, "keys": len(f.channels),
+                         "resourceVersion": f.resource_version, "lists": f.lists,
+                         "events": f.events, "failures": f.failures,
+                         **({"error": f.last_error} if f.last_error else {})}
+                        for f in self._feeds.values()],
+        }
 
     async def close(self) -> None:
         for timer in self._stops.values():
             timer.cancel()
         self._stops.clear()
-        watches, self._watches = list(self._watches.values()), {}
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if self._discovery is not None:
+            self._discovery.cancel()
+            try:
+                await self._discovery
+            except asyncio.CancelledError:
+                pass
+        feeds, self._feeds = list(self._feeds.values()), {}
+        self._channels.clear()
         self._refs.clear()
-        for w in watches:
-            await w.stop()
+        for f in feeds:
+            await f.stop()
         if self._stopping:
             await asyncio.gather(*self._stopping, return_exceptions=True)
         await self.api.close()

@@ -33,6 +33,10 @@ from dtab.addr import Addr, AddrBound, Address, AddrPending
 from dtab.observable import Var
 from router.client.pool import Endpoint
 
+def _endpoint_order(e: Endpoint) -> tuple[str, int]:
+    return (e.host, e.port)
+
+
 # Finagle's PeakEwma penalty for an endpoint with no latency sample yet but work in flight.
 _PENALTY = float(2**47)
 
@@ -50,6 +54,7 @@ class Balancer:
         self.all: list[Endpoint] = []
         self._cum: list[float] | None = None  # cumulative weights when they differ
         self._by_addr: dict[tuple[str, int], Endpoint] = {}
+        self._addresses: frozenset[Address] | None = None  # the last set applied
         self.on_new_endpoint: Callable[[Endpoint], None] | None = None
         self._addr = addr
         self._unsubscribe = addr.observe(self._update)
@@ -70,6 +75,9 @@ class Balancer:
         addresses: frozenset[Address] = (
             addr.addresses if isinstance(addr, AddrBound) else frozenset()
         )
+        prev, self._addresses = self._addresses, addresses
+        if prev is not None and self._apply_diff(prev, addresses):
+            return
         new: dict[tuple[str, int], Endpoint] = {}
         for a in addresses:
             key = (a.host, a.port)
@@ -87,6 +95,48 @@ class Balancer:
         self._by_addr = new
         self.all = sorted(new.values(), key=lambda e: (e.host, e.port))
         self.refresh()
+
+    def _apply_diff(self, prev: frozenset[Address], addresses: frozenset[Address]) -> bool:
+        """Add and remove only what changed (a 1% change of 10,000 endpoints must not
+        rebuild 10,000 of them); False when most changed and a rebuild is cheaper."""
+        added = addresses - prev
+        removed = prev - addresses
+        if len(added) + len(removed) > max(8, len(addresses) // 2):
+            return False
+        by_addr = self._by_addr
+        added_keys = {(a.host, a.port): a for a in added}
+        gone: list[Endpoint] = []
+        for a in removed:
+            key = (a.host, a.port)
+            if key not in added_keys:
+                ep = by_addr.pop(key, None)
+                if ep is not None:
+                    gone.append(ep)
+        fresh: list[Endpoint] = []
+        for key, a in added_keys.items():
+            ep = by_addr.get(key)
+            if ep is not None and ep.weight == (a.weight if a.weight > 0 else 1.0):
+                continue  # only metadata changed
+            if ep is not None:
+                gone.append(ep)
+            ep = by_addr[key] = Endpoint(a)
+            if self.on_new_endpoint is not None:
+                self.on_new_endpoint(ep)
+            fresh.append(ep)
+        if not gone and not fresh:
+            return True
+        for ep in gone:
+            ep.close()
+        if gone:
+            ids = {id(e) for e in gone}
+            all_ = [e for e in self.all if id(e) not in ids]
+        else:
+            all_ = list(self.all)
+        for ep in fresh:
+            bisect.insort(all_, ep, key=_endpoint_order)
+        self.all = all_
+        self.refresh()
+        return True
 
     def refresh(self) -> None:
         """Recompute the live set (failure accrual calls this when it removes or probes)."""
@@ -132,6 +182,7 @@ class Balancer:
         self.endpoints = []
         self.all = []
         self._by_addr = {}
+        self._addresses = None
 
 
 class P2CLeastLoaded(Balancer):
