@@ -33,6 +33,7 @@ from dtab.addr import Addr, AddrBound, Address, AddrPending
 from dtab.observable import Var
 from router.client.pool import Endpoint
 
+
 def _endpoint_order(e: Endpoint) -> tuple[str, int]:
     return (e.host, e.port)
 
