@@ -118,6 +118,7 @@ async def test_a_busy_port_names_the_router_and_address_and_nothing_stays_up(tmp
 async def test_closing_a_k8s_namer_with_a_daemonset_transformer_logs_no_error(
     fake_k8s: FakeApiServer, caplog: pytest.LogCaptureFixture  # noqa: F811
 ) -> None:
+    fake_k8s.mirror_endpoints = True  # and as EndpointSlices, which io.l5d.k8s reads
     fake_k8s.upsert("endpoints", endpoints("hello", [("10.0.1.5", "node-a")], {"http": 8080}))
     fake_k8s.upsert("endpoints", endpoints("l5d", [("10.0.1.9", "node-a")], {"incoming": 4141}))
     linker = Linker(parse(textwrap.dedent(f"""\
