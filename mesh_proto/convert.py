@@ -193,7 +193,7 @@ def bound_tree_from_pb(msg: interpreter_pb2.BoundNameTree,
 # -- replicas (addresses)
 
 
-def _ip_bytes(host: str) -> tuple[int, bytes]:
+def _ip_bytes(host: str) -> tuple[Any, bytes]:
     """(address family, packed IP); a host name is resolved (namers give IPs as a rule)."""
     E = resolver_pb2.Endpoint
     try:

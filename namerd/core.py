@@ -16,7 +16,16 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from dtab.addr import ADDR_NEG, ADDR_PENDING, Addr, AddrBound, AddrFailed, AddrPending, BoundName
+from dtab.addr import (
+    ADDR_NEG,
+    ADDR_PENDING,
+    Addr,
+    AddrBound,
+    Address,
+    AddrFailed,
+    AddrPending,
+    BoundName,
+)
 from dtab.dtab import Dtab
 from dtab.errors import ParamError
 from dtab.nametree import NameTree
@@ -176,7 +185,7 @@ class Namerd:
         bounds = [v for v in tree.leaves() if isinstance(v, BoundName)]
         if not bounds:
             return ADDR_NEG, deps
-        addrs = set()
+        addrs: set[Address] = set()
         for b in bounds:
             deps.append(b.addr)
             value = b.addr.value

@@ -13,6 +13,7 @@ back and exits non-zero.
 from __future__ import annotations
 
 import argparse
+import builtins
 import json
 import os
 import re
@@ -81,7 +82,7 @@ class Client:
     def delete(self, ns: str) -> int:
         return self._req("DELETE", f"/api/1/dtabs/{_q(ns)}")[0]
 
-    def bound_ids(self, ns: str, path: Path) -> list[str]:
+    def bound_ids(self, ns: str, path: Path) -> builtins.list[str]:
         status, _, body = self._req("GET", f"/api/1/bind/{_q(ns)}?path={_q(path.show)}")
         if status != 200:
             raise CtlError(f"bind {path.show} in {ns}: HTTP {status}: {body[:200]!r}")

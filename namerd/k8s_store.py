@@ -225,7 +225,7 @@ class K8sDtabStore:
 
     def _remove(self, obj: Mapping[str, Any]) -> None:
         name = (obj.get("metadata") or {}).get("name")
-        if name in self.state.value:
+        if isinstance(name, str) and name in self.state.value:
             new = dict(self.state.value)
             del new[name]
             self.state.set(MappingProxyType(new))

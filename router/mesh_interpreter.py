@@ -30,7 +30,6 @@ import grpc
 from grpc import aio
 
 from dtab.dtab import Dtab
-from dtab.json_codec import bound_tree_to_json
 from dtab.nametree import Leaf
 from dtab.path import Path
 from mesh_proto import (
@@ -162,7 +161,7 @@ class MeshInterpreter(RemoteInterpreter):
             if not rsp.HasField("tree"):
                 continue  # Linkerd's client skips a response without a tree too
             tree = bound_tree_from_pb(rsp.tree, self._addr_var)
-            yield Update(tree, bound_tree_to_json(tree))
+            yield Update(tree, tree.show)  # as Linkerd's state: ids here, addresses under "addr"
 
     async def _addr_updates(self, ident: Path) -> AsyncIterator[Any]:
         _interp, resolver, _delegator = self._grpc()

@@ -141,8 +141,13 @@ class RemoteInterpreter:
         w = self._binds.get(key)
         if w is None:
             w = self._binds[key] = Watch(key, Activity(PENDING))
+            act = w.act
+
+            def set_tree(tree: Any) -> None:
+                act.set(Ok(tree))
+
             self._spawn(w, self._follow(w, "bind", path.show, lambda: self._bind_updates(
-                dtab, path), lambda v, w=w: w.act.set(Ok(v))))
+                dtab, path), set_tree))
         w.last_used = time.monotonic()
         state = w.act.value
         if self.transformers and isinstance(state, Ok):
@@ -163,9 +168,13 @@ class RemoteInterpreter:
         """The one address Var of a bound id, streamed from namerd while it is used."""
         w = self._addrs.get(ident)
         if w is None:
-            w = self._addrs[ident] = Watch(ident, Var(addr_now or ADDR_PENDING))
+            w = self._addrs[ident] = aw = Watch(ident, Var(addr_now or ADDR_PENDING))
+
+            def set_addr(addr: Addr) -> None:
+                _set_addr(aw, addr)
+
             self._spawn(w, self._follow(w, "addr", ident.show, lambda: self._addr_updates(ident),
-                                        lambda v, w=w: _set_addr(w, v)))
+                                        set_addr))
         elif addr_now is not None and isinstance(w.act.value, AddrPending) \
                 and not isinstance(addr_now, AddrPending):
             w.act.set(addr_now)

@@ -13,7 +13,11 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from grpc import aio
 
+from dtab.path import Path
+from mesh_proto import interpreter_pb2, interpreter_pb2_grpc
+from mesh_proto.convert import path_to_pb
 from tests.fake_apiserver import FakeApiServer
 from tests.util import async_wait_until, free_port, port_open, stop_process
 
@@ -224,10 +228,24 @@ async def test_two_replicas_on_k8s_agree_and_conflicts_are_412(env: Env) -> None
     try:
         a = await env.namerd(K8S.format(port=k8s.port))
         b = await env.namerd(K8S.format(port=k8s.port))
-        async with aiohttp.ClientSession() as s:
+        mesh_b = env.mesh_port
+        async with aiohttp.ClientSession() as s, aio.insecure_channel(
+                f"127.0.0.1:{mesh_b}") as channel:
+            # a gRPC bind stream on replica b, before the namespace exists
+            binds = interpreter_pb2_grpc.InterpreterStub(channel).StreamBoundTree(
+                interpreter_pb2.BindReq(root=path_to_pb(Path.of("internal")),
+                                        name=path_to_pb(Path.read("/svc/world-v1"))),
+                timeout=60)
             async with s.post(f"http://127.0.0.1:{a}/api/1/dtabs/internal", data=DTAB,
                               headers={"Content-Type": "application/dtab"}) as r:
                 assert r.status == 204
+            # the write through a reaches b's mesh stream (no namespace: Neg; then the leaf)
+            while True:
+                rsp = await asyncio.wait_for(binds.read(), 10)
+                if rsp.tree.WhichOneof("node") == "leaf":
+                    break
+            assert rsp.tree.leaf.id.elems[-1] == b"world-v1"
+            binds.cancel()
             assert "internal" in k8s.custom_objects()
             obj = k8s.custom_objects()["internal"]
             assert obj["kind"] == "DTab" and obj["dentries"][0]["prefix"] == "/srv"

@@ -437,3 +437,45 @@ async def test_linkerds_mesh_examples_validate_and_run(env: Env) -> None:  # noq
     async with aiohttp.ClientSession() as s, s.get(
             f"http://127.0.0.1:{port}/", headers={"Host": "grpc", "l5d-dtab": "/svc=>/grpc"}) as r:
         assert r.status == 200 and await r.text() == "world-v1"
+
+
+@pytest.mark.parametrize("kind", INTERPRETERS)
+async def test_delegator_page_shows_namerd_binding(env: Env, kind: str,  # noqa: F811
+                                                   tmp_path: FsPath) -> None:
+    """In headless Chromium: the delegator says the router binds through namerd, resolves
+    through it, and says so when namerd goes away (routing on the last good trees)."""
+    from playwright.async_api import async_playwright
+
+    from tests.test_ui_browser import CHROMIUM_ARGS
+    from tests.util import stop_process
+
+    api = await env.namerd(IN_MEMORY)
+    port = await env.router(env.mesh_port if kind == "io.l5d.mesh" else api, kind=kind)
+    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/",
+                                                   headers={"Host": "world"}) as r:
+        assert r.status == 200  # the router's first bind opens its streams
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path="/usr/bin/chromium",
+                                          args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            await page.goto(f"http://127.0.0.1:{env.router_admin}/delegator#/svc/world")
+            await page.wait_for_selector("#interp[data-connected=true]", timeout=15000)
+            text = await page.text_content("#interp") or ""
+            assert kind in text and "namespace internal" in text and "connected" in text, text
+            await page.wait_for_function(
+                "document.querySelector('#summary').textContent.includes('world-v1')",
+                timeout=15000)
+            summary = await page.text_content("#summary") or ""
+            assert "/#/io.l5d.fs/world-v1" in summary, summary
+            stop_process(env.procs[0])  # namerd goes away
+            await page.click("#go")
+            await page.wait_for_selector("#interp[data-connected=false]", timeout=15000)
+            text = await page.text_content("#interp") or ""
+            assert "namerd unreachable" in text and "last error" in text, text
+            await page.screenshot(path=str(tmp_path / "delegator-namerd.png"))
+            assert errors == [], errors
+        finally:
+            await browser.close()

@@ -106,10 +106,17 @@ def prometheus_telemeters(telemetry: Any) -> list[tuple[str, str]]:
 
 def _router_info(router: Any) -> dict[str, Any]:
     dtab = getattr(router, "base_dtab", None)
-    return {
-        "label": getattr(router, "label", "?"),
+    label = getattr(router, "label", "?")
+    info: dict[str, Any] = {
+        "label": label,
         "dtab": dtab.show if hasattr(dtab, "show") else str(dtab or ""),
     }
+    interp: Any = getattr(router, "interpreter", None)
+    ns = getattr(getattr(interp, "params", None), "namespace", None)
+    if ns is not None and hasattr(interp, "state_json"):  # bound by namerd: the delegator says so
+        info["interpreter"] = {"kind": interp.kind, "namespace": ns,
+                               "state": f"/{label}/interpreter_state/{interp.kind}/{ns}.json"}
+    return info
 
 
 def _page(name: str, linker: Any) -> web.Response:

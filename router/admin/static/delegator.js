@@ -145,6 +145,7 @@
   async function resolve() {
     const path = pathIn.value.trim();
     clearErrors();
+    showInterpreter();
     if (!path) { tree.innerHTML = summary.innerHTML = ""; return; }
     const mine = ++seq;
     history.replaceState(null, "", "?router=" + encodeURIComponent(routerSel.value) + "#" + encodeURIComponent(path));
@@ -171,9 +172,31 @@
     tree.innerHTML = render(json, true);
     tree.dataset.outcome = outcome(json);
     summary.innerHTML = summarize(json, path);
+    showInterpreter();
   }
 
   function later() { clearTimeout(timer); timer = setTimeout(resolve, 250); }
+
+  // A router bound by namerd (io.l5d.namerd.http, io.l5d.mesh): say so, and whether its
+  // streams are up, from /<router>/interpreter_state/<kind>/<namespace>.json.
+  async function showInterpreter() {
+    const box = $("interp");
+    const r = data.routers.find(x => x.label === routerSel.value);
+    const it = r && r.interpreter;
+    if (!it) { box.innerHTML = ""; box.dataset.connected = ""; return; }
+    let st = null;
+    try { st = await (await fetch(it.state)).json(); } catch (e) { st = null; }
+    const binds = st ? Object.values(st.bind || {}) : [];
+    const err = binds.map(b => b.lastError).find(Boolean);
+    const up = !!(st && st.connected);
+    box.dataset.connected = binds.length ? String(up) : "none";
+    box.innerHTML = `Names are bound by namerd: <code>${esc(it.kind)}</code> at ` +
+      `<code>${esc(st ? st.namerd : "?")}</code>, namespace <code>${esc(it.namespace)}</code>, ` +
+      (!binds.length ? "no name bound yet (streams open with the first request)" :
+       up ? "streams connected" : "<b>namerd unreachable: routing on the last good trees</b>") +
+      (err ? ` (last error: ${esc(err)})` : "") +
+      ` &middot; <a href="${esc(it.state)}">interpreter state</a>`;
+  }
 
   for (const r of data.routers) {
     const opt = document.createElement("option"); opt.value = opt.textContent = r.label;
@@ -185,6 +208,7 @@
   if (location.hash.length > 1) pathIn.value = decodeURIComponent(location.hash.slice(1));
 
   routerSel.addEventListener("change", () => { dtabIn.value = routerDtab(routerSel.value); resolve(); });
+  showInterpreter();
   $("reset").addEventListener("click", () => { dtabIn.value = routerDtab(routerSel.value); resolve(); });
   $("go").addEventListener("click", resolve);
   pathIn.addEventListener("keydown", e => { if (e.key === "Enter") resolve(); });
