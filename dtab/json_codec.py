@@ -102,20 +102,24 @@ def addr_from_json(data: Any) -> Addr:
 # -- bound trees
 
 
-def bound_tree_to_json(tree: NameTree[Any]) -> dict[str, Any]:
-    """A bound tree as namerd's /api/1/bind answers it (no `path` on nodes)."""
+def bound_tree_to_json(tree: NameTree[Any], *, reasons: bool = False) -> dict[str, Any]:
+    """A bound tree as namerd's /api/1/bind answers it (no `path` on nodes). `reasons`
+    adds a Neg's `reason` (for people: the 502 text), which namerd's wire leaves out."""
     if isinstance(tree, Leaf):
         value = tree.value
         if isinstance(value, BoundName):
             return {"type": "leaf", "bound": value.to_json()}
         return {"type": "leaf", "bound": {"addr": {"type": "neg"}, "id": str(value), "path": "/"}}
     if isinstance(tree, Alt):
-        return {"type": "alt", "alt": [bound_tree_to_json(t) for t in tree.trees]}
+        return {"type": "alt", "alt": [bound_tree_to_json(t, reasons=reasons)
+                                       for t in tree.trees]}
     if isinstance(tree, UnionTree):
         return {"type": "union",
-                "union": [{"weight": w.weight, "tree": bound_tree_to_json(w.tree)}
+                "union": [{"weight": w.weight, "tree": bound_tree_to_json(w.tree, reasons=reasons)}
                           for w in tree.weighted]}
     if isinstance(tree, NegTree):
+        if reasons and tree.reason:
+            return {"type": "neg", "reason": tree.reason}
         return {"type": "neg"}
     if isinstance(tree, FailTree):
         return {"type": "fail"}
@@ -155,7 +159,8 @@ def bound_tree_from_json(data: Any, addr_var: AddrVarFor) -> NameTree[BoundName]
                                     bound_tree_from_json(w.get("tree"), addr_var)))
         return UnionTree(tuple(members))
     if kind == "neg":
-        return Neg
+        reason = data.get("reason")
+        return Neg.because(reason) if isinstance(reason, str) and reason else Neg
     if kind == "fail":
         return Fail
     if kind == "empty":

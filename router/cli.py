@@ -54,6 +54,11 @@ def validate(path: str) -> list[tuple[str, LinkerConfig]]:
 
 
 async def serve(config: LinkerConfig, *, ready: asyncio.Event | None = None) -> int:
+    if config.workers > 1:  # a supervisor and its data-path workers
+        from router.workers.supervisor import serve as serve_workers
+
+        level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
+        return await serve_workers(config, ready=ready, log_level=level)
     linker = build_linker(config)
     loop = asyncio.get_running_loop()
 

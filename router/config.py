@@ -738,6 +738,7 @@ class LinkerConfig:
     telemetry: tuple[TelemeterConfig, ...] = ()
     source: str = "<config>"
     raw: Mapping[str, Any] = field(default_factory=_empty, hash=False, compare=False, repr=False)
+    workers: int = 1  # data-path processes (router/workers); 1 = one process, as before
 
     def to_json(self) -> dict[str, Any]:
         """The loaded config re-serialised (what `/config.json` serves)."""
@@ -1175,8 +1176,23 @@ def _linker(obj: _Obj, src: _Source) -> LinkerConfig:
                                       expected="a port not used by another server")
             ports.append((s.ip, s.port, f"{r.key}.servers[{i}] ({s.ip}:{s.port})"))
         routers.append(cfg)
+    workers = _workers(obj)
     obj.finish()
-    return LinkerConfig(tuple(routers), admin, namers, telemetry, src.name, plain(obj.data))
+    return LinkerConfig(tuple(routers), admin, namers, telemetry, src.name, plain(obj.data),
+                        workers)
+
+
+def _workers(obj: _Obj) -> int:
+    """`workers: N | auto` (router/workers owns what it means)."""
+    from router.workers import MAX_WORKERS, parse_workers
+
+    value = obj.raw("workers", 1)
+    count = parse_workers(value)
+    if count is None:
+        raise obj.err("workers", f"got {_describe(value)}",
+                      f"a number of worker processes from 1 to {MAX_WORKERS}, or auto "
+                      "(the CPUs this process may use)")
+    return count
 
 
 # ---------------------------------------------------------------------------

@@ -14,11 +14,18 @@ Exporters (metrics.json, Prometheus) read the structure, not the flat name.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import logging
 import math
+import os
 from collections.abc import Callable, Iterator
 
 Key = tuple[str, ...]
+log = logging.getLogger(__name__)
+
+SNAPSHOT_ENV = "L5D_HISTOGRAM_SNAPSHOT_SECS"
+DEFAULT_SNAPSHOT_SECS = 60.0
 
 
 class Counter:
@@ -67,7 +74,8 @@ class Histogram:
     snapshot, while `count`/`sum` totals stay live for Prometheus.
     """
 
-    __slots__ = ("counts", "count", "sum", "min", "max", "total_count", "total_sum", "last")
+    __slots__ = ("counts", "count", "sum", "min", "max", "total_count", "total_sum", "last",
+                 "last_counts")
 
     def __init__(self) -> None:
         self.counts = [0] * (len(_LIMITS) + 1)
@@ -78,6 +86,7 @@ class Histogram:
         self.total_count = 0
         self.total_sum = 0.0
         self.last: dict[str, float] = {"count": 0}
+        self.last_counts: list[int] | None = None  # the buckets behind `last` (worker merge)
 
     def add(self, value: float) -> None:
         self.add_at(bucket_index(value), value)
@@ -124,6 +133,7 @@ class Histogram:
     def snapshot(self) -> dict[str, float]:
         """Summarise the current window into `last`, fold it into totals, and reset."""
         self.last = self.summary()
+        self.last_counts = self.counts if self.count else None
         self.total_count += self.count
         self.total_sum += self.sum
         self.counts = [0] * (len(_LIMITS) + 1)
@@ -279,3 +289,26 @@ class Scope:
     def remove(self) -> None:
         """Drop every metric under this scope (an idle client or service expiring)."""
         self.registry.remove_prefix(self.prefix)
+
+
+async def snapshot_loop(metrics: Metrics, interval: float) -> None:
+    """Snapshot (and reset) every histogram each `interval` seconds, as Linkerd does
+    (the admin runs it; so does each data-path worker, for its own registry)."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            metrics.snapshot_histograms()
+        except Exception:
+            log.exception("histogram snapshot failed")
+
+
+def snapshot_interval() -> float:
+    raw = os.environ.get(SNAPSHOT_ENV)
+    if not raw:
+        return DEFAULT_SNAPSHOT_SECS
+    try:
+        value = float(raw)
+    except ValueError:
+        log.error("%s=%r is not a number of seconds; using %s", SNAPSHOT_ENV, raw, 60)
+        return DEFAULT_SNAPSHOT_SECS
+    return value if value > 0 else DEFAULT_SNAPSHOT_SECS

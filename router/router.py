@@ -134,19 +134,27 @@ class Router:
         namers: Sequence[tuple[Path, Namer]],
         builtins: BuiltinNamers,
         metrics: Metrics,
+        *,
+        interpreter: Any = None,
     ) -> None:
+        """`interpreter`: bind through it instead of building one from the config (a
+        data-path worker's mirror of the supervisor's, router/workers/mirror.py)."""
         self.label: str = config.label
         self.config: RouterConfig = config
         self.base_dtab: Dtab = config.dtab
         self.dst_prefix: Path = config.dst_prefix
         self.metrics: Scope = metrics.scope("rt", config.label)
-        transformers = build_transformers(config.interpreter.transformers)
-        self.interpreter: Any
-        if config.interpreter.kind == "default":
+        self.reuse_port = False  # servers share their ports with other workers' (SO_REUSEPORT)
+        self.interpreter: Any = interpreter
+        if interpreter is not None:
+            pass
+        elif config.interpreter.kind == "default":
+            transformers = build_transformers(config.interpreter.transformers)
             self.interpreter = Interpreter(namers, transformers, builtins)
         else:  # namerd binds for this router; the local namers are not used (as in Linkerd)
             from router.namerd_interpreter import build_interpreter
 
+            transformers = build_transformers(config.interpreter.transformers)
             self.interpreter = build_interpreter(config.interpreter.kind,
                                                  config.interpreter.params, transformers,
                                                  config.label)
@@ -261,8 +269,9 @@ class Linker:
         self._shutting_down = False
 
     # -- lifecycle
-    async def start(self, *, admin: bool = True) -> None:
-        """Start namers, every router's servers, then the admin server.
+    async def start(self, *, admin: bool = True, serve: bool = True) -> None:
+        """Start namers, every router's servers (unless `serve` is False: a supervisor's
+        workers serve them, router/workers), then the admin server.
 
         On failure (a port in use) everything already started is stopped and
         the error re-raised: a bad start never leaves half a process serving.
@@ -276,7 +285,7 @@ class Linker:
                 start = getattr(namer, "start", None)
                 if start is not None:
                     await start()
-            for router in self.routers:
+            for router in self.routers if serve else ():
                 try:
                     router.handle = await start_http_router(router)
                 except OSError as e:

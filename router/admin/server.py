@@ -11,7 +11,6 @@ import asyncio
 import inspect
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -20,12 +19,10 @@ from aiohttp import web
 
 from router.admin import delegator, diagnostics, metrics_json, prometheus
 from router.admin.security import Security, setting
-from router.metrics import Metrics
+from router.metrics import Metrics, snapshot_interval, snapshot_loop
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_ENV = "L5D_HISTOGRAM_SNAPSHOT_SECS"
-DEFAULT_SNAPSHOT_SECS = 60.0
 STATIC = resources.files("router.admin") / "static"
 
 ENDPOINTS = (
@@ -68,28 +65,6 @@ class AdminHandle:
             except asyncio.CancelledError:
                 pass
         await self.runner.cleanup()
-
-
-async def snapshot_loop(metrics: Metrics, interval: float) -> None:
-    """Snapshot (and reset) every histogram each `interval` seconds, as Linkerd does."""
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            metrics.snapshot_histograms()
-        except Exception:
-            log.exception("histogram snapshot failed")
-
-
-def snapshot_interval() -> float:
-    raw = os.environ.get(SNAPSHOT_ENV)
-    if not raw:
-        return DEFAULT_SNAPSHOT_SECS
-    try:
-        value = float(raw)
-    except ValueError:
-        log.error("%s=%r is not a number of seconds; using %s", SNAPSHOT_ENV, raw, 60)
-        return DEFAULT_SNAPSHOT_SECS
-    return value if value > 0 else DEFAULT_SNAPSHOT_SECS
 
 
 def prometheus_telemeters(telemetry: Any) -> list[tuple[str, str]]:
@@ -170,6 +145,8 @@ def build_app(linker: Any) -> web.Application:
         out = list(ENDPOINTS)
         out += [(f"/namer_state/{prefix}.json", f"state of namer /{prefix}")
                 for prefix in sorted(_namer_states(linker))]
+        if hasattr(linker, "workers_state"):
+            out.append(("/workers.json", "data-path workers: pids, states, restarts"))
         out += [(path, "prometheus exposition") for path, _ in prometheus_telemeters(
             setting(getattr(linker, "config", None), "telemetry", None))]
         return out
@@ -177,7 +154,12 @@ def build_app(linker: Any) -> web.Application:
     async def index(_: web.Request) -> web.Response:
         return web.Response(text="".join(f"{path}  {what}\n" for path, what in entries()))
 
+    # A supervisor of workers (router/workers) merges its workers' registries on demand.
+    refresh = getattr(linker, "refresh_metrics", None)
+
     async def metrics_handler(request: web.Request) -> web.Response:
+        if refresh is not None:
+            await refresh()
         q = request.query
         status, body = metrics_json.render(
             metrics,
@@ -194,6 +176,8 @@ def build_app(linker: Any) -> web.Application:
         return web.json_response(data or {})
 
     async def client_state(_: web.Request) -> web.Response:
+        if hasattr(linker, "client_state"):  # a supervisor: its workers' clients
+            return web.json_response(await linker.client_state())
         out: dict[str, Any] = {}
         for router in getattr(linker, "routers", []):
             cache = _clients_of(router)
@@ -204,6 +188,8 @@ def build_app(linker: Any) -> web.Application:
     async def server_state(_: web.Request) -> web.Response:
         from router.tls.runtime import servers_state
 
+        if hasattr(linker, "server_state"):  # a supervisor: its workers' servers
+            return web.json_response(await linker.server_state())
         return web.json_response(servers_state(linker))
 
     async def bound_names(_: web.Request) -> web.Response:
@@ -264,6 +250,11 @@ def build_app(linker: Any) -> web.Application:
     app.router.add_get(r"/namer_state/{prefix:.+}.json", namer_state)
     app.router.add_get(r"/{router}/interpreter_state/{kind}/{ns}.json", interpreter_state)
     app.router.add_route("*", "/admin/shutdown", shutdown)
+    if hasattr(linker, "workers_state"):
+        async def workers(_: web.Request) -> web.Response:
+            return web.json_response(linker.workers_state())
+
+        app.router.add_get("/workers.json", workers)
     app.router.add_static("/files/", str(STATIC))
 
     for path, prefix in prometheus_telemeters(
@@ -272,6 +263,8 @@ def build_app(linker: Any) -> web.Application:
         collector = prometheus.RegistryCollector(metrics, prefix)
 
         async def prom(_: web.Request, collector: Any = collector) -> web.Response:
+            if refresh is not None:
+                await refresh()
             body = await prometheus.render_async(collector)
             return web.Response(body=body, headers={"Content-Type": prometheus.CONTENT_TYPE})
 

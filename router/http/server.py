@@ -153,7 +153,8 @@ class HttpServer:
         if self.tls is not None:
             factory = self.tls.protocol_factory(factory)
         self.aserver = await loop.create_server(
-            factory, self.ip, self.port, reuse_address=True, backlog=1024
+            factory, self.ip, self.port, reuse_address=True, backlog=1024,
+            reuse_port=getattr(self.runtime.router, "reuse_port", False) or None,
         )
         if self.port == 0:
             self.port = self.aserver.sockets[0].getsockname()[1]

@@ -1,0 +1,38 @@
+"""`workers: N`: N data-path processes share each port under one supervisor.
+
+The control plane is not multiplied: the supervisor (`supervisor.py`) owns the
+namers, interpreters, transformers and the admin server, exactly as a
+one-process router does, and each worker (`worker.py`) runs only the data
+path (servers bound with SO_REUSEPORT, clients, balancers, policy). A worker
+binds through a local mirror (`mirror.py`) that the supervisor keeps current
+over a Unix socket (`ipc.py`): a request never waits on that socket unless its
+name was never bound in that worker (as it would wait for a namer's first
+answer in one process). Metrics are pulled from the workers when the admin is
+asked and merged (`merge.py`) so the process reads as one router.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+MAX_WORKERS = 64
+
+
+def cpus_available() -> int:
+    """CPUs this process may run on (its affinity mask, as `nproc` counts them)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def parse_workers(value: Any) -> int | None:
+    """The `workers:` value as a count, or None when it is neither a count nor `auto`."""
+    if value == "auto":
+        return min(MAX_WORKERS, cpus_available())
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    if 1 <= value <= MAX_WORKERS:
+        return value
+    return None
