@@ -97,6 +97,12 @@ async def get(session: aiohttp.ClientSession, port: int) -> tuple[int, str]:
         return r.status, await r.text()
 
 
+def watches(api: FakeApiServer) -> dict[str, int]:
+    """Open watches: of each service's EndpointSlices, and of anything at all."""
+    return {"hello": api.live_slice_watches("hello"), "l5d": api.live_slice_watches("l5d"),
+            "all": len(api._watchers)}
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 async def test_one_watch_per_object_and_updates_reach_every_worker(
     workers: int, tmp_path: FsPath, fake_k8s: FakeApiServer  # noqa: F811
@@ -104,6 +110,7 @@ async def test_one_watch_per_object_and_updates_reach_every_worker(
     old, new = Pod("old"), Pod("new")
     for p in (old, new):
         await p.start()
+    fake_k8s.mirror_endpoints = True  # as EndpointSlices too, which io.l5d.k8s reads
     fake_k8s.upsert("endpoints", endpoints("hello", [("10.0.1.5", "node-a")], {"http": 8080}))
     fake_k8s.upsert("endpoints", endpoints("l5d", [("127.0.0.1", "node-a")],
                                            {"incoming": old.port}))
@@ -124,8 +131,8 @@ async def test_one_watch_per_object_and_updates_reach_every_worker(
             else:
                 assert sum(served) == 30 and all(n > 0 for n in served), served
             # one watch per object, whatever the number of workers
-            assert fake_k8s.live_watches("endpoints", name="hello") == 1
-            assert fake_k8s.live_watches("endpoints", name="l5d") == 1
+            assert watches(fake_k8s) == {"hello": 1, "l5d": 1, "all": 2}
+            connections = fake_k8s.open_connections()
 
             # the node's router moves: every worker follows, with no new watch
             fake_k8s.upsert("endpoints", endpoints("l5d", [("127.0.0.1", "node-a")],
@@ -143,8 +150,8 @@ async def test_one_watch_per_object_and_updates_reach_every_worker(
                 await asyncio.sleep(0.05)
             got = [await get(session, port) for _ in range(20)]
             assert got == [(200, "new")] * 20
-            assert fake_k8s.live_watches("endpoints", name="hello") == 1
-            assert fake_k8s.live_watches("endpoints", name="l5d") == 1
+            assert watches(fake_k8s) == {"hello": 1, "l5d": 1, "all": 2}
+            assert fake_k8s.open_connections() == connections
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
