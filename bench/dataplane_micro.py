@@ -5,6 +5,10 @@ pooled upstream connection, N times, with fake transports, so the number is the
 interpreter's share alone (syscalls and the kernel excluded). Use it to check an
 optimisation before the real benchmark: `python bench/dataplane_micro.py [N] [--profile]`.
 
+`--instructions` runs it twice under `valgrind --tool=callgrind` (N and 3N requests)
+and prints the difference in instructions per request: a count that does not move
+with the machine's load (the wall/CPU numbers do, on a shared machine).
+
 `--router l5d` routes with the real `Router` built from `make bench`'s l5d config
 (io.l5d.header.token identifier, binding cache, interpreter) instead of the static
 test double, so the number is what the `l5d-1hop` process pays in Python.
@@ -15,7 +19,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import os
 import pstats
+import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -116,11 +123,35 @@ async def main(n: int, profile: bool, kind: str) -> None:
     print(f"{dt / n * 1e6:.2f} us of Python per proxied request ({n} requests)")
 
 
+def instructions(n: int, kind: str) -> float:
+    """Instructions per request under callgrind: (Ir(3n) - Ir(n)) / 2n, so start-up,
+    imports and warm-up cancel out. PYTHONHASHSEED is fixed so both runs hash alike."""
+    counts = []
+    for k in (n, 3 * n):
+        out = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+             sys.executable, __file__, str(k), "--router", kind],
+            env={**os.environ, "PYTHONHASHSEED": "0"}, capture_output=True, text=True,
+            check=True)
+        m = re.search(r"Collected : (\d+)", out.stderr)
+        if m is None:
+            raise SystemExit(f"no callgrind total in: {out.stderr[-2000:]}")
+        counts.append(int(m.group(1)))
+    return (counts[1] - counts[0]) / (2 * n)
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("n", type=int, nargs="?", default=50_000, help="requests (default 50000)")
     ap.add_argument("--profile", action="store_true", help="print a cProfile table")
     ap.add_argument("--router", choices=["static", "l5d", "l5d-policy"], default="static")
+    ap.add_argument("--instructions", action="store_true",
+                    help="instructions per request under callgrind (N defaults to 2000 here)")
     a = ap.parse_args()
-    asyncio.run(main(a.n, a.profile, a.router))
+    if a.instructions:
+        n = a.n if a.n != 50_000 else 2000
+        print(f"{instructions(n, a.router):,.0f} instructions per proxied request "
+              f"(callgrind, {n} and {3 * n} requests, --router {a.router})")
+    else:
+        asyncio.run(main(a.n, a.profile, a.router))

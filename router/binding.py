@@ -121,6 +121,13 @@ class BindingCache:
         entry.last_used = time.monotonic()
         return entry.tree
 
+    def handle(self, dtab: Dtab, path: Path) -> _Entry | None:
+        """The live entry for (dtab, path): its `.tree` is the current tree while it is cached
+        and Ok, None once it is evicted or fails. The data path keeps it with a route
+        decision and checks `.tree` instead of looking the binding up again; it sets
+        `.last_used`, as `get` does, so an entry in use does not expire."""
+        return self._entries.peek((dtab, path))
+
     async def bind(self, dtab: Dtab, path: Path) -> NameTree:
         key = (dtab, path)
         entry = self._entries.get(key)
@@ -237,6 +244,7 @@ class BindingCache:
         return self._entries.stats()
 
     def _release(self, entry: _Entry) -> None:
+        entry.tree = None  # no longer followed: whoever holds a handle must bind again
         for _act, unsub in entry.subs.values():
             unsub()
         entry.subs.clear()

@@ -60,6 +60,7 @@ def _bucket_limits() -> list[float]:
 
 
 _LIMITS = _bucket_limits()
+BUCKET_LIMITS = _LIMITS  # for a caller that finds the bucket in line (router.stats.record_all)
 
 
 def bucket_index(value: float) -> int:

@@ -10,9 +10,10 @@ their metrics from the registry.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 
 from dtab.bounded import WeightedLRU
-from router.metrics import Counter, Histogram, Scope, bucket_index
+from router.metrics import BUCKET_LIMITS, Counter, Histogram, Scope
 
 
 def scope_name(path_show: str) -> str:
@@ -85,10 +86,11 @@ def record_all(group: tuple[RequestStats, ...], status: int, latency_ms: float,
     """`s.record(status, latency_ms)` and `s.last_used = now` for every `s` in `group`.
 
     A proxied response lands in four stats (server, service, client, client/service)
-    with one latency: one call that finds the histogram bucket once costs about half
-    of four `record` calls. `ok` is the service classifier's verdict (router/policy).
+    with one latency: one call that finds the histogram bucket once and does
+    `Histogram.add_at`'s work in line (a call per stats object less) costs well under
+    half of four `record` calls. `ok` is the service classifier's verdict (router/policy).
     """
-    i = bucket_index(latency_ms)
+    i = bisect_left(BUCKET_LIMITS, latency_ms)  # metrics.bucket_index
     for s in group:
         s.last_used = now
         s.requests.value += 1
@@ -96,7 +98,14 @@ def record_all(group: tuple[RequestStats, ...], status: int, latency_ms: float,
             s.success.value += 1
         else:
             s.failures.value += 1
-        s.latency.add_at(i, latency_ms)
+        h = s.latency  # Histogram.add_at, in line
+        h.counts[i] += 1
+        h.count += 1
+        h.sum += latency_ms
+        if latency_ms < h.min:
+            h.min = latency_ms
+        if latency_ms > h.max:
+            h.max = latency_ms
         if s.with_status:
             pair = s._status.get(status) or s._status_counters(status)
             pair[0].value += 1

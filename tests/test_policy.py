@@ -7,7 +7,10 @@ import random
 
 import pytest
 
+from dtab.addr import AddrBound, Address
 from dtab.errors import ParamError
+from dtab.observable import Var
+from router.client.balancer import build_balancer
 from router.metrics import Metrics
 from router.policy import accrual, backoff, budget, classifiers, deadline
 from router.policy.classifiers import FAILURE, RETRYABLE, SUCCESS
@@ -105,6 +108,7 @@ class FakeEp:
     def __init__(self, name: str) -> None:
         self.hostport = name
         self.dead = False
+        self.probe_open = False
         self.removed = False
         self.accrual = None
 
@@ -124,38 +128,106 @@ def _accrual(spec: accrual.AccrualSpec) -> tuple[accrual.FailureAccrual, FakeTim
 
 
 def test_consecutive_failures_remove_then_probe_back() -> None:
-    spec = accrual.build("io.l5d.consecutiveFailures", {"failures": 3}, backoff.constant(50))
+    """Finagle's FailureAccrualFactory states: Alive -> Dead -> ProbeOpen -> (one request)
+    ProbeClosed -> Alive on success, Dead (next backoff, no new removal) on failure."""
+    spec = accrual.build("io.l5d.consecutiveFailures", {"failures": 3},
+                         backoff.constant(50))
     fa, timers, m = _accrual(spec)
     ep = FakeEp("a")
     fa.attach(ep)
     st = ep.accrual
+
+    def stat(name: str) -> int:
+        return m.get(("c", "failure_accrual", name)).value
+
     st.failure()
     st.failure()
     st.success()  # resets the count
     st.failure()
     st.failure()
-    assert not ep.dead
+    assert not ep.dead and st.state == accrual.ALIVE
     st.failure()
-    assert ep.dead and m.get(("c", "failure_accrual", "removals")).value == 1
-    assert m.get(("c", "failure_accrual", "removed_for_ms")).value == 50
-    assert timers.fire() == 0.05  # the backoff elapses: a probe
-    assert not ep.dead and st.probing
-    st.failure()  # the probe failed: dead again at once
-    assert ep.dead and m.get(("c", "failure_accrual", "removals")).value == 2
+    assert ep.dead and st.state == accrual.DEAD and stat("removals") == 1
+    assert stat("removed_for_ms") == 50
+    assert timers.fire() == 0.05  # the backoff elapses: ProbeOpen, back in the balancer
+    assert not ep.dead and ep.probe_open and st.state == accrual.PROBE_OPEN
+    assert stat("probes") == 0
+    fa.probe_taken(st)  # the balancer dispatched one request to it: no more until it ends
+    assert ep.dead and not ep.probe_open and st.state == accrual.PROBE_CLOSED
+    assert stat("probes") == 1
+    st.failure()  # the probe failed: dead again for the next backoff, not a new removal
+    assert ep.dead and st.state == accrual.DEAD
+    assert stat("removals") == 1 and stat("removed_for_ms") == 100
     timers.fire()
-    st.success()  # the probe succeeded: alive, count reset
-    assert not ep.dead and not st.probing
-    assert m.get(("c", "failure_accrual", "revivals")).value == 1
-    assert m.get(("c", "failure_accrual", "probes")).value == 2
+    fa.probe_taken(st)
+    st.success()  # the probe succeeded: alive, count and backoff reset
+    assert not ep.dead and st.state == accrual.ALIVE
+    assert stat("revivals") == 1 and stat("probes") == 2
+    assert not st.needs_success  # steady state: successes cost the exchange one test
     st.failure()
-    assert not ep.dead
+    assert not ep.dead and st.needs_success
     for _ in range(2):
         st.failure()
-    assert ep.dead and m.get(("c", "failure_accrual", "removals")).value == 3
+    assert ep.dead and stat("removals") == 2
     st.failure()  # used while out (every endpoint is): no new removal
-    assert m.get(("c", "failure_accrual", "removals")).value == 3
-    st.success()  # ... and a success there brings it back
-    assert not ep.dead and m.get(("c", "failure_accrual", "revivals")).value == 2
+    st.success()  # ... and a success there does not revive it either: the timer decides
+    assert ep.dead and stat("removals") == 2 and stat("revivals") == 1
+    timers.fire()
+    assert st.state == accrual.PROBE_OPEN
+    st.failure()  # a connect failure on the probe counts as the probe; but the success
+    # while dead had reset the count (Finagle's recordSuccess), so it is inconclusive
+    assert st.state == accrual.PROBE_OPEN and stat("probes") == 3
+    fa.probe_taken(st)
+    st.success()
+    assert st.state == accrual.ALIVE and stat("revivals") == 2 and stat("probes") == 4
+
+
+def test_inconclusive_probe_opens_again() -> None:
+    """successRateWindowed whose window emptied while dead: a failed probe does not reach
+    the threshold, so Finagle probes again instead of marking dead."""
+    clock = Clock()
+    spec = accrual.AccrualSpec("io.l5d.successRateWindowed",
+                               lambda: accrual.SuccessRateWindowed(0.5, 10, clock),
+                               backoff.constant(1000))
+    fa, timers, m = _accrual(spec)
+    ep = FakeEp("a")
+    fa.attach(ep)
+    st = ep.accrual
+    for _ in range(5):
+        st.failure()
+    assert st.state == accrual.DEAD
+    clock.t += 60  # the window is empty by the time the backoff ends
+    timers.fire()
+    fa.probe_taken(st)
+    st.failure()
+    assert st.state == accrual.PROBE_OPEN and not ep.dead
+
+
+def test_probe_open_endpoint_gets_exactly_one_request() -> None:
+    """Through a real balancer: while the probe is out, every other pick goes elsewhere."""
+    addr = Var(AddrBound(frozenset({Address("127.0.0.1", 1), Address("127.0.0.1", 2)})))
+    bal = build_balancer("p2c", addr)
+    m = Metrics()
+    timers = FakeTimers()
+    fa = accrual.FailureAccrual(
+        accrual.build("io.l5d.consecutiveFailures", {"failures": 1},
+                      backoff.constant(10)), bal, m.scope("c"), "c", timers)
+    for e in bal.all:
+        fa.attach(e)
+    sick = bal.all[0]
+    sick.accrual.failure()
+    assert bal.endpoints == [bal.all[1]]
+    timers.fire()
+    assert sick in bal.endpoints
+    picked = []
+    for _ in range(200):
+        ep = bal.pick()
+        bal.started(ep)
+        picked.append(ep)
+    assert picked.count(sick) == 1  # the probe; then it is out until the probe ends
+    assert bal.endpoints == [bal.all[1]]
+    sick.accrual.success()
+    assert sick in bal.endpoints and bal.available == 2
 
 
 def test_success_rate_policies() -> None:

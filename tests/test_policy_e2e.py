@@ -231,13 +231,28 @@ def test_always_failing_endpoint_leaves_and_comes_back(l5d_process, backends,
     assert m[f"{key}/failure_accrual/removals"] == 1
     assert m[f"{key}/loadbalancer/available"] == 1 and m[f"{key}/loadbalancer/size"] == 2
     assert m[f"{key}/failure_accrual/removed_for_ms"] == 4000
-    bad.mode = "ok"  # it recovers; after the backoff a probe succeeds and it is back
-    time.sleep(max(0.0, 4.1 - (time.monotonic() - t0)))
+    # After the backoff it is ProbeOpen (Finagle): of 10 concurrent requests exactly ONE
+    # goes to it; still failing, it is dead again for the next backoff (not a new removal).
+    def probe_open() -> bool:  # ProbeOpen endpoints are available again
+        return metrics(p.admin_port)[f"{key}/loadbalancer/available"] == 2
+
+    wait_until(probe_open, 8, "the probe to open after the 4 s backoff")
+    assert time.monotonic() - t0 >= 3.9
+    with ThreadPoolExecutor(5) as pool:
+        statuses = list(pool.map(lambda _: request(port, "pair")[0], range(10)))
+    assert bad.total == 3 + 1, bad.total
+    assert sorted(statuses) == [200] * 9 + [503], statuses
+    m = metrics(p.admin_port)
+    assert m[f"{key}/failure_accrual/probes"] == 1 and m[f"{key}/failure_accrual/removals"] == 1
+    assert m[f"{key}/failure_accrual/removed_for_ms"] == 8000
+    assert m[f"{key}/loadbalancer/available"] == 1
+    bad.mode = "ok"  # it recovers; after the next backoff a probe succeeds and it is back
+    wait_until(probe_open, 8, "the second probe")
     for _ in range(20):
         assert request(port, "pair")[0] == 200
-    assert bad.total >= 3 + 8, bad.total
+    assert bad.total >= 4 + 8, bad.total
     m = metrics(p.admin_port)
-    assert m[f"{key}/failure_accrual/probes"] == 1 and m[f"{key}/failure_accrual/revivals"] == 1
+    assert m[f"{key}/failure_accrual/probes"] == 2 and m[f"{key}/failure_accrual/revivals"] == 1
     assert m[f"{key}/loadbalancer/available"] == 2
 
 

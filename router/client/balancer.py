@@ -172,6 +172,9 @@ class Balancer:
     # Load accounting, called by the proxy around each request.
     def started(self, ep: Endpoint) -> None:
         ep.pending += 1
+        if ep.probe_open:  # the one request a recovering endpoint gets (failure accrual)
+            acc = ep.accrual
+            acc.owner.probe_taken(acc)  # type: ignore[attr-defined]
 
     def finished(self, ep: Endpoint, latency_ms: float) -> None:
         ep.pending -= 1
@@ -319,21 +322,26 @@ class Heap(P2CLeastLoaded):
 
 
 class Aperture(P2CLeastLoaded):
-    """Finagle's aperture: p2c within a window of the endpoints (in a random but fixed order)
-    sized so that the smoothed load per endpoint in it stays between lowLoad and highLoad."""
+    """Finagle's aperture with its LoadBand controller: p2c within a window of the endpoints
+    (in a random but fixed order). The load offered to the client (requests in flight on
+    all its endpoints), exponentially smoothed over `smoothWindowMs`, is divided by the
+    window's size: at or above `highLoad` the window widens by one endpoint, at or below
+    `lowLoad` it narrows by one (never under `minAperture`). So a lightly loaded client
+    talks to few endpoints (few connections), and a busy one spreads over more."""
 
     kind = "aperture"
 
     def __init__(self, addr: Var[Addr], *, smooth_window_ms: float = 5000.0,
                  low_load: float = 0.5, high_load: float = 2.0, min_aperture: int = 1,
-                 **kw) -> None:  # noqa: ANN003
+                 clock: Callable[[], float] = time.monotonic, **kw) -> None:  # noqa: ANN003
         self.smooth_s = max(smooth_window_ms, 1.0) / 1000.0
         self.low_load = low_load
         self.high_load = high_load
         self.min_aperture = max(1, min_aperture)
         self.aperture = self.min_aperture
         self._load = 0.0
-        self._stamp = time.monotonic()
+        self._clock = clock
+        self._stamp = clock()
         self._order: list[Endpoint] = []
         self._full: list[Endpoint] = []
         super().__init__(addr, **kw)
@@ -354,16 +362,16 @@ class Aperture(P2CLeastLoaded):
                      if weights and min(weights) != max(weights) else None)
 
     def _adjust(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         w = math.exp(-max(now - self._stamp, 0.0) / self.smooth_s)
         self._stamp = now
-        inflight = sum(e.pending for e in self._order)
+        inflight = sum(e.pending for e in self._full)
         self._load = self._load * w + inflight * (1.0 - w)
         per = self._load / max(self.aperture, 1)
-        if per > self.high_load and self.aperture < len(self._full):
+        if per >= self.high_load and self.aperture < len(self._full):
             self.aperture += 1
             self._apply()
-        elif per < self.low_load and self.aperture > self.min_aperture:
+        elif per <= self.low_load and self.aperture > self.min_aperture:
             self.aperture -= 1
             self._apply()
 

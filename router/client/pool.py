@@ -361,7 +361,8 @@ class Endpoint:
 
     __slots__ = ("address", "host", "port", "hostport", "weight", "idle", "pending",
                  "open_connections", "down", "removed", "cost", "stamp", "on_connect",
-                 "connect_timeout_s", "idle_s", "life_s", "_sweeper", "tls", "dead", "accrual")
+                 "connect_timeout_s", "idle_s", "life_s", "_sweeper", "tls", "dead", "accrual",
+                 "probe_open")
 
     def __init__(self, address: Address, *, connect_timeout_s: float = 10.0) -> None:
         self.address = address
@@ -375,6 +376,7 @@ class Endpoint:
         self.down = False  # last connect failed; the balancer avoids it while others are up
         self.removed = False
         self.dead = False  # failure accrual took it out of the balancer (router/policy/accrual)
+        self.probe_open = False  # accrual lets one request through to test it (ProbeOpen)
         self.accrual = None  # its EndpointAccrual, or None (failureAccrual: none)
         self.cost = 0.0  # peak-EWMA latency estimate, ms
         self.stamp = time.monotonic()

@@ -289,16 +289,16 @@ class Exchange:
             self.balancer.finished(ep, latency)
             acc = ep.accrual
             if acc is not None:
-                if self.ok:
-                    acc.success()
-                else:
+                if not self.ok:
                     acc.failure()
+                elif acc.needs_success:  # False in the default policy's steady state
+                    acc.success()
         if self.total_timer is not None:
             self.total_timer.cancel()
             self.total_timer = None
         self._record(self.status, latency, now)
         pol = self.policy
-        if pol is not None and (pol.active or self.retries):
+        if pol is not None:
             pol.completed(self.retries)
         self.finished = True
         self.conn.exchange_done(self, not self.close_after)
@@ -617,13 +617,33 @@ async def _wait_addr(bound: BoundName, timeout_s: float) -> Any:
         unsubscribe()
 
 
+class _Route:
+    """One route decision, remembered per (name, local dtab) while the binding cache keeps
+    handing out the same tree: a steady stream of requests skips the service lookup, the
+    binding cache (when `binding`, the cache's live entry, still holds `tree`), leaf
+    picking, the client lookup and the route's header serialisation."""
+
+    __slots__ = ("tree", "binding", "bound", "client", "client_svc", "suffix", "service")
+
+    def __init__(self, tree: Any, binding: Any, bound: BoundName, client: Any, client_svc: Any,
+                 suffix: bytes, service: tuple[str, Any, Any]) -> None:
+        self.tree = tree
+        self.binding = binding  # has `.tree` (None once evicted) and `.last_used`, or None
+        self.bound = bound
+        self.client = client
+        self.client_svc = client_svc
+        self.suffix = suffix
+        self.service = service  # (name, ServiceStats, ServicePolicy), as service_for gives
+
+
 class _Plan:
     """What routing decided so far for one request (filled in step by step)."""
 
     __slots__ = ("fwd", "name", "service", "base", "local", "full", "tree", "bound", "reason",
-                 "client", "head_bytes", "ep", "route_key", "suffix", "deadline")
+                 "client", "head_bytes", "ep", "route_key", "suffix", "deadline", "route")
 
     def __init__(self) -> None:
+        self.route: _Route | None = None
         self.tree: Any = None
         self.bound: BoundName | None = None
         self.reason: str | None = None
@@ -644,7 +664,13 @@ def dispatch(ex: Exchange) -> None:
         plan = _prepare(ex)
         rt = ex.server.runtime
         if rt.cached_bind is not None:
-            plan.tree = rt.cached_bind(plan.full, plan.name)
+            route = plan.route
+            binding = route.binding if route is not None else None
+            if binding is not None and binding.tree is route.tree:  # type: ignore[union-attr]
+                binding.last_used = ex.start  # what the binding cache's cached_bind does
+                plan.tree = route.tree  # type: ignore[union-attr]
+            else:
+                plan.tree = rt.cached_bind(plan.full, plan.name)
             if plan.tree is not None and _choose(ex, plan):
                 ep = plan.ep = ex.balancer.pick()
                 if ep is not None and not ep.down:
@@ -716,16 +742,17 @@ def _prepare(ex: Exchange) -> _Plan:
     plan.name = ident.path
     if ident.target is not None:
         head.target = ident.target
-    plan.service, ex.svc_stats, pol = rt.service_for(ident.path)
-    ex.policy = pol
-    if pol.active:
-        pol.begin()
-        if ex.replay is not None and int(ex.content_length or 0) > pol.buffer_limit:
-            ex.replay = None  # too long to replay: this request is not retried
-    if info.deadlines or pol.total_timeout_s is not None:
-        _arm_deadline(ex, plan, pol, info.deadlines)
     plan.route_key = (ident.path.elems, None if local is None else
                       (info.ctx_dtabs, info.user_dtabs))
+    route = plan.route = rt.routes.get(plan.route_key)
+    plan.service, ex.svc_stats, pol = (route.service if route is not None
+                                       else rt.service_for(ident.path))
+    ex.policy = pol
+    pol.begin(ex.start)  # the retry budget (every service has one, as in Linkerd)
+    if ex.replay is not None and int(ex.content_length or 0) > pol.buffer_limit:
+        ex.replay = None  # too long to replay: this request is not retried
+    if info.deadlines or pol.total_timeout_s is not None:
+        _arm_deadline(ex, plan, pol, info.deadlines)
     plan.base = base = router.base_dtab
     plan.full = base if local is None else base + local
     return plan
@@ -783,10 +810,10 @@ def _choose(ex: Exchange, plan: _Plan) -> bool:
     if plan.client is None:
         rt = ex.server.runtime
         tree = plan.tree
-        routes = rt.routes
-        entry = routes.get(plan.route_key)
-        if entry is not None and entry[0] is tree:
-            _, bound, client, client_svc, suffix = entry
+        route = plan.route
+        if route is not None and route.tree is tree:
+            bound, client, client_svc, suffix = (route.bound, route.client, route.client_svc,
+                                                 route.suffix)
         else:
             bound, reason = pick_leaf(tree)
             if bound is None:
@@ -804,8 +831,12 @@ def _choose(ex: Exchange, plan: _Plan) -> bool:
             # the same for every request on this route: serialised once, with the route
             suffix = b"".join([b"%s: %s\r\n" % h for h in added])
             if type(tree) is Leaf:
-                routes.put(plan.route_key, (tree, bound, client, client_svc, suffix),
-                           route_weight(plan.route_key, suffix))
+                handle = getattr(rt.router.bindings, "handle", None)
+                binding = handle(plan.full, plan.name) if handle is not None else None
+                rt.routes.put(plan.route_key, _Route(
+                    tree, binding, bound, client, client_svc, suffix,
+                    (plan.service, ex.svc_stats, ex.policy)),
+                    route_weight(plan.route_key, suffix))
         plan.bound = bound
         plan.client = client
         plan.suffix = suffix
@@ -826,7 +857,7 @@ def _choose(ex: Exchange, plan: _Plan) -> bool:
     if not ex.balancer.endpoints:
         raise _no_route(plan, f"{client.name} has no endpoints")
 
-    client.requeue.budget.deposit()
+    client.requeue.begin(ex.start)
     # The caller's headers, then the route's (pre-serialised), request id and framing.
     suffix = plan.suffix + plan.deadline if plan.deadline else plan.suffix
     if ex.body_mode == 0:

@@ -2,17 +2,32 @@
 
 A policy watches one endpoint's outcomes (as the service's classifier judges
 them, connection failures included) and says when the endpoint should be
-marked dead. A dead endpoint leaves its balancer for the next backoff delay,
-then comes back as a probe: its next outcome decides — success revives it
-(the backoff starts over), failure marks it dead again for the next, longer
-delay. When every endpoint of a client is dead the balancer uses them all
-anyway (as Finagle's balancers do when no node is open).
+marked dead. Each endpoint moves through Finagle's four states:
+
+    Alive --policy trips--> Dead --backoff elapsed--> ProbeOpen --one request--> ProbeClosed
+      ^                      ^                                                      |
+      |                      `-------------- the probe failed (next backoff) -------+
+      `------------------------------------- the probe succeeded ------------------'
+
+Dead and ProbeClosed endpoints are out of the balancer (Finagle's `Busy`);
+ProbeOpen is back in, and the first request dispatched to it closes the probe
+(`failure_accrual/probes`), so exactly one request tests a recovering endpoint
+while the others go elsewhere. Its success revives the endpoint (the backoff
+starts over, `revivals`); its failure marks it dead again for the next, longer
+delay (no new `removals`: as Finagle counts, a removal is Alive -> Dead). When
+every endpoint of a client is out the balancer uses them all anyway (as
+Finagle's balancers do when no node is open); outcomes there change nothing
+but the policy's record, the timer still decides.
 
 Kinds and params (reference §1.7): `io.l5d.consecutiveFailures{failures: 5}`,
 `io.l5d.successRate{successRate, requests}` (an EMA over the last `requests`
 responses), `io.l5d.successRateWindowed{successRate, window}` (over `window`
 seconds, at least 5 requests), `none`. Each takes a `backoff`; the default is
 Linkerd's equal-jittered 5 s to 300 s.
+
+Cost on the request path: a success on an Alive endpoint under
+consecutiveFailures with no failure since the last success (the steady state of
+the default policy) is one attribute test in the exchange (`needs_success`).
 """
 
 from __future__ import annotations
@@ -37,6 +52,8 @@ _MIN_REQUESTS_WINDOWED = 5  # Finagle's SuccessRateFailureAccrualPolicy minReque
 
 
 class ConsecutiveFailures:
+    # a success matters only after a failure (it resets the count): see `needs_success`
+    lazy_success = True
     __slots__ = ("n", "count")
 
     def __init__(self, n: int) -> None:
@@ -56,6 +73,8 @@ class ConsecutiveFailures:
 
 class SuccessRate:
     """Exponentially weighted success rate over about the last `window` responses."""
+
+    lazy_success = False
 
     __slots__ = ("required", "window", "ema", "seen", "_w")
 
@@ -82,6 +101,8 @@ class SuccessRate:
 
 class SuccessRateWindowed:
     """Success rate over the last `window_s` seconds (ten slices), once 5 requests were seen."""
+
+    lazy_success = False
 
     __slots__ = ("required", "window_s", "_slot_s", "_ok", "_bad", "_slot", "_clock")
 
@@ -181,30 +202,47 @@ def build(kind: str, params: dict[str, Any], backoff: Backoff | None = None) -> 
 DEFAULT = build("io.l5d.consecutiveFailures", {})
 
 
-class EndpointAccrual:
-    """One endpoint's accrual state; the exchange calls `success()` / `failure()`."""
+ALIVE, DEAD, PROBE_OPEN, PROBE_CLOSED = "alive", "dead", "probeOpen", "probeClosed"
 
-    __slots__ = ("owner", "ep", "policy", "delays", "probing", "timer")
+
+class EndpointAccrual:
+    """One endpoint's accrual state. The exchange calls `success()` (only when
+    `needs_success`) or `failure()` per outcome; the balancer calls `probe_taken()` when it
+    dispatches to a ProbeOpen endpoint (`ep.probe_open`)."""
+
+    __slots__ = ("owner", "ep", "policy", "delays", "state", "timer", "needs_success")
 
     def __init__(self, owner: FailureAccrual, ep: Any) -> None:
         self.owner = owner
         self.ep = ep
         self.policy = owner.spec.make()  # type: ignore[misc]
         self.delays: Iterator[float] = owner.spec.backoff.delays()
-        self.probing = False
+        self.state = ALIVE
         self.timer: Any = None
+        self.needs_success = not self.policy.lazy_success
+
+    def _settle(self) -> None:
+        """`needs_success` false only where a success would change nothing at all."""
+        self.needs_success = (not self.policy.lazy_success or self.state != ALIVE
+                              or self.policy.count > 0)
 
     def success(self) -> None:
-        if self.probing or self.ep.dead:  # a dead one is used only when all are dead
+        self.policy.success()
+        if self.state == PROBE_CLOSED:
             self.owner.revive(self)
-        else:
-            self.policy.success()
+        self._settle()
 
     def failure(self) -> None:
-        if self.ep.dead:
-            return  # already out (and used only because every endpoint is): no new removal
-        if self.probing or self.policy.failure():
-            self.owner.mark_dead(self)
+        state = self.state
+        if state == PROBE_OPEN:  # a connect failure before any request went out: the probe
+            self.owner.probe_taken(self)
+            state = PROBE_CLOSED
+        if state == ALIVE or state == PROBE_CLOSED:
+            if self.policy.failure():
+                self.owner.mark_dead(self)
+            elif state == PROBE_CLOSED:  # the policy is not sure: probe again
+                self.owner.start_probing(self)
+        self.needs_success = True
 
     def close(self) -> None:
         if self.timer is not None:
@@ -235,38 +273,48 @@ class FailureAccrual:
             return self._call_later(delay_s, fn)
         return asyncio.get_running_loop().call_later(delay_s, fn)
 
+    def _set(self, st: EndpointAccrual, state: str) -> None:
+        """The state, and the two flags the balancer reads (`dead`: out; `probe_open`)."""
+        st.state = state
+        ep = st.ep
+        out = state == DEAD or state == PROBE_CLOSED
+        ep.probe_open = state == PROBE_OPEN
+        if ep.dead != out:
+            ep.dead = out
+            self.balancer.refresh()
+
     def mark_dead(self, st: EndpointAccrual) -> None:
         ep = st.ep
         if ep.removed:
             return
         delay_ms = next(st.delays)
-        st.probing = False
-        ep.dead = True
-        self.removals.value += 1
+        if st.state == ALIVE:  # a failed probe is not another removal (Finagle's count)
+            self.removals.value += 1
         self.removed_for_ms.value += int(delay_ms)
-        log.info("%s: failure accrual (%s) removed %s for %d ms", self.client_name,
-                 self.spec.describe, ep.hostport, delay_ms)
-        self.balancer.refresh()
         st.close()
-        st.timer = self._later(delay_ms / 1000.0, lambda: self.probe(st))
+        self._set(st, DEAD)
+        log.info("%s: failure accrual (%s) marked %s dead for %d ms", self.client_name,
+                 self.spec.describe, ep.hostport, delay_ms)
+        st.timer = self._later(delay_ms / 1000.0, lambda: self.start_probing(st))
 
-    def probe(self, st: EndpointAccrual) -> None:
-        st.timer = None
-        ep = st.ep
-        if ep.removed:
+    def start_probing(self, st: EndpointAccrual) -> None:
+        """The backoff is over (or a probe was inconclusive): let one request through."""
+        st.close()
+        if st.ep.removed:
             return
-        st.probing = True
-        ep.dead = False
+        self._set(st, PROBE_OPEN)
+        st.needs_success = True
+
+    def probe_taken(self, st: EndpointAccrual) -> None:
+        """A request went to the ProbeOpen endpoint: no more until its outcome is known."""
+        if st.state != PROBE_OPEN:
+            return
         self.probes.value += 1
-        self.balancer.refresh()
+        self._set(st, PROBE_CLOSED)
 
     def revive(self, st: EndpointAccrual) -> None:
-        st.probing = False
-        if st.ep.dead:
-            st.close()
-            st.ep.dead = False
-            self.balancer.refresh()
         st.policy.reset()
         st.delays = self.spec.backoff.delays()
         self.revivals.value += 1
+        self._set(st, ALIVE)
         log.info("%s: %s is back after a successful probe", self.client_name, st.ep.hostport)

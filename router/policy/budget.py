@@ -20,7 +20,7 @@ _SLICES = 10
 class RetryBudget:
     __slots__ = ("ttl_s", "min_retries_per_sec", "percent_can_retry", "deposit_amount",
                  "withdrawal_amount", "reserve", "_slot_s", "_ring", "_slot", "_sum", "_clock",
-                 "empty")
+                 "empty", "_slot_end")
 
     def __init__(self, ttl_s: float = 10.0, min_retries_per_sec: int = 10,
                  percent_can_retry: float = 0.2,
@@ -37,24 +37,31 @@ class RetryBudget:
         self._ring = [0] * _SLICES
         self._clock = clock
         self._slot = int(clock() / self._slot_s)
+        self._slot_end = (self._slot + 1) * self._slot_s  # when the current slice ends
         self._sum = 0
 
-    def _advance(self) -> int:
+    def _advance(self, now: float | None = None) -> int:
         """Index of the current slice, after clearing the slices that left the window."""
-        slot = int(self._clock() / self._slot_s)
+        slot = int((self._clock() if now is None else now) / self._slot_s)
         gap = slot - self._slot
-        if gap:
+        if gap > 0:
             ring = self._ring
             for k in range(1, min(gap, _SLICES) + 1):
                 i = (self._slot + k) % _SLICES
                 self._sum -= ring[i]
                 ring[i] = 0
             self._slot = slot
-        return slot % _SLICES
+            self._slot_end = (slot + 1) * self._slot_s
+        return self._slot % _SLICES
 
-    def deposit(self) -> None:
-        i = self._advance()
-        self._ring[i] += _SCALE
+    def deposit(self, now: float | None = None) -> None:
+        """One request's unit. Every request pays it, so `now` (this budget's clock, which
+        the data path has at hand) spares a clock read, and within a slice it is two adds."""
+        if now is None:
+            now = self._clock()
+        if now >= self._slot_end:
+            self._advance(now)
+        self._ring[self._slot % _SLICES] += _SCALE
         self._sum += _SCALE
 
     def try_withdraw(self) -> bool:

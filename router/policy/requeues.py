@@ -29,8 +29,8 @@ class RequeuePolicy:
         budget = self.budget
         scope.gauge(lambda: budget.balance, "retries", "budget")
 
-    def begin(self) -> None:
-        self.budget.deposit()
+    def begin(self, now: float | None = None) -> None:
+        self.budget.deposit(now)
 
     def allow(self, done: int) -> bool:
         """May this request be requeued once more (`done` requeues so far)?"""

@@ -35,10 +35,13 @@ def total_timeout_message(ms: float) -> str:
 class ServicePolicy:
     """One service's classifier, timeout, retry budget and backoff, with their stats.
 
-    `active` is False for a service with Linkerd's defaults (nonRetryable5XX, no
-    `retries` block): then the only retries possible are of responses marked
-    `l5d-retryable: true`, paid from the budget's reserve, and the per-request
-    bookkeeping (deposit, histogram) is skipped.
+    A service with no `retries` block has Linkerd's defaults (reference §1.7): a
+    budget of 20% over 10 s plus 10 retries/s, no backoff; under the default
+    classifier (nonRetryable5XX) only responses marked `l5d-retryable: true` are
+    retried, but every request still pays into the budget and lands in
+    `retries/per_request`, as in Linkerd. Both are cheap (`begin`: two adds within a
+    budget slice; `completed` with no retry: two adds on the histogram).
+    `active` says whether the service configured retries or a retrying classifier.
     """
 
     __slots__ = ("name", "classifier", "total_timeout_s", "timeout_message", "budget",
@@ -73,10 +76,9 @@ class ServicePolicy:
         scope.gauge(lambda: budget.balance, "retries", "budget")
 
     # -- the exchange's fixed points
-    def begin(self) -> None:
-        """Before dispatch: the request pays into the budget."""
-        if self.active:
-            self.budget.deposit()
+    def begin(self, now: float | None = None) -> None:
+        """Before dispatch: the request pays into the budget (`now`: time.monotonic())."""
+        self.budget.deposit(now)
 
     def classify(self, method: str, status: int, retryable_header: bool = False) -> int:
         return self.classifier.classify(method, status, retryable_header)
@@ -101,8 +103,18 @@ class ServicePolicy:
         return next(delays) / 1000.0, delays
 
     def completed(self, retries: int) -> None:
-        if self.active or retries:
+        """The request is done: `retries/per_request` (Histogram.add, with the usual no-retry
+        case spelled out: bucket 0)."""
+        if retries:
             self.per_request.add(retries)
+            return
+        h = self.per_request
+        h.counts[0] += 1
+        h.count += 1
+        if h.min > 0.0:
+            h.min = 0.0
+        if h.max < 0.0:
+            h.max = 0.0
 
 
 def compile_service(name: str, scope: Any, cfg: Any, buffer_limit: int) -> ServicePolicy:
