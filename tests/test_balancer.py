@@ -106,3 +106,75 @@ def test_weighted_endpoints_take_proportional_load():
     bal.started(light)
     # load = pending / weight: 2/3 < 1/1
     assert bal.pick() is heavy
+
+
+def test_heap_always_picks_the_least_loaded_per_unit_of_weight():
+    """Finagle's heap balancer: the least loaded node every time (no sampling), so
+    in-flight requests spread evenly, and a weight-2 endpoint carries twice the load."""
+    from router.client.balancer import Heap
+
+    bal = Heap(addrs(1, 2, 3, 4), rng=random.Random(5))
+    for _ in range(40):  # 40 requests started, none finished
+        bal.started(bal.pick())
+    assert sorted(e.pending for e in bal.endpoints) == [10, 10, 10, 10]
+    a = bal.endpoints[0]
+    for _ in range(6):
+        bal.finished(a, 1.0)  # six of a's requests complete: the next six picks are all a
+    picks = []
+    for _ in range(6):
+        picks.append(bal.pick())
+        bal.started(picks[-1])
+    assert picks == [a] * 6 and a.pending == 10
+    heavy = Heap(Var(bound(Address("127.0.0.1", 1, 2.0), Address("127.0.0.1", 2, 1.0))))
+    for _ in range(30):
+        heavy.started(heavy.pick())
+    assert {e.port: e.pending for e in heavy.endpoints} == {1: 20, 2: 10}
+
+
+class StepClock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_aperture_uses_a_subset_that_widens_under_load_and_narrows_after():
+    """Finagle's aperture (LoadBand): at rest a small window of the endpoints takes all the
+    traffic; as requests pile up (load per endpoint in the window >= highLoad) it widens
+    one endpoint at a time; when the load falls (<= lowLoad) it narrows again."""
+    from router.client.balancer import Aperture
+
+    clock = StepClock()
+    bal = Aperture(addrs(*range(1, 11)), smooth_window_ms=1000, low_load=0.5, high_load=2.0,
+                   min_aperture=1, clock=clock, rng=random.Random(6))
+    # light load: one request at a time, each finished before the next: one endpoint only
+    seen = set()
+    for _ in range(50):
+        clock.t += 0.1
+        ep = bal.pick()
+        seen.add(ep.port)
+        bal.started(ep)
+        bal.finished(ep, 1.0)
+    assert len(seen) == 1 and bal.aperture == 1
+    # heavy load: requests start and none finish; the smoothed load rises, the window widens
+    inflight = []
+    sizes = []
+    for _ in range(60):
+        clock.t += 0.2
+        ep = bal.pick()
+        bal.started(ep)
+        inflight.append(ep)
+        sizes.append(bal.aperture)
+    assert sizes == sorted(sizes) and sizes[-1] >= 8, sizes  # it only grew, to most of them
+    used = {e.port for e in inflight}
+    assert len(used) >= 8
+    # and only endpoints in the window got traffic: never more distinct ones than its size
+    assert len(used) <= max(sizes)
+    # the load goes away: the window narrows back, one endpoint per pick
+    for ep in inflight:
+        bal.finished(ep, 1.0)
+    for _ in range(30):
+        clock.t += 2.0
+        bal.pick()
+    assert bal.aperture == 1
