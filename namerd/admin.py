@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import html
 import json
+from typing import Any
 
 from aiohttp import web
 
@@ -23,7 +24,7 @@ from namerd.core import Namerd
 from namerd.serving import AppHandle, serve_app
 from router.admin import prometheus
 from router.admin.metrics_json import render as render_metrics_json
-from router.admin.server import snapshot_interval
+from router.admin.server import prometheus_telemeters, snapshot_interval
 
 _PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>namerd: {title}</title>
@@ -109,9 +110,11 @@ def build_app(namerd: Namerd) -> web.Application:
             pretty=q.get("pretty") in ("1", "true"))
         return web.Response(status=status, text=body, content_type="application/json")
 
-    async def metrics_prometheus(_: web.Request) -> web.Response:
-        return web.Response(body=prometheus.render(namerd.metrics),
-                            headers={"Content-Type": prometheus.CONTENT_TYPE})
+    def exposition(prefix: str) -> Any:
+        async def handler(_: web.Request) -> web.Response:
+            return web.Response(body=prometheus.render(namerd.metrics, prefix),
+                                headers={"Content-Type": prometheus.CONTENT_TYPE})
+        return handler
 
     app = web.Application()
     app.router.add_get("/", index)
@@ -121,7 +124,13 @@ def build_app(namerd: Namerd) -> web.Application:
     app.router.add_get("/storage/dtabs.json", storage_json)
     app.router.add_get("/admin/ping", ping)
     app.router.add_get("/admin/metrics.json", metrics_json)
-    app.router.add_get("/admin/metrics/prometheus", metrics_prometheus)
+    # always at Linkerd's default path; an io.l5d.prometheus telemeter may add its own
+    # path and prefix (prometheus_telemeters is the router admin's reading of the config)
+    served = {"/admin/metrics/prometheus": ""}
+    for path, prefix in prometheus_telemeters(namerd.config.telemetry):
+        served[path] = prefix
+    for path, prefix in served.items():
+        app.router.add_get(path, exposition(prefix))
     return app
 
 

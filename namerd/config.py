@@ -9,6 +9,7 @@ itself depends only on `dtab/` (and on `namers.registry` for namer kinds).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -19,13 +20,17 @@ from router.config import (
     ConfigError,
     NamerConfig,
     NoRoutersSpecified,
+    TelemeterConfig,
     Where,
     _admin,
     _namer,
     _read,
+    _telemeter,
     load_document,
     plain,
 )
+
+log = logging.getLogger("namerd")
 
 STORAGE_KINDS = ("io.l5d.inMemory", "io.l5d.k8s")
 STORAGE_KINDS_NOT_YET = ("io.l5d.zk", "io.l5d.etcd", "io.l5d.consul")
@@ -59,6 +64,7 @@ class NamerdConfig:
     admin: AdminConfig = AdminConfig()
     source: str = "<config>"
     raw: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    telemetry: tuple[TelemeterConfig, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.raw)
@@ -114,9 +120,16 @@ def parse(text: str, name: str = "<config>") -> NamerdConfig:
         seen[(ip, port)] = obj.key
         obj.finish()
         ifaces.append(InterfaceConfig(ikind, ip, port, heartbeat, obj.where()))
-    root.keep_unacted("telemetry")
+    telemetry = []
+    for tobj in root.children("telemetry"):
+        tele = _telemeter(tobj)
+        if tele.kind != "io.l5d.prometheus":  # Linkerd's namerd ignores tracers too
+            log.warning("%s:%s: telemetry: %s is not used by namerd (it does not trace; "
+                        "only io.l5d.prometheus applies)", name, tobj.line, tele.kind)
+        telemetry.append(tele)
     root.finish()
-    return NamerdConfig(storage, tuple(ifaces), namers, admin, name, plain(root.data))
+    return NamerdConfig(storage, tuple(ifaces), namers, admin, name, plain(root.data),
+                        tuple(telemetry))
 
 
 def _check_storage(cfg: StorageConfig) -> None:

@@ -1,5 +1,6 @@
 """namerd's metrics: one `router.metrics.Metrics` registry, served by the admin as
-`/admin/metrics.json` and `/admin/metrics/prometheus` (the router's exporters).
+`/admin/metrics.json` and `/admin/metrics/prometheus` (the router's exporters), and at
+the `path`/`prefix` of an `io.l5d.prometheus` telemeter in namerd's `telemetry`.
 
 Scopes follow Linkerd's namerd (`NamerdConfig`: `dtabstore`, `interface/<kind>`):
 - `dtabstore/namespaces` (gauge), `dtabstore/updates` (every state change seen,

@@ -479,3 +479,42 @@ async def test_delegator_page_shows_namerd_binding(env: Env, kind: str,  # noqa:
             assert errors == [], errors
         finally:
             await browser.close()
+
+
+async def test_namerd_prometheus_telemeter_path_and_prefix(tmp_path: FsPath) -> None:
+    """`telemetry: [{kind: io.l5d.prometheus, path, prefix}]` adds that exposition; a tracer
+    is warned about with its line (namerd does not trace, as Linkerd's)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.test_namerd import _spawn, _wait_port
+    from tests.util import free_port, stop_process
+
+    admin, api = free_port(), free_port()
+    cfg = tmp_path / "namerd.yaml"
+    cfg.write_text(f"""admin: {{port: {admin}}}
+storage: {{kind: io.l5d.inMemory, namespaces: {{internal: "/svc => /#/io.l5d.fs"}}}}
+interfaces:
+- {{kind: io.l5d.httpController, port: {api}}}
+telemetry:
+- kind: io.l5d.prometheus
+  path: /metrics
+  prefix: namerd_
+- kind: io.l5d.zipkin
+""")
+    proc = _spawn("namerd.main", cfg)
+    try:
+        await _wait_port(admin, proc)
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://127.0.0.1:{api}/api/1/dtabs") as r:
+                assert r.status == 200
+            async with s.get(f"http://127.0.0.1:{admin}/metrics") as r:
+                assert r.status == 200
+                names = {f.name for f in text_string_to_metric_families(await r.text())}
+            async with s.get(f"http://127.0.0.1:{admin}/admin/metrics/prometheus") as r:
+                assert r.status == 200
+        assert names and all(n.startswith("namerd_") for n in names), sorted(names)
+    finally:
+        stop_process(proc)
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode()
+    assert "namerd.yaml:9: telemetry: io.l5d.zipkin is not used by namerd" in err, err
