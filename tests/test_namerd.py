@@ -458,3 +458,43 @@ async def test_shift_reverts_on_ctrl_c(env: Env) -> None:
         body = await r.text()
     assert body.rstrip().endswith("/host/world=>/srv/world-v1"), body
     assert failures == []
+
+
+async def test_both_interpreters_follow_a_k8s_stored_dtab_under_load(env: Env) -> None:
+    """namerd on DTab custom resources (the fake API server): one router per interpreter,
+    both under load, follow a dtab write (REST -> API server -> watch -> namerd -> stream)
+    within a second, with no failed request."""
+    k8s = FakeApiServer()
+    await k8s.start()
+    stop = asyncio.Event()
+    loaders: list[asyncio.Task[None]] = []
+    try:
+        api = await env.namerd(K8S.format(port=k8s.port))
+        async with aiohttp.ClientSession() as s:
+            async with s.post(f"http://127.0.0.1:{api}/api/1/dtabs/internal",
+                              data=DTAB + "; /host/world => /srv/world-v1",
+                              headers={"Content-Type": "application/dtab"}) as r:
+                assert r.status == 204
+        ports = {"io.l5d.namerd.http": await env.router(api),
+                 "io.l5d.mesh": await env.router(env.mesh_port, kind="io.l5d.mesh")}
+        seen: dict[str, list[tuple[float, str]]] = {k: [] for k in ports}
+        failures: list[Any] = []
+        loaders = [asyncio.create_task(_load(port, stop, seen[k], failures))
+                   for k, port in ports.items() for _ in range(2)]
+        await async_wait_until(lambda: all(len(v) > 50 for v in seen.values()), 15,
+                               "traffic through both routers")
+        async with aiohttp.ClientSession() as s:
+            t0 = time.monotonic()
+            assert await _put(s, f"http://127.0.0.1:{api}/api/1/dtabs/internal",
+                              DTAB + "; /host/world => /srv/world-v2") == 204
+        assert k8s.cr_writes == [("create", "internal", 201), ("replace", "internal", 200)]
+        for kind, got in seen.items():
+            await async_wait_until(lambda got=got: got[-1][1] == "world-v2", 1.5,
+                                   f"the {kind} router switching")
+            switched = min(t for t, text in got if text == "world-v2")
+            assert switched - t0 < 1.0, (kind, switched - t0)
+    finally:
+        stop.set()
+        await asyncio.gather(*loaders)
+        await k8s.close()
+    assert failures == []
