@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from namerd import access_log
+from namerd.access_log import AccessLogConfig
 from router.config import (
     AdminConfig,
     ConfigError,
@@ -54,6 +56,7 @@ class InterfaceConfig:
     port: int
     heartbeat_s: float = 10.0  # httpController watch streams: a newline when idle (0 = none)
     where: Where | None = field(default=None, compare=False, repr=False)
+    access_log: AccessLogConfig | None = None  # io.l5d.mesh's h2AccessLog*
 
 
 @dataclass(frozen=True)
@@ -112,14 +115,17 @@ def parse(text: str, name: str = "<config>") -> NamerdConfig:
                        expected="a port number (0-65535)")
         ip = obj.ip("ip", "127.0.0.1")
         heartbeat = 10.0
+        access = None
         if ikind == "io.l5d.httpController":
             heartbeat = obj.float("heartbeatSecs", 10.0, lo=0.0, hi=3600.0)
+        else:
+            access = access_log.parse(obj)
         if port and (ip, port) in seen:
             raise obj.err("port", f"{ip}:{port} is already used by {seen[(ip, port)]}",
                           "a port not used by another interface or the admin")
         seen[(ip, port)] = obj.key
         obj.finish()
-        ifaces.append(InterfaceConfig(ikind, ip, port, heartbeat, obj.where()))
+        ifaces.append(InterfaceConfig(ikind, ip, port, heartbeat, obj.where(), access))
     telemetry = []
     for tobj in root.children("telemetry"):
         tele = _telemeter(tobj)

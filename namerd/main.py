@@ -34,7 +34,8 @@ async def serve(config: NamerdConfig, stop: asyncio.Event | None = None) -> None
             elif iface.kind == "io.l5d.mesh":
                 from namerd.mesh import start_mesh
 
-                namerd.servers.append(await start_mesh(namerd, iface.ip, iface.port))
+                namerd.servers.append(await start_mesh(namerd, iface.ip, iface.port,
+                                                       iface.access_log))
         namerd.servers.append(await start_admin(namerd))
         log.info("namerd ready (storage %s)", namerd.store.kind)
         await stop.wait()

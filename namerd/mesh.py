@@ -54,6 +54,8 @@ from mesh_proto.convert import (
     path_to_pb,
     path_tree_from_pb,
 )
+from namerd import access_log
+from namerd.access_log import AccessLogConfig
 from namerd.core import Namerd, follow
 from namerd.telemetry import Stats
 
@@ -99,9 +101,23 @@ def _dtab(msg: Any) -> Dtab:
 class MeshService:
     """The four services over one Namerd; each handler maps errors to gRPC statuses."""
 
-    def __init__(self, namerd: Namerd) -> None:
+    def __init__(self, namerd: Namerd, access: logging.Logger | None = None,
+                 authority: str = "-") -> None:
         self.namerd = namerd
         self.stats = Stats(namerd.metrics.scope("interface", KIND), "streams")
+        self.access = access
+        self.authority = authority
+
+    def _log_access(self, name: str, context: aio.ServicerContext) -> None:
+        if self.access is None:
+            return
+        meta = dict(context.invocation_metadata() or ())
+        peer = context.peer() or "-"
+        host = peer.split(":", 1)[1].rsplit(":", 1)[0] if ":" in peer else peer
+        service, method = name.split("/")
+        self.access.info(access_log.line(
+            str(meta.get(":authority", self.authority)), host.strip("[]"),
+            f"/io.linkerd.mesh.{service}/{method}", str(meta.get("user-agent", "-"))))
 
     # -- plumbing: errors to statuses, stats
     async def _unary(self, name: str, context: aio.ServicerContext,
@@ -112,8 +128,10 @@ class MeshService:
             result = await fn()
         except (_Abort, MeshCodecError) as e:
             stat.done(t0, False)
+            self._log_access(name, context)
             await _abort(context, e)
         stat.done(t0, True)
+        self._log_access(name, context)
         return result
 
     async def _stream(self, name: str, context: aio.ServicerContext,
@@ -131,6 +149,7 @@ class MeshService:
         finally:
             self.stats.open_streams -= 1
             stat.done(t0, ok, timed=False)
+            self._log_access(name, context)
 
     # -- Interpreter
     def _bound_trees(self, req: interpreter_pb2.BindReq) -> AsyncIterator[Any]:
@@ -308,29 +327,40 @@ def _servicers(svc: MeshService) -> list[tuple[Any, Any]]:
 
 
 class MeshHandle:
-    def __init__(self, server: aio.Server, ip: str, port: int) -> None:
+    def __init__(self, server: aio.Server, ip: str, port: int,
+                 access: logging.Logger | None = None) -> None:
         self.server = server
         self.ip = ip
         self.port = port
         self.name = KIND
+        self.access = access
 
     async def close(self) -> None:
         await self.server.stop(grace=0.5)
+        if self.access is not None:
+            access_log.close(self.access)
 
     def __repr__(self) -> str:
         return f"{KIND} on {self.ip}:{self.port}"
 
 
-async def start_mesh(namerd: Namerd, ip: str, port: int) -> MeshHandle:
+async def start_mesh(namerd: Namerd, ip: str, port: int,
+                     access: AccessLogConfig | None = None) -> MeshHandle:
     """Serve the mesh API on ip:port (0 = any free port); the handle has `.port`."""
     server = aio.server(options=SERVER_OPTIONS)
-    svc = MeshService(namerd)
-    for servicer, add in _servicers(svc):
-        add(servicer, server)
     host = f"[{ip}]" if ":" in ip else ip
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(98, f"{KIND} cannot listen on {ip}:{port}")
+    try:
+        logger = access_log.open_logger(access, KIND) if access is not None else None
+    except OSError as e:
+        await server.stop(None)
+        raise OSError(e.errno, f"{KIND} h2AccessLog {access.path if access else ''}: "
+                      f"{e.strerror or e}") from e
+    svc = MeshService(namerd, logger, f"{host}:{bound}")
+    for servicer, add in _servicers(svc):
+        add(servicer, server)
     await server.start()
     log.info("%s serving on %s:%d", KIND, ip, bound)
-    return MeshHandle(server, ip, bound)
+    return MeshHandle(server, ip, bound, logger)

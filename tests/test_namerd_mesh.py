@@ -518,3 +518,54 @@ telemetry:
     assert proc.stderr is not None
     err = proc.stderr.read().decode()
     assert "namerd.yaml:9: telemetry: io.l5d.zipkin is not used by namerd" in err, err
+
+
+async def test_mesh_h2_access_log(tmp_path: FsPath) -> None:
+    """`h2AccessLog` on io.l5d.mesh: a line per call in Linkerd's h2 format (a stream's when
+    it ends); an unreadable roll policy is refused at its line."""
+    import re
+
+    from namerd.config import parse as parse_namerd
+    from tests.test_namerd import _spawn, _wait_port
+    from tests.util import free_port, stop_process
+
+    admin, api, mesh = free_port(), free_port(), free_port()
+    log_file = tmp_path / "access.log"
+    cfg = tmp_path / "namerd.yaml"
+    cfg.write_text(f"""admin: {{port: {admin}}}
+storage: {{kind: io.l5d.inMemory, namespaces: {{internal: "/svc => /$/inet/127.0.0.1"}}}}
+interfaces:
+- {{kind: io.l5d.httpController, port: {api}}}
+- kind: io.l5d.mesh
+  port: {mesh}
+  h2AccessLog: {log_file}
+  h2AccessLogRollPolicy: 10.megabytes
+  h2AccessLogRotateCount: 2
+""")
+    proc = _spawn("namerd.main", cfg)
+    try:
+        await _wait_port(mesh, proc)
+        async with aio.insecure_channel(f"127.0.0.1:{mesh}") as channel:
+            stubs = Stubs(channel)
+            req = interpreter_pb2.BindReq(root=_p("/internal"), name=_p("/svc/8080"))
+            rsp = await stubs.interpreter.GetBoundTree(req, timeout=10)
+            assert rsp.tree.leaf.id.elems == [b"$", b"inet", b"127.0.0.1", b"8080"]
+            stream = stubs.interpreter.StreamBoundTree(req, timeout=30)
+            await stream.read()
+            stream.cancel()
+        deadline = time.monotonic() + 10
+        while len(log_file.read_text().splitlines()) < 2:
+            assert time.monotonic() < deadline, log_file.read_text()
+            await asyncio.sleep(0.05)
+    finally:
+        stop_process(proc)
+    lines = log_file.read_text().splitlines()
+    pattern = (r'\S+ 127\.0\.0\.1 - - \[\d\d/\d\d/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] '
+               r'"POST /io\.linkerd\.mesh\.Interpreter/(GetBoundTree|StreamBoundTree) HTTP/2" '
+               r'200 - "-" "grpc-python\S*[^"]*"')
+    assert all(re.fullmatch(pattern, line) for line in lines), lines
+    assert {re.search(r"Interpreter/(\w+)", line)[1] for line in lines} == {  # type: ignore[index]
+        "GetBoundTree", "StreamBoundTree"}
+    with pytest.raises(ConfigError) as info:
+        parse_namerd(cfg.read_text().replace("10.megabytes", "weekly-ish"), "n.yaml")
+    assert "n.yaml:8" in str(info.value) and "weekly-ish" in str(info.value), str(info.value)
