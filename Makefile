@@ -40,7 +40,7 @@ test: $(STAMP) system-deps
 	$(PY) -m pytest -q
 
 bench: $(STAMP) system-deps
-	$(PY) bench/run.py
+	$(PY) bench/run.py $(if $(WORKERS),--workers $(WORKERS))
 
 # Longer hostile-input runs than `make test` affords: the malformed-HTTP corpus 20 times.
 soak: $(STAMP) system-deps

@@ -10,7 +10,10 @@ On loopback, in one go, for wrk at 50 connections and at 1 connection:
             (the TLS rows need the real `l5d` launcher; certificates are made per run)
   l5d-policy  as l5d-1hop, with retries, a retry budget, failure accrual, a requeue
             budget and a total timeout configured (what the policy costs)
-Every nginx runs one worker (l5d-py is one process on one core). Each
+  nginx-2hop  wrk -> nginx proxy -> nginx proxy -> backend (the chain beside l5d-2hop)
+  --workers 1 2: l5d-w2 (one hop, `workers: 2`) beside nginx-w2 (worker_processes 2);
+            `workers: 1` is l5d-1hop. CPU and RSS count the supervisor and every worker.
+Every nginx runs one worker unless named -wN (l5d-py is one process on one core). Each
 process gets its own temp dir, config and free port, and is stopped at the
 end. `--runs N` repeats everything and prints medians.
 """
@@ -93,7 +96,7 @@ class Procs:
 
 
 NGINX_COMMON = """
-worker_processes 1;
+worker_processes {workers};
 daemon off;
 master_process off;
 pid {prefix}/nginx.pid;
@@ -121,7 +124,7 @@ http {{
   proxy_temp_path {prefix}/proxy;
   upstream backend {{ server 127.0.0.1:{backend}; keepalive 128; keepalive_requests 10000000; }}
   server {{
-    listen 127.0.0.1:{port} backlog=4096;
+    listen 127.0.0.1:{port} reuseport backlog=4096;
     location / {{
       proxy_pass http://backend;
       proxy_http_version 1.1;
@@ -237,27 +240,44 @@ POLICY_CONF = """  client:
 """
 
 
-def start_nginx(procs: Procs, tmp: Path, name: str, conf: str, **fmt) -> tuple[int, int]:  # noqa: ANN003
+def start_nginx(procs: Procs, tmp: Path, name: str, conf: str, workers: int = 1,  # noqa: ANN003
+                **fmt) -> tuple[int, int]:
+    """An nginx; with `workers` > 1 a master and its workers (the pid is the master's)."""
     prefix = tmp / name
     prefix.mkdir()
     port = free_port()
-    (prefix / "nginx.conf").write_text(conf.format(prefix=prefix, port=port, **fmt))
+    text = conf.format(prefix=prefix, port=port, workers=workers, **fmt)
+    if workers > 1:
+        text = text.replace("master_process off;", "master_process on;")
+    (prefix / "nginx.conf").write_text(text)
     p = procs.start([NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e",
                      str(prefix / "error.log")], prefix / "stdout.log")
     wait_port(port, p)
     return port, p.pid
 
 
+def family(pid: int) -> list[int]:
+    """`pid` and its children (an nginx master's workers, an l5d supervisor's)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = [int(x) for x in f.read().split()]
+    except OSError:
+        kids = []
+    return [pid, *kids]
+
+
 def start_l5d(procs: Procs, tmp: Path, name: str, target: int, launcher: str,
-              profile: str | None = None, policy: bool = False) -> tuple[int, int]:
+              profile: str | None = None, policy: bool = False,
+              workers: int = 1) -> tuple[int, int]:
     d = tmp / name
     d.mkdir()
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     if launcher == "l5d":
         cfg = d / "l5d.yaml"
-        cfg.write_text(L5D_CONF.format(admin=free_port(), label=name, target=target, port=port,
-                                       policy=POLICY_CONF if policy else ""))
+        cfg.write_text(f"workers: {workers}\n" + L5D_CONF.format(
+            admin=free_port(), label=name, target=target, port=port,
+            policy=POLICY_CONF if policy else ""))
         args = [PY, "-m", "router.cli", "--log-level", "warning", str(cfg)]
     else:
         args = [PY, str(ROOT / "bench" / "launch_static.py"), str(port),
@@ -363,9 +383,24 @@ def one_run(args: argparse.Namespace, launcher: str) -> tuple[dict, dict]:
         one, one_pid = start_l5d(procs, tmp, "l5d-1hop", backend, launcher, args.profile)
         incoming, in_pid = start_l5d(procs, tmp, "incoming", backend, launcher)
         outgoing, out_pid = start_l5d(procs, tmp, "outgoing", incoming, launcher)
-        targets = {"direct": backend, "nginx": proxy, "l5d-1hop": one, "l5d-2hop": outgoing}
+        chain_in, chain_in_pid = start_nginx(procs, tmp, "nginx-chain-in", PROXY_CONF,
+                                             backend=backend)
+        chain, chain_pid = start_nginx(procs, tmp, "nginx-chain-out", PROXY_CONF,
+                                       backend=chain_in)
+        targets = {"direct": backend, "nginx": proxy, "l5d-1hop": one, "l5d-2hop": outgoing,
+                   "nginx-2hop": chain}
         measured = {"direct": [be_pid], "nginx": [px_pid], "l5d-1hop": [one_pid],
-                    "l5d-2hop": [out_pid, in_pid]}
+                    "l5d-2hop": [out_pid, in_pid], "nginx-2hop": [chain_pid, chain_in_pid]}
+        many: dict[str, int] = {}  # l5d-wN -> the supervisor's pid
+        for n in (w for w in args.workers if w > 1):
+            if launcher != "l5d":
+                raise SystemExit("--workers above 1 needs the real l5d launcher")
+            ng, ng_pid = start_nginx(procs, tmp, f"nginx-w{n}", PROXY_CONF, workers=n,
+                                     backend=backend)
+            lw, lw_pid = start_l5d(procs, tmp, f"l5d-w{n}", backend, launcher, workers=n)
+            targets[f"nginx-w{n}"], targets[f"l5d-w{n}"] = ng, lw
+            measured[f"nginx-w{n}"], measured[f"l5d-w{n}"] = [ng_pid], [lw_pid]
+            many[f"l5d-w{n}"] = lw_pid
         if launcher == "l5d" and not args.no_tls:
             from router.tls.demo_certs import make
 
@@ -392,12 +427,15 @@ def one_run(args: argparse.Namespace, launcher: str) -> tuple[dict, dict]:
         for conns in args.connections:
             for name, port in targets.items():
                 wrk(port, conns, min(1.0, args.duration), args.threads)  # warm-up
-                t0 = cpu_seconds(measured[name])
+                pids = [p for pid in measured[name] for p in family(pid)]
+                t0 = cpu_seconds(pids)
                 r = wrk(port, conns, args.duration, args.threads)
-                r.cpu_us = (cpu_seconds(measured[name]) - t0) * 1e6 / max(r.requests, 1)
+                r.cpu_us = (cpu_seconds(pids) - t0) * 1e6 / max(r.requests, 1)
                 results[(name, conns)] = r
         mem = {"l5d-1hop": rss_mb(one_pid), "l5d-2hop": (
             rss_mb(out_pid)[0] + rss_mb(in_pid)[0], rss_mb(out_pid)[1] + rss_mb(in_pid)[1])}
+        for name, sup in many.items():  # the supervisor (with the admin), then each worker
+            mem[name] = [rss_mb(p) for p in family(sup)]
         return results, mem
     finally:
         procs.stop()
@@ -413,6 +451,8 @@ def main() -> int:
     ap.add_argument("--launcher", choices=["auto", "l5d", "static"], default="auto",
                     help="l5d: the real `l5d CONFIG` process; static: bench/launch_static.py")
     ap.add_argument("--no-tls", action="store_true", help="skip the nginx-tls and l5d-tls rows")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1], metavar="N",
+                    help="also l5d-wN (workers: N) beside nginx-wN for each N above 1")
     ap.add_argument("--profile", metavar="OUT",
                     help="with --launcher static: the l5d-1hop process writes cProfile stats "
                          "to OUT when it stops (a single run's numbers are then skewed)")
@@ -435,8 +475,9 @@ def main() -> int:
     def med(key, field) -> float:  # noqa: ANN001
         return statistics.median(getattr(r[0][key], field) for r in runs)
 
-    names = [n for n in ("direct", "nginx", "l5d-1hop", "l5d-2hop", "l5d-policy", "nginx-tls",
-                         "l5d-tls")
+    wide = [f"{k}-w{n}" for n in args.workers if n > 1 for k in ("nginx", "l5d")]
+    names = [n for n in ("direct", "nginx", "l5d-1hop", "nginx-2hop", "l5d-2hop", "l5d-policy",
+                         "nginx-tls", "l5d-tls", *wide)
              if (n, args.connections[0]) in runs[0][0]]
     hdr = (f"{'target':<10} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
            f"{'/direct':>8} {'/nginx':>8} {'cpu us/req':>10} {'errors':>6}")
@@ -452,6 +493,15 @@ def main() -> int:
             print(f"{name:<10} {conns:>5} {rps:>10.0f} {med(key, 'p50_ms'):>8.2f} "
                   f"{med(key, 'p99_ms'):>8.2f} {rps / d:>8.2f} {rps / n:>8.2f} "
                   f"{med(key, 'cpu_us'):>10.1f} {errs:>6}")
+        if ("nginx-2hop", conns) in runs[0][0]:
+            print(f"{'':<10} {'':>5} l5d-2hop / nginx-2hop: "
+                  f"{med(('l5d-2hop', conns), 'rps') / med(('nginx-2hop', conns), 'rps'):.2f}")
+        for w in (w for w in args.workers if w > 1):
+            one = med(("l5d-1hop", conns), "rps")
+            print(f"{'':<10} {'':>5} l5d-w{w} / l5d-1hop: "
+                  f"{med((f'l5d-w{w}', conns), 'rps') / one:.2f}, nginx-w{w} / nginx: "
+                  f"{med((f'nginx-w{w}', conns), 'rps') / n:.2f}, l5d-w{w} / nginx-w{w}: "
+                  f"{med((f'l5d-w{w}', conns), 'rps') / med((f'nginx-w{w}', conns), 'rps'):.2f}")
         if ("l5d-tls", conns) in runs[0][0]:
             t = med(("l5d-tls", conns), "rps")
             nt = med(("nginx-tls", conns), "rps")
@@ -463,6 +513,11 @@ def main() -> int:
         peak = statistics.median(r[1][name][1] for r in runs)
         procs = "1 process" if name == "l5d-1hop" else "2 processes, summed"
         print(f"{name} RSS after load: {cur:.1f} MB (peak {peak:.1f} MB; {procs})")
+    for name in (f"l5d-w{w}" for w in args.workers if w > 1):
+        per = [statistics.median(r[1][name][i][0] for r in runs)
+               for i in range(min(len(r[1][name]) for r in runs))]
+        print(f"{name} RSS after load: supervisor+admin {per[0]:.1f} MB, workers "
+              + ", ".join(f"{x:.1f}" for x in per[1:]) + " MB")
     print("cpu us/req: CPU time the measured process(es) spent per request (direct: the "
           "backend; nginx: the proxy; l5d-2hop, l5d-tls: both routers; nginx-tls: both "
           "nginx). It does not depend on what else the machine is running, unlike req/s.")
