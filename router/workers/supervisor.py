@@ -45,6 +45,7 @@ PULL_CACHE_S = 0.1
 RESTART_BASE_S = 0.5
 RESTART_MAX_S = 30.0
 YOUNG_S = 10.0  # a worker that dies sooner than this after starting backs off longer
+REFRESH_S = 1.0  # merged metrics are at most this old for readers that do not pull
 
 
 def state_to_json(state: Any) -> dict[str, Any]:
@@ -212,6 +213,7 @@ class WorkerSlot:
         self.last_exit: int | None = None
         self.ready: asyncio.Future[None] | None = None
         self.drained = False
+        self.retired = False  # replaced (a config roll): its exit is not a crash
 
     def state_json(self) -> dict[str, Any]:
         return {"worker": self.index, "pid": self.pid, "state": self.state,
@@ -269,6 +271,8 @@ class Supervisor:
             from router.admin.server import start_admin
 
             self.admin = await start_admin(SupervisorView(self))
+            self._track(asyncio.get_running_loop().create_task(self._refresh_forever(),
+                                                               name="metrics refresh"))
         except BaseException as e:
             await self._stop(0)
             if isinstance(e, StartError):
@@ -344,7 +348,7 @@ class Supervisor:
         if slot.ready is not None and not slot.ready.done():
             slot.ready.set_exception(StartError(
                 f"worker {slot.index} exited with {code} before serving"))
-        if self.shutting_down or slot.drained:
+        if self.shutting_down or slot.drained or slot.retired:
             slot.state = "exited"
             return
         slot.state = "restarting"
@@ -364,6 +368,59 @@ class Supervisor:
         except (StartError, OSError) as e:
             log.error("worker %d could not restart: %s", slot.index, e)
             # its _serve task (started by _spawn) schedules the next attempt
+
+    async def replace_workers(self, config: LinkerConfig) -> None:
+        """Roll the workers onto `config`, one at a time. Each new process serves (its
+        SO_REUSEPORT listeners beside the old one's) before the old one drains for
+        `shutdownGraceMs`, so the port never stops accepting. `workers:` may change the
+        count. This is how a reload reaches the data path. The supervisor's own Linker
+        (namers, interpreters, admin) is the reload's to update in place first. A
+        new process that cannot start raises StartError and leaves the old one serving."""
+        self.config = config
+        grace_ms = config.admin.shutdown_grace_ms
+        old_slots = list(self.slots)
+        new_slots: list[WorkerSlot] = []
+        for i in range(config.workers):
+            slot = WorkerSlot(i)
+            if i < len(old_slots):
+                slot.restarts = old_slots[i].restarts
+            await self._spawn(slot)
+            new_slots.append(slot)
+            self.slots = new_slots + old_slots[i + 1:]
+            if i < len(old_slots):
+                await self._retire(old_slots[i], grace_ms)
+        for old in old_slots[len(new_slots):]:
+            await self._retire(old, grace_ms)
+        self.slots = new_slots
+        self.count = len(new_slots)
+        log.info("workers now on the new config: pids %s",
+                 ", ".join(str(s.pid) for s in self.slots))
+
+    async def _retire(self, slot: WorkerSlot, grace_ms: int) -> None:
+        slot.retired = True
+        slot.state = "draining"
+        if slot.conn is not None:
+            slot.conn.channel.send({"op": "drain", "grace_ms": grace_ms})
+        proc = slot.proc
+        if proc is None:
+            return
+        try:
+            await asyncio.wait_for(proc.wait(), grace_ms / 1000.0 + 5.0)
+        except TimeoutError:
+            log.error("worker %d (pid %s) did not drain in time; killing it", slot.index,
+                      slot.pid)
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+    async def _refresh_forever(self) -> None:
+        """Keep the merged registry fresh for readers that do not pull (a sampler)."""
+        while True:
+            await asyncio.sleep(REFRESH_S)
+            try:
+                await self.refresh_metrics()
+            except Exception:
+                log.exception("merging the workers' metrics failed")
 
     def _track(self, task: asyncio.Task[Any]) -> None:
         self._tasks.add(task)
