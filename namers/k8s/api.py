@@ -205,7 +205,7 @@ class K8sApi:
     hub keeps the number of watches below it, lists wait for a free connection.
     """
 
-    def __init__(self, target: ApiTarget, *, pool_size: int = 24) -> None:
+    def __init__(self, target: ApiTarget, *, pool_size: int = 10) -> None:
         self.target = target
         self.pool_size = pool_size
         self._api_client: Any = None

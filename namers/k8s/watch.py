@@ -11,9 +11,10 @@ Channels are fed by `Feed`s — one list+watch stream each — at three scopes:
   has at most `namespace_threshold` watched keys of that kind;
 - one namespace, filtered locally, once it has more;
 - the whole cluster, filtered locally, once the streams would exceed
-  `max_watches` (many namespaces with a few services each).
-So the API server sees at most about `max_watches` watch connections from a
-router whatever the number of services (issue 15: the client's 100 pooled
+  `max_watches` (8: many namespaces with a few services each).
+So the API server sees at most `max_watches` watch connections and two more
+for lists (the client's pool is sized to that) from a router whatever the number
+of services (issue 15: the client's 100 pooled
 connections were a hard cliff at 100 watched services). A channel joining a
 wide feed that is already streaming gets its first state from a short list of
 just its objects; events older than that list are ignored.
@@ -68,6 +69,7 @@ HEALTHY_AFTER = 2.0  # seconds a stream must stay up before the backoff resets
 YIELD_EVERY = 0.002  # seconds of event handling before yielding to the loop
 FLUSH_SLICE = 0.005  # seconds of publishing per loop turn
 COALESCE_S = 0.01  # changes within this window are published together (latest state wins)
+FILL_ONE_BY_ONE = 4  # keys joining a streaming feed at once: more are one list of its scope
 ENDPOINT_KINDS = ("endpointslices", "endpoints")
 SOURCES = ("auto", "endpointslices", "endpoints")
 
@@ -252,7 +254,8 @@ class Feed:
         self._attempt = 0
         self._probe = False
         self._listing: set[Channel] | None = None
-        self._fills: dict[Channel, asyncio.Task[None]] = {}
+        self._pending: set[Channel] = set()
+        self._filler: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -290,7 +293,9 @@ class Feed:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        fills, self._fills = list(self._fills.values()), {}
+        fills = [self._filler] if self._filler is not None else []
+        self._filler = None
+        self._pending.clear()
         for t in [*fills, *([task] if task else [])]:
             t.cancel()
         for t in [*fills, *([task] if task else [])]:
@@ -308,54 +313,83 @@ class Feed:
     def remove(self, ch: Channel) -> None:
         if self.channels.get((ch.key.namespace, ch.key.name)) is ch:
             del self.channels[(ch.key.namespace, ch.key.name)]
-        task = self._fills.pop(ch, None)
-        if task is not None:
-            task.cancel()
+        self._pending.discard(ch)
         if ch.feed is self:
             ch.feed = None
 
     # -- listing -----------------------------------------------------------------------
 
     def _fill(self, ch: Channel) -> None:
-        if ch not in self._fills:
-            self._fills[ch] = asyncio.get_running_loop().create_task(
-                self._fill_one(ch), name=f"k8s-list {ch.key.show}")
+        """Give a key that joined this (streaming) feed its first state. One worker per
+        feed, so joins hold at most one API connection; a batch of joins is one list of
+        the feed's scope, a few are a list of just their objects each."""
+        self._pending.add(ch)
+        if self._filler is None or self._filler.done():
+            self._filler = asyncio.get_running_loop().create_task(
+                self._fill_worker(), name=f"k8s-list {self.show}")
+
+    async def _fill_worker(self) -> None:
+        attempt = 0
+        while self._pending:
+            await asyncio.sleep(COALESCE_S)  # let a burst of joins gather
+            batch = [c for c in self._pending if c.feed is self]
+            self._pending.clear()
+            try:
+                if len(batch) > FILL_ONE_BY_ONE:
+                    await self._fill_from_scope(batch)
+                else:
+                    for i, ch in enumerate(batch):
+                        try:
+                            await self._fill_one(ch)
+                        except BaseException:
+                            self._pending.update(batch[i:])
+                            raise
+                attempt = 0
+            except (ApiError, aiohttp.ClientError, OSError, TimeoutError, ValueError) as e:
+                self._pending.update(c for c in batch if not c.known or c in self._pending)
+                attempt += 1
+                delay = self.hub.backoff.delay(attempt)
+                self._note_failure(e, delay)
+                await asyncio.sleep(delay)
+
+    async def _fill_from_scope(self, batch: list[Channel]) -> None:
+        fields, labels = self._selectors(None)
+        found: dict[Channel, dict[str, tuple[int | None, Any]]] = {c: {} for c in batch}
+        floor = None
+        first = True
+        want = set(batch)
+        async for page in self.api.list_all(self.kind, self.namespace, field_selector=fields,
+                                            label_selector=labels):
+            if first:
+                floor, first = _rv_int(page.resource_version), False
+            await self._collect(page.items, lambda c: found.setdefault(c, {}), only_in=want)
+        self.lists += 1
+        for ch in batch:
+            if ch.feed is self:
+                ch.replace(found[ch], floor, merge=True)
 
     async def _fill_one(self, ch: Channel) -> None:
-        attempt = 0
-        try:
-            while True:
-                try:
-                    fields, labels = self._selectors(ch.key.name)
-                    objects: dict[str, tuple[int | None, Any]] = {}
-                    floor = None
-                    first = True
-                    async for page in self.api.list_all(self.kind, ch.key.namespace,
-                                                        field_selector=fields,
-                                                        label_selector=labels):
-                        if first:
-                            floor, first = _rv_int(page.resource_version), False
-                        await self._collect(page.items, {ch: objects}.__getitem__, only=ch)
-                    self.lists += 1
-                    ch.replace(objects, floor, merge=True)
-                    return
-                except (ApiError, aiohttp.ClientError, OSError, TimeoutError, ValueError) as e:
-                    attempt += 1
-                    delay = self.hub.backoff.delay(attempt)
-                    self._note_failure(e, delay)
-                    await asyncio.sleep(delay)
-        finally:
-            if self._fills.get(ch) is asyncio.current_task():
-                del self._fills[ch]
+        fields, labels = self._selectors(ch.key.name)
+        objects: dict[str, tuple[int | None, Any]] = {}
+        floor = None
+        first = True
+        async for page in self.api.list_all(self.kind, ch.key.namespace,
+                                            field_selector=fields, label_selector=labels):
+            if first:
+                floor, first = _rv_int(page.resource_version), False
+            await self._collect(page.items, {ch: objects}.__getitem__, only=ch)
+        self.lists += 1
+        if ch.feed is self:
+            ch.replace(objects, floor, merge=True)
 
     async def _collect(self, items: list[dict[str, Any]],
                        objects_for: Callable[[Channel], dict[str, Any]],
-                       only: Channel | None = None) -> None:
+                       only: Channel | None = None, only_in: set[Channel] | None = None) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
         for obj in items:
             ch = only if only is not None else self._channel_of(obj)
-            if ch is None:
+            if ch is None or (only_in is not None and ch not in only_in):
                 continue
             meta = obj.get("metadata") or {}
             name = meta.get("name", "")
@@ -652,7 +686,7 @@ class WatchHub:
         linger: float = 5.0,
         watch_timeout: int = 300,
         namespace_threshold: int = 4,
-        max_watches: int = 16,
+        max_watches: int = 8,
     ) -> None:
         self.api = api
         self.backoff = backoff or Backoff()
@@ -660,8 +694,10 @@ class WatchHub:
         self.watch_timeout = watch_timeout
         self.namespace_threshold = namespace_threshold
         self.max_watches = max_watches
-        # Lists wait for a free connection rather than open one per watched key.
-        api.pool_size = max(api.pool_size, max_watches + 8)
+        # The connections to the API server: the watches, plus two for lists (one list
+        # worker per wide feed, first lists of new keys, checks after outages), which
+        # wait for a free connection rather than open one per watched key.
+        api.pool_size = max_watches + 2
         self.limiter = LogLimiter(log, 60.0)
         self._channels: dict[WatchKey, Channel] = {}
         self._refs: dict[WatchKey, int] = {}

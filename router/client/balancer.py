@@ -25,6 +25,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
+import operator
 import random
 import time
 from collections.abc import Callable
@@ -36,6 +37,10 @@ from router.client.pool import Endpoint
 
 def _endpoint_order(e: Endpoint) -> tuple[str, int]:
     return (e.host, e.port)
+
+
+_dead = operator.attrgetter("dead")
+_weight = operator.attrgetter("weight")
 
 
 # Finagle's PeakEwma penalty for an endpoint with no latency sample yet but work in flight.
@@ -126,13 +131,15 @@ class Balancer:
             fresh.append(ep)
         if not gone and not fresh:
             return True
+        all_ = list(self.all)  # sorted by (host, port): find and insert by bisection
         for ep in gone:
             ep.close()
-        if gone:
-            ids = {id(e) for e in gone}
-            all_ = [e for e in self.all if id(e) not in ids]
-        else:
-            all_ = list(self.all)
+            i = bisect.bisect_left(all_, (ep.host, ep.port), key=_endpoint_order)
+            while i < len(all_) and all_[i] is not ep and _endpoint_order(all_[i]) == (
+                    ep.host, ep.port):
+                i += 1
+            if i < len(all_) and all_[i] is ep:
+                del all_[i]
         for ep in fresh:
             bisect.insort(all_, ep, key=_endpoint_order)
         self.all = all_
@@ -141,9 +148,10 @@ class Balancer:
 
     def refresh(self) -> None:
         """Recompute the live set (failure accrual calls this when it removes or probes)."""
-        live = [e for e in self.all if not e.dead] or self.all
+        # (C-level iteration: this runs on every address change of a 10,000-endpoint client)
+        live = list(itertools.filterfalse(_dead, self.all)) or self.all
         self.endpoints = live
-        weights = [e.weight for e in live]
+        weights = list(map(_weight, live))
         self._cum = (list(itertools.accumulate(weights))
                      if weights and min(weights) != max(weights) else None)
         self.changed()
