@@ -9,7 +9,7 @@ CONFIG ?= configs/local.yaml
 APT_PACKAGES := nginx-light wrk chromium prometheus curl openssl
 APT_BINARIES := nginx wrk chromium prometheus promtool curl openssl
 
-.PHONY: run run-tls test bench soak lint system-deps venv clean proto
+.PHONY: run run-tls test bench bench-k8s soak lint system-deps venv clean proto
 
 venv: $(STAMP)
 
@@ -41,6 +41,10 @@ test: $(STAMP) system-deps
 
 bench: $(STAMP) system-deps
 	$(PY) bench/run.py $(if $(WORKERS),--workers $(WORKERS))
+
+# io.l5d.k8s at cluster scale (issue 15): a real router against the fake API server.
+bench-k8s: $(STAMP)
+	flock /tmp/l5d-bench.lock $(PY) bench/k8s_scale.py
 
 # Longer hostile-input runs than `make test` affords: the malformed-HTTP corpus 20 times.
 soak: $(STAMP) system-deps

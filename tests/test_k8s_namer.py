@@ -83,6 +83,7 @@ async def test_endpoints_appear_move_and_vanish(
     fake_k8s: FakeApiServer, namer: K8sNamer  # noqa: F811
 ) -> None:
     act = namer.lookup(Path.read("/default/http/world"))
+    act.observe(lambda _: None)  # bound, as the binding cache would: not released while idle
     tree = await settled(act)
     assert isinstance(tree, NegTree)
     assert "default/world not found" in tree.reason

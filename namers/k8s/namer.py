@@ -145,7 +145,12 @@ def _set(var: Var[Any], value: Any) -> None:
 
 
 class _Entry:
-    """The shared state of one bound id: watches, the addr Var, Activities per residual."""
+    """The shared state of one bound id: watches, the addr Var, Activities per residual.
+
+    `watch_keys` and `resolve` say what is watched and how it becomes an Addr; the
+    io.l5d.k8s.external namer overrides them (namers/k8s/external.py). A key of kind
+    `endpoints` means "this service's endpoints": EndpointSlices or Endpoints, as the
+    namer's `endpointSource` says (`WatchHub.acquire_endpoints`)."""
 
     def __init__(
         self,
@@ -161,10 +166,11 @@ class _Entry:
         self.port = port
         selector = f"{namer.label_selector}={label}" if label is not None else None
         hub = namer.hub
+        source = namer.endpoint_source
         self.leases: list[WatchLease | EndpointsLease] = [
-            hub.acquire_endpoints(ns, svc, selector, namer.endpoint_source)]
-        if port.isdigit():
-            self.leases.append(hub.acquire(WatchKey("services", ns, svc)))
+            hub.acquire_endpoints(k.namespace, k.name, k.label_selector, source)
+            if k.kind == "endpoints" else hub.acquire(k)
+            for k in self.watch_keys(ns, port, svc, selector)]
         self.addr: Var[Addr] = Var(ADDR_PENDING)
         self.resolved: Resolved | None = None
         self.activities: dict[Path, Activity] = {}
@@ -175,10 +181,19 @@ class _Entry:
         ]
         self._changed(None)
 
-    def _changed(self, _: object) -> None:
+    def watch_keys(self, ns: str, port: str, svc: str, selector: str | None) -> list[WatchKey]:
+        keys = [WatchKey("endpoints", ns, svc, selector)]
+        if port.isdigit():
+            keys.append(WatchKey("services", ns, svc))
+        return keys
+
+    def resolve(self) -> Resolved | None:
         eps = self.leases[0].state.value
         svc = self.leases[1].state.value if len(self.leases) > 1 else None
-        resolved = resolve_endpoints(eps, svc, self.port, self.where)
+        return resolve_endpoints(eps, svc, self.port, self.where)
+
+    def _changed(self, _: object) -> None:
+        resolved = self.resolve()
         if resolved is None:
             return  # not known yet, or (after an outage) keep the last answer
         _set(self.addr, resolved.addr)
@@ -234,7 +249,16 @@ def _invalid(ns: str, port: str, svc: str) -> str | None:
 
 
 class K8sNamer:
-    """The `io.l5d.k8s` namer. `lookup` is cheap to repeat: entries are cached per id."""
+    """The `io.l5d.k8s` namer. `lookup` is cheap to repeat: entries are cached per id.
+
+    Two hooks for its siblings (namers/k8s/ns.py, external.py): `namespace` fixes the
+    namespace (`io.l5d.k8s.ns`: paths start at the port), and a subclass may set `kind`
+    and `entry_type` (what one id resolves from: endpoints here, a Service's load
+    balancer for `io.l5d.k8s.external`); caching, bounds and idle release stay here.
+    """
+
+    kind = KIND
+    entry_type: Any = _Entry
 
     def __init__(
         self,
@@ -245,10 +269,12 @@ class K8sNamer:
         idle_ttl: float = DEFAULT_IDLE_TTL,
         hub: WatchHub | None = None,
         endpoint_source: str = "auto",
+        namespace: str | None = None,
     ) -> None:
         self.target = target
         self.endpoint_source = endpoint_source
-        self.prefix = prefix if prefix is not None else Path.of(KIND)
+        self.namespace = namespace
+        self.prefix = prefix if prefix is not None else Path.of(self.kind)
         self.label_selector = label_selector
         self.idle_ttl = idle_ttl
         self._hub = hub
@@ -269,25 +295,27 @@ class K8sNamer:
 
     @property
     def segments(self) -> int:
-        return 4 if self.label_selector else 3
+        return (4 if self.label_selector else 3) - (self.namespace is not None)
 
     def lookup(self, path: Path) -> Activity:
         n = self.segments
         if len(path) < n:
-            form = "<namespace>/<port>/<service>" + ("/<label value>" if n == 4 else "")
-            reason = f"{KIND} needs /{form}, got {path.show}"
+            form = ("" if self.namespace else "<namespace>/") + "<port>/<service>" + (
+                "/<label value>" if self.label_selector else "")
+            reason = f"{self.kind} needs /{form}, got {path.show}"
             return Activity.ok(Neg.because(reason))
         elems = [e.lower() for e in path.elems[:n]]
-        ns, port, svc = elems[:3]
-        label = elems[3] if n == 4 else None
+        full = elems if self.namespace is None else [self.namespace, *elems]
+        ns, port, svc = full[:3]
+        label = full[3] if self.label_selector else None
         invalid = _invalid(ns, port, svc)
         if invalid is not None:
-            return Activity.ok(Neg.because(f"{KIND}: {invalid}"))
+            return Activity.ok(Neg.because(f"{self.kind}: {invalid}"))
         key = (ns, port, svc, label)
         entry = self._entries.get(key)
         if entry is None:
             id_ = Path.of("#", *self.prefix.elems, *elems)
-            entry = _Entry(self, id_, ns, port, svc, label)
+            entry = self.entry_type(self, id_, ns, port, svc, label)
             self._entries.put(key, entry, 4096 + 4 * len(id_.show))
             self._ensure_sweeper()
         return entry.activity(path.drop(n))
@@ -295,7 +323,7 @@ class K8sNamer:
     def _ensure_sweeper(self) -> None:
         if self._sweeper is None or self._sweeper.done():
             self._sweeper = asyncio.get_running_loop().create_task(
-                self._sweep_forever(), name=f"{KIND} idle sweeper"
+                self._sweep_forever(), name=f"{self.kind} idle sweeper"
             )
 
     async def _sweep_forever(self) -> None:
@@ -311,7 +339,8 @@ class K8sNamer:
             if entry.in_use:
                 entry.last_used = now
             elif now - entry.last_used >= self.idle_ttl:
-                log.info("%s: %s idle for %.0fs; releasing", KIND, entry.id.show, self.idle_ttl)
+                log.info("%s: %s idle for %.0fs; releasing", self.kind, entry.id.show,
+                         self.idle_ttl)
                 self._entries.pop(key)
                 entry.close()
 
@@ -386,12 +415,15 @@ def source_param(params: dict[str, Any], key: str = "endpointSource") -> str:
     return by_lower[value.lower()]
 
 
-def build(params: dict[str, Any]) -> K8sNamer:
-    """The registry's builder for `kind: io.l5d.k8s`."""
+def build(params: dict[str, Any], *, cls: type[K8sNamer] = K8sNamer,
+          extra: frozenset[str] = frozenset(), **kwargs: Any) -> K8sNamer:
+    """The registry's builder for `kind: io.l5d.k8s`; its siblings pass their class, the
+    names of the params they read themselves (`extra`) and the constructor's extra kwargs."""
+    known = KNOWN_PARAMS | extra
     for key in params:
-        if key not in KNOWN_PARAMS:
-            raise ParamError(key, f"unknown parameter for {KIND}; known: "
-                             + ", ".join(sorted(KNOWN_PARAMS - {"kind"})))
+        if key not in known:
+            raise ParamError(key, f"unknown parameter for {cls.kind}; known: "
+                             + ", ".join(sorted(known - {"kind"})))
     label = params.get("labelSelector")
     if label is not None and (not isinstance(label, str) or not label or "=" in label):
         raise ParamError("labelSelector", f"expected a label name such as 'version', got {label!r}")
@@ -402,12 +434,14 @@ def build(params: dict[str, Any]) -> K8sNamer:
     prefix = None
     if prefix_param is not None:
         if not isinstance(prefix_param, str) or not prefix_param.startswith("/"):
-            raise ParamError("prefix", f"expected a path such as /io.l5d.k8s, got {prefix_param!r}")
+            raise ParamError("prefix", f"expected a path such as /{cls.kind}, "
+                             f"got {prefix_param!r}")
         prefix = Path.read(prefix_param)
-    return K8sNamer(
+    return cls(
         target_from_params(params),
         prefix=prefix,
         label_selector=label,
         idle_ttl=float(idle),
         endpoint_source=source_param(params),
+        **kwargs,
     )
