@@ -69,7 +69,8 @@ HEALTHY_AFTER = 2.0  # seconds a stream must stay up before the backoff resets
 YIELD_EVERY = 0.002  # seconds of event handling before yielding to the loop
 FLUSH_SLICE = 0.005  # seconds of publishing per loop turn
 COALESCE_S = 0.01  # changes within this window are published together (latest state wins)
-FILL_ONE_BY_ONE = 4  # keys joining a streaming feed at once: more are one list of its scope
+FILL_ONE_BY_ONE = 4  # keys joining a streaming feed at once: more may be one list of its scope
+FILL_PARALLEL = 2  # first lists of joining keys in flight at once (the pool's two spare)
 ENDPOINT_KINDS = ("endpointslices", "endpoints")
 SOURCES = ("auto", "endpointslices", "endpoints")
 
@@ -335,18 +336,22 @@ class Feed:
             batch = [c for c in self._pending if c.feed is self]
             self._pending.clear()
             try:
-                if len(batch) > FILL_ONE_BY_ONE:
+                # A scope list costs what the whole namespace (or cluster) weighs; a key's
+                # list what the key weighs. The scope is worth it only for most of its keys.
+                if len(batch) > max(FILL_ONE_BY_ONE, len(self.channels) // 2):
                     await self._fill_from_scope(batch)
                 else:
-                    for i, ch in enumerate(batch):
-                        try:
-                            await self._fill_one(ch)
-                        except BaseException:
-                            self._pending.update(batch[i:])
-                            raise
+                    for i in range(0, len(batch), FILL_PARALLEL):
+                        part = batch[i:i + FILL_PARALLEL]
+                        results = await asyncio.gather(*(self._fill_one(c) for c in part),
+                                                       return_exceptions=True)
+                        errors = [r for r in results if isinstance(r, BaseException)]
+                        if errors:
+                            self._pending.update(c for c in batch[i:] if not c.known)
+                            raise errors[0]
                 attempt = 0
             except (ApiError, aiohttp.ClientError, OSError, TimeoutError, ValueError) as e:
-                self._pending.update(c for c in batch if not c.known or c in self._pending)
+                self._pending.update(c for c in batch if not c.known)
                 attempt += 1
                 delay = self.hub.backoff.delay(attempt)
                 self._note_failure(e, delay)
