@@ -81,11 +81,13 @@ L5D_CONF = """routers:
 def make_router(kind: str):  # noqa: ANN201
     if kind == "static":
         return StaticRouter([StaticServerConfig(4140)], "/svc/hello => /$/inet/127.0.0.1/8080")
-    from bench.run import POLICY_CONF
+    from bench.run import POLICY_CONF, TRACE_CONF
     from router.config import parse
     from router.router import Linker
 
     policy = POLICY_CONF if kind == "l5d-policy" else ""
+    if kind.startswith("trace-"):  # spans are built and buffered; no flush task runs here
+        policy = TRACE_CONF.format(collector=1, rate=kind[len("trace-"):])
     return Linker(parse(L5D_CONF.format(policy=policy))).routers[0]
 
 
@@ -145,7 +147,8 @@ if __name__ == "__main__":
                                  formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("n", type=int, nargs="?", default=50_000, help="requests (default 50000)")
     ap.add_argument("--profile", action="store_true", help="print a cProfile table")
-    ap.add_argument("--router", choices=["static", "l5d", "l5d-policy"], default="static")
+    ap.add_argument("--router", choices=["static", "l5d", "l5d-policy", "trace-0.001",
+                                                   "trace-1.0"], default="static")
     ap.add_argument("--instructions", action="store_true",
                     help="instructions per request under callgrind (N defaults to 2000 here)")
     a = ap.parse_args()

@@ -10,6 +10,9 @@ On loopback, in one go, for wrk at 50 connections and at 1 connection:
             (the TLS rows need the real `l5d` launcher; certificates are made per run)
   l5d-policy  as l5d-1hop, with retries, a retry budget, failure accrual, a requeue
             budget and a total timeout configured (what the policy costs)
+  trace-0.001 as l5d-1hop, with io.l5d.zipkin at Linkerd's default sampleRate 0.001
+  trace-1.0   the same tracing every request (spans POSTed as v2 JSON to the backend
+            nginx, which answers 200: the whole export path runs)
   nginx-2hop  wrk -> nginx proxy -> nginx proxy -> backend (the chain beside l5d-2hop)
   --workers 1 2: l5d-w2 (one hop, `workers: 2`) beside nginx-w2 (worker_processes 2);
             `workers: 1` is l5d-1hop. CPU and RSS count the supervisor and every worker.
@@ -240,6 +243,17 @@ POLICY_CONF = """  client:
 """
 
 
+# The `trace-*` targets: io.l5d.zipkin over HTTP to the backend nginx (`return 200` takes
+# the POST), so batching, encoding and sending all cost what they cost.
+TRACE_CONF = """telemetry:
+- kind: io.l5d.zipkin
+  transport: http
+  host: 127.0.0.1
+  port: {collector}
+  sampleRate: {rate}
+"""
+
+
 def start_nginx(procs: Procs, tmp: Path, name: str, conf: str, workers: int = 1,  # noqa: ANN003
                 **fmt) -> tuple[int, int]:
     """An nginx; with `workers` > 1 a master and its workers (the pid is the master's)."""
@@ -268,7 +282,7 @@ def family(pid: int) -> list[int]:
 
 def start_l5d(procs: Procs, tmp: Path, name: str, target: int, launcher: str,
               profile: str | None = None, policy: bool = False,
-              workers: int = 1) -> tuple[int, int]:
+              workers: int = 1, telemetry: str = "") -> tuple[int, int]:
     d = tmp / name
     d.mkdir()
     port = free_port()
@@ -277,7 +291,7 @@ def start_l5d(procs: Procs, tmp: Path, name: str, target: int, launcher: str,
         cfg = d / "l5d.yaml"
         cfg.write_text(f"workers: {workers}\n" + L5D_CONF.format(
             admin=free_port(), label=name, target=target, port=port,
-            policy=POLICY_CONF if policy else ""))
+            policy=(POLICY_CONF if policy else "") + telemetry))
         args = [PY, "-m", "router.cli", "--log-level", "warning", str(cfg)]
     else:
         args = [PY, str(ROOT / "bench" / "launch_static.py"), str(port),
@@ -421,6 +435,11 @@ def one_run(args: argparse.Namespace, launcher: str) -> tuple[dict, dict]:
         if launcher == "l5d":
             pol, pol_pid = start_l5d(procs, tmp, "l5d-policy", backend, launcher, policy=True)
             targets["l5d-policy"], measured["l5d-policy"] = pol, [pol_pid]
+            for rate in ("0.001", "1.0"):
+                name = f"trace-{rate}"
+                tr, tr_pid = start_l5d(procs, tmp, name, backend, launcher, telemetry=TRACE_CONF
+                                       .format(collector=backend, rate=rate))
+                targets[name], measured[name] = tr, [tr_pid]
         for port in targets.values():
             wait_http_ok(port)
         results: dict = {}
@@ -477,9 +496,10 @@ def main() -> int:
 
     wide = [f"{k}-w{n}" for n in args.workers if n > 1 for k in ("nginx", "l5d")]
     names = [n for n in ("direct", "nginx", "l5d-1hop", "nginx-2hop", "l5d-2hop", "l5d-policy",
+                         "trace-0.001", "trace-1.0",
                          "nginx-tls", "l5d-tls", *wide)
              if (n, args.connections[0]) in runs[0][0]]
-    hdr = (f"{'target':<10} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
+    hdr = (f"{'target':<11} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
            f"{'/direct':>8} {'/nginx':>8} {'cpu us/req':>10} {'errors':>6}")
     print()
     print(hdr)
@@ -490,7 +510,7 @@ def main() -> int:
             key = (name, conns)
             rps = med(key, "rps")
             errs = sum(r[0][key].errors for r in runs)
-            print(f"{name:<10} {conns:>5} {rps:>10.0f} {med(key, 'p50_ms'):>8.2f} "
+            print(f"{name:<11} {conns:>5} {rps:>10.0f} {med(key, 'p50_ms'):>8.2f} "
                   f"{med(key, 'p99_ms'):>8.2f} {rps / d:>8.2f} {rps / n:>8.2f} "
                   f"{med(key, 'cpu_us'):>10.1f} {errs:>6}")
         if ("nginx-2hop", conns) in runs[0][0]:

@@ -728,6 +728,9 @@ class RouterConfig:
     compression_level: int = -1
     extra: Mapping[str, Any] = field(default_factory=_empty, hash=False)
     where: Where | None = field(default=None, compare=False, repr=False)
+    # router/telemetry: tracePropagator kind, httpAccessLog* (access_log.AccessLogConfig)
+    trace_propagator: str = "io.l5d.default"
+    access_log: Any = None
 
 
 @dataclass(frozen=True)
@@ -762,13 +765,12 @@ LOAD_BALANCER_KINDS = ("p2c", "roundRobin", "ewma", "aperture", "heap")
 # Classifier and failure-accrual kinds own their params (router/policy/*): `build` validates.
 FAILURE_ACCRUAL_KINDS = policy_accrual.KINDS
 RESPONSE_CLASSIFIER_KINDS = policy_classifiers.KINDS
-# Telemeters: prometheus is served by the admin server; the rest are recognised
-# (so Linkerd configs load) and warned about until they are implemented.
-TELEMETER_KINDS = ("io.l5d.prometheus",)
+# Telemeters: prometheus is served by the admin server; zipkin, tracelog and
+# recentRequests live in router/telemetry (they own their params); the rest are
+# recognised (so Linkerd configs load) and warned about until they are implemented.
+TELEMETER_KINDS = ("io.l5d.prometheus", "io.l5d.zipkin", "io.l5d.tracelog",
+                   "io.l5d.recentRequests")
 TELEMETER_KINDS_NOT_YET = (
-    "io.l5d.zipkin",
-    "io.l5d.recentRequests",
-    "io.l5d.tracelog",
     "io.l5d.statsd",
     "io.l5d.influxdb",
 )
@@ -868,6 +870,16 @@ def _telemeter(obj: _Obj) -> TelemeterConfig:
             raise obj.err("path", f"{path!r} does not start with '/'", "an admin path")
         params = {"path": path, "prefix": obj.str("prefix", "")}
         obj.finish()
+        return TelemeterConfig(kind, MappingProxyType(params))
+    if kind in TELEMETER_KINDS:
+        from router import telemetry
+
+        try:
+            params = telemetry.parse_params(kind, plain(obj.rest()))
+        except ParamError as e:
+            raise obj.err(e.key, e.detail) from None
+        if kind == "io.l5d.tracelog":
+            obj.warn_unacted("host")  # in the reference, not in Linkerd's TracelogConfig
         return TelemeterConfig(kind, MappingProxyType(params))
     log.warning("%s:%s: %s: telemeter %s %s", obj.src.name, obj.line, obj.key, kind, _NOT_ACTED_ON)
     return TelemeterConfig(kind, MappingProxyType(plain(obj.rest())))
@@ -1109,16 +1121,36 @@ def _router(obj: _Obj) -> RouterConfig:
         stream_after_content_length_kb=obj.int("streamAfterContentLengthKB", 5, lo=0),
         streaming_enabled=obj.bool("streamingEnabled", True),
         compression_level=obj.int("compressionLevel", -1, lo=-1, hi=9),
-        extra=MappingProxyType(obj.keep_unacted(
-            "announcers", "httpAccessLog", "httpAccessLogRollPolicy", "httpAccessLogAppend",
-            "httpAccessLogRotateCount", "tracePropagator", "socketOptions",
-        )),
+        extra=MappingProxyType(obj.keep_unacted("announcers", "socketOptions")),
         where=obj.where(),
+        trace_propagator=_trace_propagator(obj),
+        access_log=_access_log(obj),
     )
     obj.warn_unacted("originator", "maxHeadersKB", "maxInitialLineKB", "maxErrResponseKB",
                      "streamingEnabled", "compressionLevel")
     obj.finish()
     return cfg
+
+
+def _trace_propagator(obj: _Obj) -> str:
+    """`tracePropagator: {kind: io.l5d.default | io.l5d.zipkin}` (router/telemetry)."""
+    child = obj.child("tracePropagator")
+    if child is None:
+        return "io.l5d.default"
+    kind = child.kind(("io.l5d.default", "io.l5d.zipkin"))
+    child.finish()
+    return kind
+
+
+def _access_log(obj: _Obj) -> Any:
+    """`httpAccessLog` and its rotation keys (router/telemetry/access_log.py)."""
+    from router.telemetry import access_log
+
+    values = {k: plain(obj.raw(k)) for k in access_log.KEYS}
+    try:
+        return access_log.parse(values)
+    except ParamError as e:
+        raise obj.err(e.key, e.detail) from None
 
 
 _WILDCARD_IPS = frozenset({"0.0.0.0", "::", ""})

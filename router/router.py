@@ -181,6 +181,7 @@ class Router:
         self._service_configs: WeightedLRU[Path, ServiceConfig] = WeightedLRU(
             _CONFIG_CACHE_BYTES, max_entries=_CONFIG_CACHE_MAX)
         self.handle: Any = None  # the data path's handle once started
+        self.telemetry: Any = None  # router.telemetry.RouterTelemetry, set by the Linker
 
     def identify(self, head: RequestHead) -> Identified:  # replaced per instance in __init__
         raise NotImplementedError
@@ -259,6 +260,11 @@ class Linker:
         self.routers: list[Router] = [
             Router(rcfg, self.namers, self.builtins, self.metrics) for rcfg in config.routers
         ]
+        from router.telemetry import Telemetry
+
+        self.telemetry = Telemetry(config, self.metrics)
+        for r in self.routers:
+            r.telemetry = self.telemetry.for_router(r.config)
         for rcfg in config.routers:
             if rcfg.interpreter.kind != "default":
                 continue  # namerd binds this router's names, not the local namers
@@ -281,6 +287,7 @@ class Linker:
         if self._stopped is None:
             self._stopped = asyncio.Event()
         try:
+            await self.telemetry.start()
             for _prefix, namer in self.namers:
                 start = getattr(namer, "start", None)
                 if start is not None:
@@ -350,6 +357,7 @@ class Linker:
                 self.admin = None
             await close_namers(self.namers)
             self.builtins.close()
+            await self.telemetry.aclose()
         finally:
             if self._stopped is not None:
                 self._stopped.set()

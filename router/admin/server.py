@@ -147,6 +147,8 @@ def build_app(linker: Any) -> web.Application:
                 for prefix in sorted(_namer_states(linker))]
         if hasattr(linker, "workers_state"):
             out.append(("/workers.json", "data-path workers: pids, states, restarts"))
+        if getattr(getattr(linker, "telemetry", None), "recents", None):
+            out += [("/requests", "recent requests (io.l5d.recentRequests); JSON: /requests.json")]
         out += [(path, "prometheus exposition") for path, _ in prometheus_telemeters(
             setting(getattr(linker, "config", None), "telemetry", None))]
         return out
@@ -256,6 +258,11 @@ def build_app(linker: Any) -> web.Application:
 
         app.router.add_get("/workers.json", workers)
     app.router.add_static("/files/", str(STATIC))
+    telemetry = getattr(linker, "telemetry", None)
+    if telemetry is not None and telemetry.recents:  # io.l5d.recentRequests
+        from router.telemetry.recent import add_routes
+
+        add_routes(app, telemetry)
 
     for path, prefix in prometheus_telemeters(
         setting(getattr(linker, "config", None), "telemetry", None)

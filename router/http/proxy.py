@@ -90,7 +90,7 @@ class Exchange:
         "start", "svc_stats", "client_stats", "client_svc_stats", "task", "expect_continue",
         "status", "upstream_paused", "pending_head", "plan", "requeued", "info",
         "total_timer", "attempt_timer", "body_seen", "policy", "ok", "retries", "replay",
-        "delays", "requeues",
+        "delays", "requeues", "trace",
     )
 
     def __init__(self, conn: ServerConnection, head: Any, keep_alive: bool, body_mode: int,
@@ -136,6 +136,7 @@ class Exchange:
         # request body as sent, for a retry; None: not replayable (chunked or too long)
         self.replay: list[bytes] | None = [] if body_mode == 1 else None
         self.delays: Any = None
+        self.trace: Any = None  # router/telemetry RequestTrace, when the router has telemetry
 
     # --- request body, from the downstream parser ---------------------------
     def feed_body(self, chunk: bytes) -> None:
@@ -170,6 +171,8 @@ class Exchange:
         self.endpoint = ep
         self.plan = plan
         self.balancer.started(ep)
+        if self.trace is not None:
+            self.trace.attempt(ep)
         conn.start(self, plan.head_bytes, no_body=self.head.method == "HEAD")
         timeout_s = self.client.attempt_timeout_s
         if timeout_s is not None:
@@ -199,6 +202,8 @@ class Exchange:
                          has_body: bool, content_length: bytes | None,
                          conn_tokens: list[bytes] | None, has_l5d: bool, l5d_err: bool) -> None:
         self.status = status
+        if self.trace is not None:
+            self.trace.response_head(status, content_length)
         if self.attempt_timer is not None:  # the total timeout runs on, over the body
             self.attempt_timer.cancel()
             self.attempt_timer = None
@@ -489,6 +494,8 @@ class Exchange:
         )
         self.head_sent = True
         self.conn.write(data)
+        if self.trace is not None:
+            self.trace.error = err.message
         self._record_failure(err.cause, latency, err.status, now)
         self.finished = True
         self.conn.exchange_done(self, keep)
@@ -512,6 +519,8 @@ class Exchange:
         self._record_failure("ChannelClosedException", latency, None, now)
 
     def _record(self, status: int, latency: float, now: float) -> None:
+        if self.trace is not None:
+            self.trace.end(self, status, None)
         srv, s, c, cs = self.server.stats, self.svc_stats, self.client_stats, self.client_svc_stats
         if c is not None:
             self.client.last_used = now
@@ -522,6 +531,8 @@ class Exchange:
                        self.ok)
 
     def _record_failure(self, cause: str, latency: float, status: int | None, now: float) -> None:
+        if self.trace is not None:
+            self.trace.end(self, status, cause)
         self.server.stats.record_failure(cause, latency, status)
         s = self.svc_stats
         if s is not None:
@@ -661,8 +672,12 @@ def dispatch(ex: Exchange) -> None:
     bound, an idle pooled connection): no task, no extra loop turn. Otherwise the rest runs
     in a task (`_route_slow`). Every failure becomes the matching §1.13 response."""
     try:
-        plan = _prepare(ex)
         rt = ex.server.runtime
+        if rt.telemetry is not None:
+            rt.telemetry.begin(ex)
+        plan = _prepare(ex)
+        if ex.trace is not None:
+            ex.trace.plan = plan  # filled in as routing goes: service, then client
         if rt.cached_bind is not None:
             route = plan.route
             binding = route.binding if route is not None else None
@@ -860,14 +875,14 @@ def _choose(ex: Exchange, plan: _Plan) -> bool:
     client.requeue.begin(ex.start)
     # The caller's headers, then the route's (pre-serialised), request id and framing.
     suffix = plan.suffix + plan.deadline if plan.deadline else plan.suffix
+    # with telemetry: the client span's trace context, and the trace id as l5d-reqid
+    ids = b"l5d-reqid: " + _reqid() if ex.trace is None else ex.trace.client_headers(plan)
     if ex.body_mode == 0:
-        tail = b"%sl5d-reqid: %s\r\n\r\n" % (suffix, _reqid())
+        tail = b"%s%s\r\n\r\n" % (suffix, ids)
     elif ex.body_mode == 1:
-        tail = b"%sl5d-reqid: %s\r\nContent-Length: %s\r\n\r\n" % (
-            suffix, _reqid(), ex.content_length)
+        tail = b"%s%s\r\nContent-Length: %s\r\n\r\n" % (suffix, ids, ex.content_length)
     else:
-        tail = b"%sl5d-reqid: %s\r\nTransfer-Encoding: chunked\r\n\r\n" % (
-            suffix, _reqid())
+        tail = b"%s%s\r\nTransfer-Encoding: chunked\r\n\r\n" % (suffix, ids)
     head = ex.head
     plan.head_bytes = b"\r\n".join([f"{head.method} {head.target} HTTP/1.1".encode("latin-1"),
                                      *map(b": ".join, plan.fwd), tail])

@@ -71,6 +71,9 @@ class RouterRuntime:
         # turn when the tree is already bound (`Router.bindings.get`); None = always await bind.
         bindings = getattr(router, "bindings", None)
         self.cached_bind = getattr(bindings, "get", None)
+        # router/telemetry's RouterTelemetry (tracing, recent requests, access log), or None:
+        # then the exchange runs no telemetry code at all
+        self.telemetry: Any = getattr(router, "telemetry", None)
 
     def service_for(self, name: Any) -> tuple[str, Any, ServicePolicy]:
         """(`/svc/hello`, its ServiceStats, its compiled ServicePolicy) for a name path,
