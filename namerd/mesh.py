@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any
 
 import grpc
@@ -141,8 +142,9 @@ class MeshService:
         self.stats.open_streams += 1
         ok = True
         try:
-            async for item in gen():
-                yield item
+            async with aclosing(gen()) as items:  # closed now, also when cancelled
+                async for item in items:
+                    yield item
         except (_Abort, MeshCodecError) as e:
             ok = False
             await _abort(context, e)
@@ -178,9 +180,10 @@ class MeshService:
 
     async def StreamBoundTree(self, req: Any, context: aio.ServicerContext
                               ) -> AsyncIterator[Any]:
-        async for item in self._stream("Interpreter/StreamBoundTree", context,
-                                       lambda: self._bound_trees(req)):
-            yield item
+        async with aclosing(self._stream("Interpreter/StreamBoundTree", context,
+                                       lambda: self._bound_trees(req))) as items:
+            async for item in items:
+                yield item
 
     # -- Resolver
     def _replicas(self, req: resolver_pb2.ReplicasReq, skip_pending: bool
@@ -207,9 +210,10 @@ class MeshService:
 
     async def StreamReplicas(self, req: Any, context: aio.ServicerContext
                              ) -> AsyncIterator[Any]:
-        async for item in self._stream("Resolver/StreamReplicas", context,
-                                       lambda: self._replicas(req, skip_pending=False)):
-            yield item
+        async with aclosing(self._stream("Resolver/StreamReplicas", context,
+                                       lambda: self._replicas(req, skip_pending=False))) as items:
+            async for item in items:
+                yield item
 
     # -- Delegator
     def _dtabs(self, req: delegator_pb2.DtabReq) -> AsyncIterator[Any]:
@@ -236,9 +240,10 @@ class MeshService:
         return await self._unary("Delegator/GetDtab", context, lambda: _first(self._dtabs(req)))
 
     async def StreamDtab(self, req: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
-        async for item in self._stream("Delegator/StreamDtab", context,
-                                       lambda: self._dtabs(req)):
-            yield item
+        async with aclosing(self._stream("Delegator/StreamDtab", context,
+                                       lambda: self._dtabs(req))) as items:
+            async for item in items:
+                yield item
 
     async def _delegate(self, req: delegator_pb2.DelegateTreeReq) -> Any:
         ns = _namespace(req)
@@ -263,8 +268,9 @@ class MeshService:
         async def one() -> AsyncIterator[Any]:
             yield await self._delegate(req)
 
-        async for item in self._stream("Delegator/StreamDelegateTree", context, one):
-            yield item
+        async with aclosing(self._stream("Delegator/StreamDelegateTree", context, one)) as items:
+            async for item in items:
+                yield item
 
     # -- Codec
     async def _codec(self, name: str, context: aio.ServicerContext,

@@ -106,10 +106,11 @@ class MeshInterpreter(RemoteInterpreter):
     kind = "io.l5d.mesh"
 
     def __init__(self, params: MeshParams, transformers: Sequence[Transformer] = (),
-                 label: str = "") -> None:
+                 label: str = "", metrics: Any = None) -> None:
         # gRPC's keepalive pings find a dead namerd; an idle stream is normal here.
         super().__init__(transformers, label, retry_base_s=params.retry_base_s,
-                         retry_max_s=params.retry_max_s, heartbeat_timeout_s=None)
+                         retry_max_s=params.retry_max_s, heartbeat_timeout_s=None,
+                         metrics=metrics)
         self.params = params
         self._channel: Any = None
         self._stubs: Any = None

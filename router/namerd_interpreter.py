@@ -112,14 +112,16 @@ def interpreter_params(obj: Any, kind: str) -> dict[str, Any]:
 
 
 def build_interpreter(kind: str, params: Any, transformers: Sequence[Transformer],
-                      label: str) -> RemoteInterpreter:
+                      label: str, metrics: Any = None) -> RemoteInterpreter:
+    """`metrics`: the router's scope; the interpreter's are under `interpreter/<kind>`."""
     p = dict(params)
     p.pop("dst", None)
+    scope = metrics.scope("interpreter", kind) if metrics is not None else None
     if kind == "io.l5d.mesh":
         from router.mesh_interpreter import MeshInterpreter, MeshParams
 
-        return MeshInterpreter(MeshParams(**p), transformers, label)
-    return NamerdHttpInterpreter(NamerdParams(**p), transformers, label)
+        return MeshInterpreter(MeshParams(**p), transformers, label, scope)
+    return NamerdHttpInterpreter(NamerdParams(**p), transformers, label, scope)
 
 
 class NamerdHttpInterpreter(RemoteInterpreter):
@@ -128,10 +130,10 @@ class NamerdHttpInterpreter(RemoteInterpreter):
     kind = "io.l5d.namerd.http"
 
     def __init__(self, params: NamerdParams, transformers: Sequence[Transformer] = (),
-                 label: str = "") -> None:
+                 label: str = "", metrics: Any = None) -> None:
         super().__init__(transformers, label, retry_base_s=params.retry_base_s,
                          retry_max_s=params.retry_max_s,
-                         heartbeat_timeout_s=params.heartbeat_timeout_s)
+                         heartbeat_timeout_s=params.heartbeat_timeout_s, metrics=metrics)
         self.params = params
         self._session: Any = None
 

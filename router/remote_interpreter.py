@@ -13,7 +13,9 @@ stream is opened and decoded. This module owns the rest, so both behave alike:
   heartbeat) is treated as dead and reconnected: a namerd whose host vanished
   never closes the connection;
 - streams nobody observes any more are stopped after `IDLE_S`;
-- `state_json()` for `/<router>/interpreter_state/<kind>/<namespace>.json`.
+- `state_json()` for `/<router>/interpreter_state/<kind>/<namespace>.json`, and
+  `rt/<router>/interpreter/<kind>/{updates, reconnects, bind_streams, addr_streams,
+  connected_streams}` in the router's metrics.
 
 A transport yields `Update(value, raw)` per message (`raw` is what the admin
 shows) and `HEARTBEAT` for keep-alive noise.
@@ -104,7 +106,7 @@ class RemoteInterpreter:
 
     def __init__(self, transformers: Sequence[Transformer], label: str, *,
                  retry_base_s: float, retry_max_s: float,
-                 heartbeat_timeout_s: float | None) -> None:
+                 heartbeat_timeout_s: float | None, metrics: Any = None) -> None:
         self.transformers = tuple(transformers)
         self.label = label
         self.retry_base_s = retry_base_s
@@ -115,6 +117,15 @@ class RemoteInterpreter:
         self._transformed: dict[tuple[Dtab, Path], tuple[Any, Any]] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._closed = False
+        self._updates = self._reconnects = None
+        if metrics is not None:  # rt/<router>/interpreter/<kind>/...
+            self._updates = metrics.counter("updates")
+            self._reconnects = metrics.counter("reconnects")
+            metrics.gauge(lambda: len(self._binds), "bind_streams")
+            metrics.gauge(lambda: len(self._addrs), "addr_streams")
+            metrics.gauge(lambda: sum(w.connected for w in (*self._binds.values(),
+                                                            *self._addrs.values())),
+                          "connected_streams")
 
     # -- what a transport provides
     def _bind_updates(self, dtab: Dtab, path: Path) -> AsyncIterator[Any]:
@@ -221,11 +232,15 @@ class RemoteInterpreter:
                     w.last_update = time.time()
                     w.last_error = None
                     backoff.reset()
+                    if self._updates is not None:
+                        self._updates.incr()
             except asyncio.CancelledError:
                 raise
             except Exception as e:
                 w.connected = False
                 w.reconnects += 1
+                if self._reconnects is not None:
+                    self._reconnects.incr()
                 w.last_error = f"{type(e).__name__}: {e}"[:500]
                 delay = backoff.delay()
                 log.warning("namerd %s %s %s: %s; keeping the last answer, retrying in %.2fs",

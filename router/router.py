@@ -157,7 +157,7 @@ class Router:
             transformers = build_transformers(config.interpreter.transformers)
             self.interpreter = build_interpreter(config.interpreter.kind,
                                                  config.interpreter.params, transformers,
-                                                 config.label)
+                                                 config.label, self.metrics)
         try:
             self.identify = build_identifiers(config.identifiers, config.dst_prefix)
         except (ParamError, ValueError) as e:

@@ -342,6 +342,12 @@ async def test_router_follows_update_within_a_second_and_survives_namerd_restart
             assert state["kind"] == kind and state["connected"] is False, state
             bind = state["bind"]["/svc/world /svc=>/host"]
             assert bind["reconnects"] >= 1 and bind["lastError"], bind
+        async with aiohttp.ClientSession() as s, s.get(
+                f"http://127.0.0.1:{env.router_admin}/admin/metrics.json") as r:
+            m = await r.json()
+        scope = f"rt/outgoing/interpreter/{kind}"
+        assert m[f"{scope}/reconnects"] >= 1 and m[f"{scope}/updates"] >= 3, m
+        assert m[f"{scope}/bind_streams"] == 1 and m[f"{scope}/connected_streams"] == 0
         # and comes back (in memory: seeded again with v1 only); the router follows it
         cfg = next(env.tmp.glob(f"namerd-{api}.yaml"))
         env.procs.append(_spawn("namerd.main", cfg))
