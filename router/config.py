@@ -525,6 +525,7 @@ class ServerConfig:
     tls: ServerTls | None = None
     extra: Mapping[str, Any] = field(default_factory=_empty, hash=False)
     session: ServerSession = DEFAULT_SERVER_SESSION  # serverSession (router/session.py)
+    h2: Mapping[str, Any] = field(default_factory=_empty, hash=False)  # router/h2/params.py
 
 
 @dataclass(frozen=True)
@@ -751,8 +752,8 @@ class LinkerConfig:
 # ---------------------------------------------------------------------------
 # Kinds known to the loader
 
-PROTOCOLS = ("http",)
-PROTOCOL_DEFAULT_PORT = {"http": 4140}
+PROTOCOLS = ("http", "h2")
+PROTOCOL_DEFAULT_PORT = {"http": 4140, "h2": 4142}
 IDENTIFIER_KINDS = (
     "io.l5d.header.token",
     "io.l5d.methodAndHost",
@@ -760,11 +761,14 @@ IDENTIFIER_KINDS = (
     "io.l5d.header",
     "io.l5d.static",
 )
+# Linkerd's h2 identifiers (router/h2/identifiers.py builds them)
+H2_IDENTIFIER_KINDS = ("io.l5d.header.token", "io.l5d.header.path")
 INTERPRETER_KINDS = ("default", "io.l5d.namerd.http", "io.l5d.mesh")
 LOAD_BALANCER_KINDS = ("p2c", "roundRobin", "ewma", "aperture", "heap")
 # Classifier and failure-accrual kinds own their params (router/policy/*): `build` validates.
 FAILURE_ACCRUAL_KINDS = policy_accrual.KINDS
 RESPONSE_CLASSIFIER_KINDS = policy_classifiers.KINDS
+H2_CLASSIFIER_KINDS = policy_classifiers.h2_classifiers.KINDS
 # Telemeters: prometheus is served by the admin server; zipkin, tracelog and
 # recentRequests live in router/telemetry (they own their params); the rest are
 # recognised (so Linkerd configs load) and warned about until they are implemented.
@@ -886,6 +890,11 @@ def _telemeter(obj: _Obj) -> TelemeterConfig:
 
 
 def _server(obj: _Obj, protocol: str) -> ServerConfig:
+    h2: Mapping[str, Any] = _EMPTY
+    if protocol == "h2":  # the h2 keys are owned by router/h2/params.py
+        from router.h2.params import parse_server_h2
+
+        h2 = parse_server_h2(obj)
     cfg = ServerConfig(
         # Linkerd's ServerConfig: an omitted port is the protocol's default (http 4140)
         port=obj.int("port", PROTOCOL_DEFAULT_PORT[protocol], lo=1, hi=65535,
@@ -900,6 +909,7 @@ def _server(obj: _Obj, protocol: str) -> ServerConfig:
             "announce", "socketOptions", "addForwardedHeader",
             "timestampHeader", "label", "timeoutMs",
         )),
+        h2=h2,
     )
     obj.finish()
     return cfg
@@ -989,7 +999,7 @@ def _client_params(obj: _Obj) -> ClientConfig:
     return cfg
 
 
-def _service_params(obj: _Obj) -> ServiceConfig:
+def _service_params(obj: _Obj, protocol: str = "http") -> ServiceConfig:
     retries = RetriesConfig()
     r = obj.child("retries")
     retries_set = r is not None
@@ -999,14 +1009,20 @@ def _service_params(obj: _Obj) -> ServiceConfig:
             backoff=_backoff(r.child("backoff"), BackoffConfig()),
         )
         r.finish()
-    classifier = "io.l5d.http.nonRetryable5XX"
+    classifier: Any = ("io.l5d.h2.nonRetryable5XX" if protocol == "h2"
+                       else "io.l5d.http.nonRetryable5XX")
     c = obj.child("responseClassifier")
     if c is not None:
-        classifier = c.kind(RESPONSE_CLASSIFIER_KINDS)
+        # Linkerd: an h2 router takes the io.l5d.h2.* kinds, an http router the others
+        kinds = (H2_CLASSIFIER_KINDS if protocol == "h2" else
+                 tuple(k for k in RESPONSE_CLASSIFIER_KINDS if k not in H2_CLASSIFIER_KINDS))
+        classifier = c.kind(kinds)
         try:  # the kind's own params, checked by its code (router/policy/classifiers.py)
-            classifier = policy_classifiers.build(classifier, plain(c.rest())).kind
+            built = policy_classifiers.build(classifier, plain(c.rest()))
         except ParamError as e:
             raise c.err(e.key, e.detail) from None
+        # kinds with params (gRPC status codes) are kept built; the others by name
+        classifier = built if built != policy_classifiers.build(built.kind) else built.kind
         c.finish()
     cfg = ServiceConfig(
         total_timeout_ms=obj.int("totalTimeoutMs", None, lo=1),
@@ -1068,7 +1084,8 @@ def _router(obj: _Obj) -> RouterConfig:
     dtab = obj.dtab("dtab")
     dst_prefix = obj.path_value("dstPrefix", "/svc")
     assert dst_prefix is not None
-    identifiers = tuple(_plugin(i, IDENTIFIER_KINDS, family="identifier")
+    identifiers = tuple(_plugin(i, H2_IDENTIFIER_KINDS if protocol == "h2" else
+                                IDENTIFIER_KINDS, family="identifier")
                         for i in obj.children("identifier", one_or_list=True))
     if not identifiers:
         identifiers = (PluginConfig("io.l5d.header.token", MappingProxyType({}), obj.where()),)
@@ -1090,7 +1107,11 @@ def _router(obj: _Obj) -> RouterConfig:
                                         MappingProxyType(interp_params))
         interp_obj.finish()
     client = _param_spec(obj.child("client"), _client_params, ClientConfig())
-    service = _param_spec(obj.child("service"), _service_params, ServiceConfig())
+    service = _param_spec(obj.child("service"),
+                          (lambda o: _service_params(o, "h2")) if protocol == "h2"
+                          else _service_params,
+                          ServiceConfig(response_classifier="io.l5d.h2.nonRetryable5XX")
+                          if protocol == "h2" else ServiceConfig())
     ttl = 600
     capacity: dict[str, int] = {}
     bc = obj.child("bindingCache")

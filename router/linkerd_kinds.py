@@ -14,7 +14,6 @@ from namers.registry import not_supported_message
 from router.identifiers import LINKERD_NOT_SUPPORTED as IDENTIFIERS_NOT_SUPPORTED
 
 PROTOCOLS_NOT_SUPPORTED: dict[str, str] = {
-    "h2": "http (HTTP/1.1; HTTP/2 and gRPC are not supported yet)",
     "thrift": "",
     "mux": "",
 }

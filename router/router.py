@@ -158,13 +158,16 @@ class Router:
             self.interpreter = build_interpreter(config.interpreter.kind,
                                                  config.interpreter.params, transformers,
                                                  config.label, self.metrics)
+        build_ids = build_identifiers
+        if config.protocol == "h2":  # Linkerd's h2 identifiers (`:authority`, `:path`)
+            from router.h2.identifiers import build_h2_identifiers as build_ids
         try:
-            self.identify = build_identifiers(config.identifiers, config.dst_prefix)
+            self.identify = build_ids(config.identifiers, config.dst_prefix)
         except (ParamError, ValueError) as e:
             where = config.identifiers[0].where if config.identifiers else config.where
             for ident in config.identifiers:  # name the entry whose params are wrong
                 try:
-                    build_identifiers([ident], config.dst_prefix)
+                    build_ids([ident], config.dst_prefix)
                 except (ParamError, ValueError):
                     where = ident.where
                     break
@@ -294,7 +297,12 @@ class Linker:
                     await start()
             for router in self.routers if serve else ():
                 try:
-                    router.handle = await start_http_router(router)
+                    if router.config.protocol == "h2":
+                        from router.h2 import start_h2_router
+
+                        router.handle = await start_h2_router(router)
+                    else:
+                        router.handle = await start_http_router(router)
                 except OSError as e:
                     ports = ", ".join(f"{s.ip}:{s.port}" for s in router.config.servers)
                     raise OSError(e.errno, f"router {router.label} cannot listen on {ports}: "

@@ -199,7 +199,7 @@ def test_experimental_is_accepted_where_linkerd_accepts_it() -> None:
     ("namer", "io.l5d.curator", "io.l5d.fs"),
     ("namer", "io.l5d.dnssrv", "/$/inet"),
     ("identifier", "io.l5d.ingress", "io.l5d.header.token"),
-    ("protocol", "h2", "http"),
+    ("protocol", "mux", None),
     ("protocol", "thrift", None),
 ])
 def test_linkerd_kinds_not_implemented_are_refused_as_such(section, kind, alt) -> None:

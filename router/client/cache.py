@@ -131,6 +131,7 @@ class ClientCache:
         self.clients: dict[Any, Client] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self.on_expire: Callable[[], None] | None = None  # the data path drops its route cache
+        self.alpn: tuple[str, ...] = ("http/1.1",)  # what client TLS offers (h2 routers: h2)
 
     def get(self, bound: BoundName) -> Client:
         client = self.clients.get(bound.id)
@@ -163,7 +164,7 @@ class ClientCache:
         if tls_cfg is not None:
             from router.tls.runtime import ClientTlsState
 
-            tls = ClientTlsState(tls_cfg, stats.scope)
+            tls = ClientTlsState(tls_cfg, stats.scope, self.alpn)
         client = Client(bound, balancer, stats, tls)
         client.set_policy(cfg)
         ms = getattr(cfg, "request_attempt_timeout_ms", None)

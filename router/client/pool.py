@@ -16,6 +16,7 @@ import logging
 import select
 import ssl
 import time
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Protocol
 
@@ -400,21 +401,24 @@ class Endpoint:
                 return conn
         return None
 
-    async def connect(self) -> UpstreamConnection:
+    async def connect(self, factory: Callable[[], asyncio.Protocol] | None = None
+                      ) -> UpstreamConnection:
+        """A new connection (TLS if the client has it); `factory` makes another protocol
+        (the h2 client's) instead of an HTTP/1.1 UpstreamConnection."""
         loop = asyncio.get_running_loop()
+        make = factory or (lambda: UpstreamConnection(self))
         t0 = time.monotonic()
         tls = self.tls
         try:
             if tls is None:
                 _, conn = await asyncio.wait_for(
-                    loop.create_connection(lambda: UpstreamConnection(self), self.host,
-                                           self.port),
+                    loop.create_connection(make, self.host, self.port),
                     self.connect_timeout_s,
                 )
             else:  # never a plaintext fallback: a failed handshake fails the connect
                 _, conn = await asyncio.wait_for(
-                    loop.create_connection(lambda: UpstreamConnection(self), self.host,
-                                           self.port, ssl=tls.source.context(),
+                    loop.create_connection(make, self.host, self.port,
+                                           ssl=tls.source.context(),
                                            server_hostname=tls.server_hostname,
                                            ssl_handshake_timeout=self.connect_timeout_s),
                     self.connect_timeout_s,

@@ -76,7 +76,10 @@ DEFAULT = _KINDS[DEFAULT_KIND]
 
 
 def build(kind: str, params: dict | None = None) -> ResponseClassifier:
-    """The classifier for a `responseClassifier` block; none of the HTTP kinds has params."""
+    """The classifier for a `responseClassifier` block; none of the HTTP kinds has params
+    (the io.l5d.h2.* ones are h2_classifiers')."""
+    if kind in h2_classifiers.KINDS:
+        return h2_classifiers.build(kind, params)
     if params:
         key = next(iter(params))
         raise ParamError(key, f"unknown key '{key}' for classifier {kind} (it has no params)")
@@ -93,3 +96,10 @@ def success_class(header_value: bytes) -> bool:
         return float(header_value) > 0.0
     except ValueError:
         return False
+
+
+# HTTP/2 and gRPC kinds (io.l5d.h2.*) live beside this module and register here.
+from router.policy import h2_classifiers  # noqa: E402
+
+KINDS = KINDS + h2_classifiers.KINDS
+HTTP_KINDS: tuple[str, ...] = tuple(k for k in KINDS if k not in h2_classifiers.KINDS)

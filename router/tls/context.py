@@ -147,7 +147,8 @@ def _set_protocols(ctx: ssl.SSLContext, protocols: tuple[str, ...]) -> None:
 # Contexts
 
 
-def build_server_context(cfg: ServerTls, *, where: str = "tls") -> ssl.SSLContext:
+def build_server_context(cfg: ServerTls, *, where: str = "tls",
+                         alpn: tuple[str, ...] = ("http/1.1",)) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     cert_pem, key_pem, _leaf = _pem_chain(cfg.cert_path, cfg.key_path,
                                           cfg.intermediate_certs_path, None, where)
@@ -163,11 +164,12 @@ def build_server_context(cfg: ServerTls, *, where: str = "tls") -> ssl.SSLContex
         except ssl.SSLError as e:
             raise TlsFileError("ciphers", f"OpenSSL knows none of {list(cfg.ciphers)}: "
                                f"{e}") from None
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.set_alpn_protocols(list(alpn))
     return ctx
 
 
-def build_client_context(cfg: ClientTls) -> ssl.SSLContext:
+def build_client_context(cfg: ClientTls, alpn: tuple[str, ...] = ("http/1.1",)
+                         ) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if cfg.disable_validation:
         ctx.check_hostname = False
@@ -186,7 +188,7 @@ def build_client_context(cfg: ClientTls) -> ssl.SSLContext:
                                               "tls.clientAuth")
         _load_chain(ctx, cert_pem, key_pem, "certPath", "clientAuth")
     _set_protocols(ctx, cfg.protocols)
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.set_alpn_protocols(list(alpn))
     return ctx
 
 
@@ -269,23 +271,26 @@ class TlsSource:
         return True
 
 
-def server_source(cfg: ServerTls, label: str) -> TlsSource:
-    return TlsSource(lambda: build_server_context(cfg, where=label), cfg.files(), label)
+def server_source(cfg: ServerTls, label: str, alpn: tuple[str, ...] = ("http/1.1",)
+                  ) -> TlsSource:
+    return TlsSource(lambda: build_server_context(cfg, where=label, alpn=alpn), cfg.files(),
+                     label)
 
 
-_CLIENT_SOURCES: dict[ClientTls, TlsSource] = {}
+_CLIENT_SOURCES: dict[tuple[ClientTls, tuple[str, ...]], TlsSource] = {}
 _CLIENT_SOURCES_MAX = 256
 
 
-def client_source(cfg: ClientTls) -> TlsSource:
-    """One context per distinct client TLS params (clients differing only by name share it)."""
+def client_source(cfg: ClientTls, alpn: tuple[str, ...] = ("http/1.1",)) -> TlsSource:
+    """One context per distinct client TLS params (clients differing only by name share it)
+    and ALPN list (h2 clients offer `h2`)."""
     key = cfg.context_key()
-    src = _CLIENT_SOURCES.get(key)
+    src = _CLIENT_SOURCES.get((key, alpn))
     if src is None:
         if len(_CLIENT_SOURCES) >= _CLIENT_SOURCES_MAX:
             _CLIENT_SOURCES.clear()
-        src = _CLIENT_SOURCES[key] = TlsSource(lambda: build_client_context(key), key.files(),
-                                               "client tls")
+        src = _CLIENT_SOURCES[(key, alpn)] = TlsSource(
+            lambda: build_client_context(key, alpn), key.files(), "client tls")
     return src
 
 

@@ -188,10 +188,11 @@ class _Handshake(asyncio.Protocol):
 class ServerTlsState:
     """One TLS server: its context (rotating), handshake counters, the mTLS peers seen."""
 
-    def __init__(self, cfg: ServerTls, label: str) -> None:
+    def __init__(self, cfg: ServerTls, label: str, alpn: tuple[str, ...] = ("http/1.1",)
+                 ) -> None:
         self.cfg = cfg
         self.label = label
-        self.source: TlsSource = server_source(cfg, label)
+        self.source: TlsSource = server_source(cfg, label, alpn)
         self.counters = _Counters()
         self.pending: set[_Handshake] = set()
         self.peers: dict[str, int] = {}
@@ -246,9 +247,10 @@ class ClientTlsState:
 
     __slots__ = ("cfg", "source", "server_hostname", "counters", "peer_subject")
 
-    def __init__(self, cfg: ClientTls, scope: Any) -> None:
+    def __init__(self, cfg: ClientTls, scope: Any, alpn: tuple[str, ...] = ("http/1.1",)
+                 ) -> None:
         self.cfg = cfg
-        self.source = client_source(cfg)
+        self.source = client_source(cfg, alpn)
         self.server_hostname = cfg.common_name
         self.counters = _Counters()
         self.counters.bind(scope)

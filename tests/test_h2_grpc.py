@@ -1,0 +1,214 @@
+"""gRPC through real l5d-py h2 routers: real grpcio servers (subprocesses) and clients.
+
+The helloworld Greeter (tests/data/h2/helloworld.proto, generated at test time)
+has one method of each call shape; each test starts its backends and an `l5d`
+process on free ports.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path as FsPath
+from typing import Any
+
+import grpc
+import pytest
+
+from tests.conftest import REPO, _start_process
+from tests.h2_grpc import generated
+from tests.util import free_port, port_open, stop_process, wait_until
+
+TIMEOUT = 30.0
+
+
+@pytest.fixture(scope="module")
+def stubs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any, str]:
+    gen = tmp_path_factory.mktemp("helloworld_gen")
+    pb2, pb2_grpc = generated(gen)
+    return pb2, pb2_grpc, str(gen)
+
+
+@pytest.fixture
+def backend(stubs: tuple[Any, Any, str], tmp_path: FsPath
+            ) -> Iterator[Callable[[str], tuple[int, subprocess.Popen[bytes]]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(name: str) -> tuple[int, subprocess.Popen[bytes]]:
+        port = free_port()
+        log = tmp_path / f"backend-{name}.log"
+        proc = _start_process([sys.executable, "-m", "tests.h2_grpc", "--port", str(port),
+                               "--name", name, "--gen", stubs[2]], log, REPO)
+        procs.append(proc)
+        wait_until(lambda: port_open(port) or proc.poll() is not None, 30, f"backend {name}")
+        assert proc.poll() is None, log.read_text()
+        return port, proc
+
+    try:
+        yield start
+    finally:
+        for p in procs:
+            stop_process(p, 5)
+
+
+def h2_config(routers: str, admin: int) -> str:
+    return f"admin: {{port: {admin}}}\nrouters:\n{routers}"
+
+
+def grpc_router(label: str, port: int, dtab: str, extra: str = "") -> str:
+    return f"""
+- protocol: h2
+  label: {label}
+  experimental: true
+  identifier: {{kind: io.l5d.header.path, segments: 1}}
+  dtab: |
+    {dtab}
+  servers:
+  - port: {port}
+{extra}"""
+
+
+def metadata_of(call: Any) -> dict[str, str]:
+    return {k: v for k, v in call.trailing_metadata()}
+
+
+def test_all_four_call_shapes_through_one_router(stubs, backend, l5d_process) -> None:
+    pb2, pb2_grpc, _ = stubs
+    port, _ = backend("v1")
+    rport, admin = free_port(), free_port()
+    l5d_process(h2_config(grpc_router(
+        "grpc", rport, f"/svc/helloworld.Greeter => /$/inet/127.0.0.1/{port};"), admin),
+        log_level="info")
+    with grpc.insecure_channel(f"127.0.0.1:{rport}") as ch:
+        stub = pb2_grpc.GreeterStub(ch)
+        reply, call = stub.SayHello.with_call(pb2.HelloRequest(name="world"), timeout=TIMEOUT)
+        assert reply.message == "v1: hello world"
+        md = metadata_of(call)
+        assert md["server"] == "v1"  # trailers came back through the router
+        assert md["l5d-dst-service"] == "/svc/helloworld.Greeter"
+        assert md["l5d-dst-client"] == f"/$/inet/127.0.0.1/{port}"
+        assert call.code() == grpc.StatusCode.OK
+
+        replies = list(stub.SayHelloStream(pb2.HelloRequest(name="s", count=50,
+                                                            payload_size=1000),
+                                           timeout=TIMEOUT))
+        assert [r.message for r in replies] == [f"v1: {i}" for i in range(50)]
+        assert all(len(r.payload) == 1000 for r in replies)
+
+        reply = stub.CollectHellos(iter([pb2.HelloRequest(name=n) for n in "abcde"]),
+                                   timeout=TIMEOUT)
+        assert reply.message == "v1: hello a,b,c,d,e"
+
+        chat = stub.Chat(iter([pb2.HelloRequest(name=str(i)) for i in range(20)]),
+                         timeout=TIMEOUT)
+        assert [r.message for r in chat] == [f"v1: hi {i}" for i in range(20)]
+
+        # a gRPC error status (in the trailers) reaches the caller as the backend sent it
+        with pytest.raises(grpc.RpcError) as err:
+            stub.SayHello(pb2.HelloRequest(name="x", fail_code=7), timeout=TIMEOUT)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert err.value.details() == "v1 failing"
+
+
+def test_two_routers_and_a_per_request_dtab_reaching_v2(stubs, backend, l5d_process) -> None:
+    """outgoing -> incoming: the override in l5d-dtab is applied two hops away (it travels as
+    l5d-ctx-dtab), as the HTTP/1 routers do."""
+    pb2, pb2_grpc, _ = stubs
+    p1, _ = backend("v1")
+    p2, _ = backend("v2")
+    out_port, in_port, admin = free_port(), free_port(), free_port()
+    incoming = grpc_router("incoming", in_port,
+                           f"/srv/v1 => /$/inet/127.0.0.1/{p1}; "
+                           f"/srv/v2 => /$/inet/127.0.0.1/{p2}; "
+                           "/svc/helloworld.Greeter => /srv/v1;")
+    outgoing = grpc_router("outgoing", out_port, f"/svc => /$/inet/127.0.0.1/{in_port};")
+    proc = l5d_process(h2_config(outgoing + incoming, admin), log_level="info")
+    with grpc.insecure_channel(f"127.0.0.1:{out_port}") as ch:
+        stub = pb2_grpc.GreeterStub(ch)
+        reply, call = stub.SayHello.with_call(pb2.HelloRequest(name="a"), timeout=TIMEOUT)
+        assert reply.message == "v1: hello a"
+        assert metadata_of(call)["l5d-dst-client"] == f"/$/inet/127.0.0.1/{p1}"
+        reply, call = stub.SayHello.with_call(
+            pb2.HelloRequest(name="b"), timeout=TIMEOUT,
+            metadata=[("l5d-dtab", "/svc/helloworld.Greeter => /srv/v2")])
+        assert reply.message == "v2: hello b"
+        md = metadata_of(call)
+        assert md["l5d-ctx-dtab"] == "/svc/helloworld.Greeter=>/srv/v2"
+        # the streaming shapes take the same route
+        replies = list(stub.SayHelloStream(
+            pb2.HelloRequest(name="s", count=3), timeout=TIMEOUT,
+            metadata=[("l5d-dtab", "/svc/helloworld.Greeter => /srv/v2")]))
+        assert [r.message for r in replies] == ["v2: 0", "v2: 1", "v2: 2"]
+        chat = stub.Chat(iter([pb2.HelloRequest(name="x")]), timeout=TIMEOUT)
+        assert [r.message for r in chat] == ["v1: hi x"]
+    metrics = _metrics(proc.admin_port)
+    assert metrics[f"rt/outgoing/server/127.0.0.1/{out_port}/requests"] == 4
+    assert metrics[f"rt/incoming/server/127.0.0.1/{in_port}/requests"] == 4
+    assert metrics["rt/incoming/service/svc/helloworld.Greeter/requests"] == 4
+    assert metrics[f"rt/incoming/client/$/inet/127.0.0.1/{p2}/success"] == 2
+    assert metrics[f"rt/incoming/client/$/inet/127.0.0.1/{p1}/success"] == 2
+
+
+def _metrics(admin_port: int) -> dict[str, Any]:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/admin/metrics.json",
+                                timeout=10) as r:
+        return json.loads(r.read())  # type: ignore[no-any-return]
+
+
+def test_unroutable_call_gets_grpc_unavailable_with_reason(stubs, l5d_process) -> None:
+    pb2, pb2_grpc, _ = stubs
+    rport, admin = free_port(), free_port()
+    l5d_process(h2_config(grpc_router("grpc", rport, "/svc/other => /$/inet/127.0.0.1/1;"),
+                          admin), log_level="info")
+    with grpc.insecure_channel(f"127.0.0.1:{rport}") as ch:
+        stub = pb2_grpc.GreeterStub(ch)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.SayHello(pb2.HelloRequest(name="x"), timeout=TIMEOUT)
+        e = err.value
+        assert e.code() == grpc.StatusCode.UNAVAILABLE
+        assert "Unable to route request!" in e.details()
+        assert "service name: /svc/helloworld.Greeter" in e.details()
+        md = dict(e.trailing_metadata())
+        assert md["l5d-err"].startswith("Unable%20to%20route%20request")
+        # a backend that refuses connections: UNAVAILABLE too, naming the endpoint
+        with pytest.raises(grpc.RpcError) as err:
+            stub.SayHello(pb2.HelloRequest(name="x"), timeout=TIMEOUT, metadata=[
+                ("l5d-dtab", "/svc/helloworld.Greeter => /$/inet/127.0.0.1/1")])
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "Unable to establish connection to 127.0.0.1:1" in err.value.details()
+
+
+def test_backend_dying_mid_stream_fails_only_that_call(stubs, backend, l5d_process) -> None:
+    pb2, pb2_grpc, _ = stubs
+    p1, proc1 = backend("v1")
+    p2, _ = backend("v2")
+    rport, admin = free_port(), free_port()
+    l5d_process(h2_config(grpc_router(
+        "grpc", rport, f"/srv/v1 => /$/inet/127.0.0.1/{p1}; "
+        f"/srv/v2 => /$/inet/127.0.0.1/{p2}; /svc/helloworld.Greeter => /srv/v2;"), admin),
+        log_level="info")
+    to_v1 = [("l5d-dtab", "/svc/helloworld.Greeter => /srv/v1")]
+    with grpc.insecure_channel(f"127.0.0.1:{rport}") as ch:
+        stub = pb2_grpc.GreeterStub(ch)
+        # a long stream from v2 on the same client connection, read while v1 dies
+        other = stub.SayHelloStream(pb2.HelloRequest(name="o", count=200, payload_size=100),
+                                    timeout=TIMEOUT)
+        first = next(other)
+        dying = stub.SayHelloStream(pb2.HelloRequest(name="d", count=100, die_after=5),
+                                    timeout=TIMEOUT, metadata=to_v1)
+        got = []
+        with pytest.raises(grpc.RpcError) as err:
+            for r in dying:
+                got.append(r.message)
+        assert got == [f"v1: {i}" for i in range(5)]
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "closed mid-stream" in err.value.details()
+        assert proc1.wait(10) == 3
+        rest = [r.message for r in other]
+        assert [first.message] + rest == [f"v2: {i}" for i in range(200)]
+        assert stub.SayHello(pb2.HelloRequest(name="after"), timeout=TIMEOUT).message == \
+            "v2: hello after"
