@@ -99,6 +99,7 @@ class H2Exchange:
         self.resp_held: list[bytes] = []
         self.resp_held_bytes = 0
         self.head_sent = False
+        self.class_sent = False  # l5d-success-class went out in the response head
         self.resp_ended = False
         self.finished = False
         self.grpc_status: int | None = None
@@ -377,6 +378,9 @@ class H2Exchange:
             return
         if cls is not None:
             self.ok = cls == SUCCESS
+            if not clear:  # known from the head: said there (else in the trailers)
+                out.append((b"l5d-success-class", b"1.0" if self.ok else b"0.0"))
+                self.class_sent = True
         if self.may_retry and cls is None and self.replay is not None:
             self.resp_head = out  # wait for the trailers (or the buffer to fill)
             return
@@ -442,7 +446,7 @@ class H2Exchange:
                            else f"status {self.resp_status}"):
                 return
         self.ok = cls == SUCCESS
-        if not self.server.clear_context:
+        if not self.server.clear_context and not self.class_sent:
             last.append((b"l5d-success-class", b"1.0" if self.ok else b"0.0"))
         self.resp_ended = True
         if trailers_only:
@@ -539,6 +543,7 @@ class H2Exchange:
         self.resp_held_bytes = 0
         self.resp_status = 0
         self.grpc_status = None
+        self.class_sent = False
         delay_s, _ = pol.delay_s(None)
         _limited.info((self.server.label, "retry", pol.name), "%s: retry %d of %s after %s",
                       self.server.label, self.retries, pol.name[:256], why[:256])
