@@ -1017,12 +1017,13 @@ def _service_params(obj: _Obj, protocol: str = "http") -> ServiceConfig:
         kinds = (H2_CLASSIFIER_KINDS if protocol == "h2" else
                  tuple(k for k in RESPONSE_CLASSIFIER_KINDS if k not in H2_CLASSIFIER_KINDS))
         classifier = c.kind(kinds)
+        params = plain(c.rest())
         try:  # the kind's own params, checked by its code (router/policy/classifiers.py)
-            built = policy_classifiers.build(classifier, plain(c.rest()))
+            built = policy_classifiers.build(classifier, params)
         except ParamError as e:
-            raise c.err(e.key, e.detail) from None
-        # kinds with params (gRPC status codes) are kept built; the others by name
-        classifier = built if built != policy_classifiers.build(built.kind) else built.kind
+            raise c.err(e.key if e.key in params else None, e.detail) from None
+        # a classifier with params (gRPC status codes) is kept built; the others by name
+        classifier = built if params else built.kind
         c.finish()
     cfg = ServiceConfig(
         total_timeout_ms=obj.int("totalTimeoutMs", None, lo=1),

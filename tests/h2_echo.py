@@ -15,6 +15,7 @@ from typing import Any
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
 
 
 class _Proto(asyncio.Protocol):
@@ -69,10 +70,14 @@ class _Proto(asyncio.Protocol):
             if n <= 0:
                 self.pending[sid] = body
                 return
-            self.conn.send_data(sid, body[:n])
+            try:
+                self.conn.send_data(sid, body[:n])
+            except h2.exceptions.StreamClosedError:
+                self.pending.pop(sid, None)
+                return
             body = body[n:]
         self.conn.end_stream(sid)
-        del self.pending[sid]
+        self.pending.pop(sid, None)
 
 
 class H2Echo:

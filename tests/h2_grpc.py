@@ -39,7 +39,7 @@ def generated(out_dir: str | os.PathLike[str]) -> tuple[ModuleType, ModuleType]:
     return pb2, pb2_grpc
 
 
-def serve(port: int, name: str, gen_dir: str) -> None:
+def serve(port: int, name: str, gen_dir: str, fail_code: int = 0) -> None:
     import grpc
 
     pb2, pb2_grpc = generated(gen_dir)
@@ -52,8 +52,9 @@ def serve(port: int, name: str, gen_dir: str) -> None:
     class Greeter(pb2_grpc.GreeterServicer):  # type: ignore[misc,name-defined]
         def SayHello(self, request: Any, context: Any) -> Any:  # noqa: N802
             context.set_trailing_metadata(l5d_metadata(context))
-            if request.fail_code:
-                context.abort(grpc.StatusCode(_code(request.fail_code)), f"{name} failing")
+            code = request.fail_code or fail_code
+            if code:
+                context.abort(grpc.StatusCode(_code(code)), f"{name} failing")
             return pb2.HelloReply(message=f"{name}: hello {request.name}",
                                   payload=b"x" * request.payload_size)
 
@@ -101,5 +102,6 @@ if __name__ == "__main__":
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--name", required=True)
     ap.add_argument("--gen", required=True)
+    ap.add_argument("--fail-code", type=int, default=0, help="every SayHello fails so")
     a = ap.parse_args()
-    serve(a.port, a.name, a.gen)
+    serve(a.port, a.name, a.gen, a.fail_code)

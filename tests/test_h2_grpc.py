@@ -32,14 +32,14 @@ def stubs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any, str]:
 
 @pytest.fixture
 def backend(stubs: tuple[Any, Any, str], tmp_path: FsPath
-            ) -> Iterator[Callable[[str], tuple[int, subprocess.Popen[bytes]]]]:
+            ) -> Iterator[Callable[..., tuple[int, subprocess.Popen[bytes]]]]:
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(name: str) -> tuple[int, subprocess.Popen[bytes]]:
+    def start(name: str, *extra: str) -> tuple[int, subprocess.Popen[bytes]]:
         port = free_port()
         log = tmp_path / f"backend-{name}.log"
         proc = _start_process([sys.executable, "-m", "tests.h2_grpc", "--port", str(port),
-                               "--name", name, "--gen", stubs[2]], log, REPO)
+                               "--name", name, "--gen", stubs[2], *extra], log, REPO)
         procs.append(proc)
         wait_until(lambda: port_open(port) or proc.poll() is not None, 30, f"backend {name}")
         assert proc.poll() is None, log.read_text()
@@ -212,3 +212,109 @@ def test_backend_dying_mid_stream_fails_only_that_call(stubs, backend, l5d_proce
         assert [first.message] + rest == [f"v2: {i}" for i in range(200)]
         assert stub.SayHello(pb2.HelloRequest(name="after"), timeout=TIMEOUT).message == \
             "v2: hello after"
+
+
+def _classified_router(tmp_path: FsPath, rport: int, admin: int, ports: list[int],
+                       classifier: str, retries: str = "") -> str:
+    disco = tmp_path / "disco"
+    disco.mkdir(exist_ok=True)
+    (disco / "greeter").write_text("".join(f"127.0.0.1 {p}\n" for p in ports))
+    return f"""
+admin: {{port: {admin}}}
+namers:
+- kind: io.l5d.fs
+  rootDir: {disco}
+routers:
+- protocol: h2
+  label: grpc
+  identifier: {{kind: io.l5d.header.path, segments: 1}}
+  dtab: /svc/helloworld.Greeter => /#/io.l5d.fs/greeter;
+  client:
+    failureAccrual: {{kind: none}}
+  service:
+    responseClassifier: {{kind: {classifier}}}
+{retries}
+  servers:
+  - port: {rport}
+"""
+
+
+def test_grpc_status_in_trailers_counts_as_failure(stubs, backend, l5d_process,
+                                                   tmp_path) -> None:
+    """neverRetryable: a 200 whose trailers say UNAVAILABLE is a failure in every stat."""
+    pb2, pb2_grpc, _ = stubs
+    bad, _ = backend("bad", "--fail-code", "14")
+    rport, admin = free_port(), free_port()
+    proc = l5d_process(_classified_router(tmp_path, rport, admin, [bad],
+                                          "io.l5d.h2.grpc.neverRetryable"), log_level="info")
+    with grpc.insecure_channel(f"127.0.0.1:{rport}") as ch:
+        stub = pb2_grpc.GreeterStub(ch)
+        for _ in range(3):
+            with pytest.raises(grpc.RpcError) as err:
+                stub.SayHello(pb2.HelloRequest(name="x"), timeout=TIMEOUT)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert err.value.details() == "bad failing"  # the backend's, not the router's
+            assert dict(err.value.trailing_metadata())["l5d-success-class"] == "0.0"
+        replies = list(stub.SayHelloStream(pb2.HelloRequest(name="s", count=2),
+                                           timeout=TIMEOUT))
+        assert len(replies) == 2
+    m = _metrics(proc.admin_port)
+    svc = "rt/grpc/service/svc/helloworld.Greeter"
+    assert (m[f"{svc}/requests"], m[f"{svc}/success"], m[f"{svc}/failures"]) == (4, 1, 3)
+    assert m[f"rt/grpc/client/#/io.l5d.fs/greeter/failures"] == 3
+    assert m.get(f"{svc}/retries/total", 0) == 0
+
+
+def test_grpc_default_classifier_retries_unavailable(stubs, backend, l5d_process,
+                                                     tmp_path) -> None:
+    """io.l5d.h2.grpc.default: UNAVAILABLE is retryable; the unary request fits the retry
+    buffer, so a call that reached the failing endpoint is retried on the other."""
+    pb2, pb2_grpc, _ = stubs
+    bad, _ = backend("bad", "--fail-code", "14")
+    good, _ = backend("good")
+    rport, admin = free_port(), free_port()
+    retries = "    retries: {budget: {minRetriesPerSec: 1000, percentCanRetry: 1.0}}"
+    proc = l5d_process(_classified_router(tmp_path, rport, admin, [bad, good],
+                                          "io.l5d.h2.grpc.default", retries),
+                       log_level="info")
+    with grpc.insecure_channel(f"127.0.0.1:{rport}") as ch:
+        stub = pb2_grpc.GreeterStub(ch)
+        for i in range(20):
+            assert stub.SayHello(pb2.HelloRequest(name=str(i)), timeout=TIMEOUT).message == \
+                f"good: hello {i}"
+    m = _metrics(proc.admin_port)
+    svc = "rt/grpc/service/svc/helloworld.Greeter"
+    assert m[f"{svc}/success"] == 20 and m[f"{svc}/failures"] == 0
+    assert m[f"{svc}/retries/total"] >= 1
+    assert m[f"rt/grpc/client/#/io.l5d.fs/greeter/failures"] == m[f"{svc}/retries/total"]
+
+
+def test_total_timeout_ends_a_slow_call_with_deadline_exceeded(stubs, backend, l5d_process,
+                                                               tmp_path) -> None:
+    """service totalTimeoutMs on h2: a stream still running when it fires ends with a gRPC
+    status (DEADLINE_EXCEEDED) and l5d-err; a call within it is untouched."""
+    pb2, pb2_grpc, _ = stubs
+    port, _ = backend("v1")
+    rport, admin = free_port(), free_port()
+    l5d_process(h2_config(grpc_router("grpc", rport, f"/svc => /$/inet/127.0.0.1/{port};",
+                                      "  service: {totalTimeoutMs: 1500}"), admin),
+                log_level="info")
+    with grpc.insecure_channel(f"127.0.0.1:{rport}") as ch:
+        stub = pb2_grpc.GreeterStub(ch)
+        assert stub.SayHello(pb2.HelloRequest(name="q"), timeout=TIMEOUT).message == \
+            "v1: hello q"
+
+        def slow() -> Iterator[Any]:
+            yield pb2.HelloRequest(name="a")
+            import time
+
+            time.sleep(4)
+            yield pb2.HelloRequest(name="b")
+
+        got = []
+        with pytest.raises(grpc.RpcError) as err:
+            for r in stub.Chat(slow(), timeout=TIMEOUT):
+                got.append(r.message)
+        assert got == ["v1: hi a"]
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "exceeded 1500.milliseconds" in err.value.details()

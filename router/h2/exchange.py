@@ -29,7 +29,7 @@ from dtab.addr import AddrBound, AddrFailed, AddrNeg, AddrPending
 from dtab.bounded import LogLimiter
 from router.client.pool import ConnectFailed, Endpoint
 from router.h2.client import StreamRefused
-from router.h2.errors import error_response, grpc_failure_trailers
+from router.h2.errors import GRPC_DEADLINE_EXCEEDED, error_response, grpc_failure_trailers
 from router.h2.peer import Half, Headers
 from router.http.dtab_headers import local_dtab
 from router.http.errors import (
@@ -106,6 +106,8 @@ class H2Exchange:
         self.ok = True
         self.retries = 0
         self.task: asyncio.Task[None] | None = None
+        self.total_timer: asyncio.TimerHandle | None = None
+        self.attempt_timer: asyncio.TimerHandle | None = None
         self.client: Any = None
         self.balancer: Any = None
         self.endpoint: Endpoint | None = None
@@ -205,6 +207,10 @@ class H2Exchange:
         self.may_retry = pol.active
         if pol.active:
             pol.begin()
+        if pol.total_timeout_s is not None:  # totalTimeoutMs: all attempts and the body
+            self.total_timer = asyncio.get_running_loop().call_later(
+                pol.total_timeout_s, self._timed_out, pol.timeout_message,
+                "GlobalRequestTimeoutException")
         base = router.base_dtab
         full = base if local is None else base + local
         tree = rt.cached_bind(full, name) if rt.cached_bind is not None else None
@@ -317,6 +323,14 @@ class H2Exchange:
         up.source = self.down
         self.down.source = up
         self.balancer.started(ep)
+        timeout_s = self.client.attempt_timeout_s  # requestAttemptTimeoutMs: until the head
+        if timeout_s is not None:
+            if self.attempt_timer is not None:
+                self.attempt_timer.cancel()
+            self.attempt_timer = asyncio.get_running_loop().call_later(
+                timeout_s, self._attempt_timed_out,
+                f"exceeded {timeout_s * 1000:g}.milliseconds to {self.client.name} while "
+                "waiting for a response for an individual request, excluding retries")
         self.body = []
         for chunk in body:
             up.send_data(chunk)
@@ -369,6 +383,9 @@ class H2Exchange:
                 continue  # this hop sets its own
             out.append((k, v))
         self.resp_status = status
+        if self.attempt_timer is not None:
+            self.attempt_timer.cancel()
+            self.attempt_timer = None
         out.insert(0, (b":status", str(status).encode()))
         cls = self._classify_head(status, headers if ended else None)
         if ended:
@@ -515,6 +532,36 @@ class H2Exchange:
                                   + (f": {exc}" if exc else ""), None)
 
     # --- outcomes ---------------------------------------------------------------
+    def _attempt_timed_out(self, message: str) -> None:
+        self.attempt_timer = None
+        if self.finished or self.head_sent or self.resp_status:
+            return
+        pol = self.policy
+        if (pol is not None and pol.classify_error(self.head.method, True) == RETRYABLE
+                and self._retry("attempt timeout")):
+            return
+        self._timed_out(message, "IndividualRequestTimeoutException")
+
+    def _timed_out(self, message: str, cause: str) -> None:
+        """A timeout: 503 (gRPC: DEADLINE_EXCEEDED) if nothing went out yet, else the
+        response is cut: a gRPC status in the trailers, or a reset."""
+        self.total_timer = None
+        if self.finished:
+            return
+        if not self.head_sent:
+            self.resp_head = None
+            self.respond_error(RouteError(503, message, cause,
+                                          f"service name: {self.service}"))
+            return
+        self._drop_up(failed=True)
+        self._fail_record(cause)
+        if self.grpc:
+            self.down.send_end(grpc_failure_trailers(
+                message, clear_context=self.server.clear_context, code=GRPC_DEADLINE_EXCEEDED))
+        else:
+            self.down.reset(h2.errors.ErrorCodes.CANCEL)
+            self._close_halves()
+
     def _requeue_refused(self) -> bool:
         """The backend refused the stream (GOAWAY, REFUSED_STREAM): nothing was processed,
         so it goes out again, to any endpoint, while the request can be replayed."""
@@ -536,6 +583,11 @@ class H2Exchange:
             return False
         if not pol.withdraw():
             return False
+        if self.resp_status:  # the failed attempt counts in the client's stats (Linkerd's
+            now = time.monotonic()  # client stack sits below its retries)
+            group = tuple(x for x in (self.client_stats, self.client_svc_stats)
+                          if x is not None)
+            record_all(group, self.resp_status, (now - self.start) * 1000.0, now, False)
         self._drop_up(failed=True)
         self.retries += 1
         self.resp_head = None
@@ -636,6 +688,7 @@ class H2Exchange:
 
     def _completed(self) -> None:
         self.finished = True
+        self._cancel_timers()
         now = time.monotonic()
         latency = (now - self.start) * 1000.0
         ep = self.endpoint
@@ -659,6 +712,7 @@ class H2Exchange:
 
     def _fail_record(self, cause: str, status: int | None = None) -> None:
         self.finished = True
+        self._cancel_timers()
         now = time.monotonic()
         latency = (now - self.start) * 1000.0
         self.server.stats.record_failure(cause, latency, status)
@@ -670,7 +724,14 @@ class H2Exchange:
         if pol is not None and (pol.active or self.retries):
             pol.completed(self.retries)
 
+    def _cancel_timers(self) -> None:
+        for timer in (self.total_timer, self.attempt_timer):
+            if timer is not None:
+                timer.cancel()
+        self.total_timer = self.attempt_timer = None
+
     def _close_halves(self) -> None:
+        self._cancel_timers()
         task = self.task
         if task is not None and not task.done() and task is not asyncio.current_task():
             task.cancel()

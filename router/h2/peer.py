@@ -231,6 +231,8 @@ class H2Peer(asyncio.Protocol):
                 h2.settings.SettingCodes.ENABLE_PUSH: 0,
             })
         self.conn.max_inbound_frame_size = limits.max_frame
+        # enforced from the first frame, not only once the peer acknowledged our SETTINGS
+        self.conn.decoder.max_header_list_size = limits.max_header_list
         self.transport: asyncio.Transport | None = None
         self.halves: dict[int, Half] = {}
         self.closed = False

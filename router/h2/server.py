@@ -96,8 +96,8 @@ class H2Server:
 
     def _upstream_stalled(self, half: Half, stalled_s: float) -> None:
         self.abuse["stalled_streams"].value += 1
+        half.reset(h2.errors.ErrorCodes.CANCEL)  # RST_STREAM first: on_reset closes it
         half.owner.on_reset(half, h2.errors.ErrorCodes.CANCEL)
-        half.reset(h2.errors.ErrorCodes.CANCEL)
 
     @property
     def busy(self) -> int:
@@ -255,8 +255,8 @@ class H2ServerConnection(H2Peer):
         _limited.info((self.label, "stalled"), "%s: %s:%s: stream %d made no progress for "
                       "%.0f s (zero window): reset", self.label, *self.peer_addr, half.sid,
                       stalled_s)
+        half.reset(h2.errors.ErrorCodes.CANCEL)  # RST_STREAM first: on_reset closes it
         half.owner.on_reset(half, h2.errors.ErrorCodes.CANCEL)
-        half.reset(h2.errors.ErrorCodes.CANCEL)
 
     def on_abuse(self, why: str) -> None:
         key = ("rapid_reset" if "reset" in why else "ping_flood" if "PING" in why
