@@ -261,7 +261,7 @@ def test_grpc_status_in_trailers_counts_as_failure(stubs, backend, l5d_process,
     m = _metrics(proc.admin_port)
     svc = "rt/grpc/service/svc/helloworld.Greeter"
     assert (m[f"{svc}/requests"], m[f"{svc}/success"], m[f"{svc}/failures"]) == (4, 1, 3)
-    assert m[f"rt/grpc/client/#/io.l5d.fs/greeter/failures"] == 3
+    assert m["rt/grpc/client/#/io.l5d.fs/greeter/failures"] == 3
     assert m.get(f"{svc}/retries/total", 0) == 0
 
 
@@ -286,7 +286,7 @@ def test_grpc_default_classifier_retries_unavailable(stubs, backend, l5d_process
     svc = "rt/grpc/service/svc/helloworld.Greeter"
     assert m[f"{svc}/success"] == 20 and m[f"{svc}/failures"] == 0
     assert m[f"{svc}/retries/total"] >= 1
-    assert m[f"rt/grpc/client/#/io.l5d.fs/greeter/failures"] == m[f"{svc}/retries/total"]
+    assert m["rt/grpc/client/#/io.l5d.fs/greeter/failures"] == m[f"{svc}/retries/total"]
 
 
 def test_total_timeout_ends_a_slow_call_with_deadline_exceeded(stubs, backend, l5d_process,
