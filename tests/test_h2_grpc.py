@@ -318,3 +318,17 @@ def test_total_timeout_ends_a_slow_call_with_deadline_exceeded(stubs, backend, l
         assert got == ["v1: hi a"]
         assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert "exceeded 1500.milliseconds" in err.value.details()
+
+
+def test_h2_router_under_workers(stubs, backend, l5d_process) -> None:
+    """`workers: 2`: each worker process serves the h2 router on the shared port."""
+    pb2, pb2_grpc, _ = stubs
+    port, _ = backend("v1")
+    rport, admin = free_port(), free_port()
+    l5d_process("workers: 2\n" + h2_config(grpc_router(
+        "grpc", rport, f"/svc => /$/inet/127.0.0.1/{port};"), admin), log_level="info")
+    for i in range(6):  # new channels: new connections, spread by the kernel
+        with grpc.insecure_channel(f"127.0.0.1:{rport}") as ch:
+            stub = pb2_grpc.GreeterStub(ch)
+            assert stub.SayHello(pb2.HelloRequest(name=str(i)), timeout=TIMEOUT).message == \
+                f"v1: hello {i}"

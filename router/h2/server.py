@@ -70,8 +70,9 @@ class H2Server:
         factory: Any = lambda: H2ServerConnection(self)  # noqa: E731
         if self.tls is not None:
             factory = self.tls.protocol_factory(factory)
-        self.aserver = await loop.create_server(factory, self.ip, self.port,
-                                                reuse_address=True, backlog=1024)
+        self.aserver = await loop.create_server(
+            factory, self.ip, self.port, reuse_address=True, backlog=1024,
+            reuse_port=getattr(self.runtime.router, "reuse_port", False) or None)
         if self.port == 0:
             self.port = self.aserver.sockets[0].getsockname()[1]
         self.stats = ServerStats(self.runtime.router.metrics, self.ip, self.port)

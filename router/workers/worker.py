@@ -56,7 +56,12 @@ class Worker:
 
         try:
             for r in self.routers:
-                r.handle = await start_http_router(r)
+                if r.config.protocol == "h2":
+                    from router.h2 import start_h2_router
+
+                    r.handle = await start_h2_router(r)
+                else:
+                    r.handle = await start_http_router(r)
         except BaseException:
             await self._close_routers(0.0)
             raise
