@@ -332,3 +332,39 @@ def test_h2_router_under_workers(stubs, backend, l5d_process) -> None:
             stub = pb2_grpc.GreeterStub(ch)
             assert stub.SayHello(pb2.HelloRequest(name=str(i)), timeout=TIMEOUT).message == \
                 f"v1: hello {i}"
+
+
+def test_goaway_drains_streams_in_flight(stubs, backend, l5d_process) -> None:
+    """The incoming router is stopped (SIGTERM) mid-call: it sends GOAWAY, the outgoing
+    router's stream on that connection completes; then the listener is gone."""
+    import threading
+    import time
+
+    pb2, pb2_grpc, _ = stubs
+    port, _ = backend("v1")
+    out_port, in_port, admin1, admin2 = free_port(), free_port(), free_port(), free_port()
+    inc = l5d_process(h2_config(grpc_router("incoming", in_port,
+                                            f"/svc => /$/inet/127.0.0.1/{port};"), admin1),
+                      log_level="info")
+    l5d_process(h2_config(grpc_router("outgoing", out_port,
+                                      f"/svc => /$/inet/127.0.0.1/{in_port};"), admin2),
+                log_level="info")
+    started = threading.Event()
+
+    def slow() -> Iterator[Any]:
+        yield pb2.HelloRequest(name="a")
+        started.wait(10)
+        time.sleep(1.0)  # the incoming router is draining by now
+        yield pb2.HelloRequest(name="b")
+
+    with grpc.insecure_channel(f"127.0.0.1:{out_port}") as ch:
+        stub = pb2_grpc.GreeterStub(ch)
+        chat = stub.Chat(slow(), timeout=TIMEOUT)
+        assert next(chat).message == "v1: hi a"
+        inc.proc.send_signal(15)  # SIGTERM: graceful shutdown, GOAWAY to the outgoing router
+        started.set()
+        assert [r.message for r in chat] == ["v1: hi b"]
+        assert inc.proc.wait(20) == 0
+        with pytest.raises(grpc.RpcError) as err:  # nobody there any more
+            stub.SayHello(pb2.HelloRequest(name="c"), timeout=TIMEOUT)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -119,6 +119,8 @@ class H2Exchange:
         self.may_retry = False
         self.fwd: Headers = []
         self.suffix: Headers = []
+        self._tree: Any = None  # the bound tree, once known
+        self._bound: Any = None  # the leaf picked from it
         self._parse(headers)
 
     # --- request head ------------------------------------------------------------
@@ -168,21 +170,72 @@ class H2Exchange:
 
     # --- routing -----------------------------------------------------------------
     def begin(self) -> None:
+        """Route the stream: at once when the binding is cached, the address bound and the
+        endpoint's connection up (no task, no extra loop turn); else in a task."""
+        try:
+            if self._route_now():
+                return
+        except RouteError as e:
+            self.respond_error(e)
+            return
+        except Exception as e:  # a bug or an unexpected failure: fail this stream, log it
+            self._route_bug(e)
+            return
         self.task = asyncio.get_running_loop().create_task(self._route())
+
+    def _route_bug(self, e: Exception) -> None:
+        _limited.exception((self.server.label, "routing", type(e)), "%s: routing %s failed",
+                           self.server.label, self.head.describe()[:300])
+        self.respond_error(RouteError(502, str(e) or type(e).__name__, type(e).__name__))
 
     async def _route(self) -> None:
         try:
-            await self._route_inner()
+            await self._route_slow()
         except RouteError as e:
             self.respond_error(e)
         except asyncio.CancelledError:
             raise
-        except Exception as e:  # a bug or an unexpected failure: fail this stream, log it
-            _limited.exception((self.server.label, "routing", type(e)), "%s: routing %s "
-                               "failed", self.server.label, self.head.describe()[:300])
-            self.respond_error(RouteError(502, str(e) or type(e).__name__, type(e).__name__))
+        except Exception as e:
+            self._route_bug(e)
 
-    async def _route_inner(self) -> None:
+    def _route_now(self) -> bool:
+        """identify -> service policy -> cached binding -> leaf -> a live connection."""
+        self._prepare()
+        rt = self.server.runtime
+        self._tree = rt.cached_bind(self._full, self._name) if rt.cached_bind else None
+        if self._tree is None or not self._choose():
+            return False
+        ep = self.balancer.pick()
+        conn = rt.h2_endpoints.live(ep) if ep is not None and not ep.down else None
+        if conn is None or not conn.has_capacity():
+            return False
+        self.client.requeue.budget.deposit()
+        try:
+            self._attach(conn, ep)  # type: ignore[arg-type]
+        except StreamRefused:
+            return False
+        return True
+
+    async def _route_slow(self) -> None:
+        router = self.server.runtime.router
+        if self._tree is None:
+            try:
+                self._tree = await router.bind(self._full, self._name)
+            except RouteError:
+                raise
+            except Exception as e:
+                raise RouteError(502, str(e) or type(e).__name__, type(e).__name__) from e
+        if not self._choose():
+            rt = self.server.runtime
+            await _wait_addr(self._bound, rt.binding_timeout_s)
+            if not self._choose():
+                raise RouteError(502, f"Exceeded {rt.binding_timeout_s:g}.seconds binding "
+                                 f"timeout while connecting to {self.client.name} for name: "
+                                 f"{self.service}", "BindingTimeoutException")
+        await self._dispatch()
+
+    def _prepare(self) -> None:
+        """Call depth, local dtab, identification, the service's policy and timers."""
         srv = self.server
         rt = srv.runtime
         router = rt.router
@@ -199,10 +252,10 @@ class H2Exchange:
             reason = getattr(e, "reason", None) or str(e)
             raise RouteError(400, unknown_destination_message(self.head.describe(), reason),
                              "UnknownDestination") from e
-        name = ident.path
+        self._name = ident.path
         if ident.target is not None:
             self.pseudo[b":path"] = ident.target.encode("latin-1")
-        self.service, self.svc_stats, pol = rt.service_for(name)
+        self.service, self.svc_stats, pol = rt.service_for(ident.path)
         self.policy = pol
         self.may_retry = pol.active
         if pol.active:
@@ -211,48 +264,46 @@ class H2Exchange:
             self.total_timer = asyncio.get_running_loop().call_later(
                 pol.total_timeout_s, self._timed_out, pol.timeout_message,
                 "GlobalRequestTimeoutException")
-        base = router.base_dtab
-        full = base if local is None else base + local
-        tree = rt.cached_bind(full, name) if rt.cached_bind is not None else None
-        if tree is None:
-            try:
-                tree = await router.bind(full, name)
-            except RouteError:
-                raise
-            except Exception as e:
-                raise RouteError(502, str(e) or type(e).__name__, type(e).__name__) from e
-        bound, reason = pick_leaf(tree)
-        if bound is None:
-            raise RouteError(502, no_route_message(self.service, base, local or (), reason),
-                             "NoBrokersAvailableException")
-        client = rt.clients.get(bound)
-        self.client = client
-        self.balancer = client.balancer
-        self.client_stats = client.stats
-        self.client_svc_stats = client.stats.services.get(self.service)
-        addr = bound.addr.value
+        self._local = local
+        self._base = base = router.base_dtab
+        self._full = base if local is None else base + local
+
+    def _choose(self) -> bool:
+        """Leaf and client of the bound tree; False while its address is Pending."""
+        rt = self.server.runtime
+        if self.client is None:
+            bound, reason = pick_leaf(self._tree)
+            if bound is None:
+                raise RouteError(502, no_route_message(self.service, self._base,
+                                                       self._local or (), reason),
+                                 "NoBrokersAvailableException")
+            self._bound = bound
+            client = rt.clients.get(bound)
+            self.client = client
+            self.balancer = client.balancer
+            self.client_stats = client.stats
+            self.client_svc_stats = client.stats.services.get(self.service)
+            suffix: Headers = []
+            if self._local is not None:
+                suffix.append((b"l5d-ctx-dtab", self._local.show.encode("latin-1")))
+            suffix.append((b"l5d-dst-service", self.service.encode("latin-1")))
+            suffix.append((b"l5d-dst-client", client.name_bytes))
+            if len(bound.residual):
+                suffix.append((b"l5d-dst-residual", bound.residual.show.encode("latin-1")))
+            self.suffix = suffix
+        client = self.client
+        addr = self._bound.addr.value
         if isinstance(addr, AddrPending):
-            addr = await _wait_addr(bound, rt.binding_timeout_s)
-        if isinstance(addr, AddrPending):
-            raise RouteError(502, f"Exceeded {rt.binding_timeout_s:g}.seconds binding timeout "
-                             f"while connecting to {client.name} for name: {self.service}",
-                             "BindingTimeoutException")
+            return False
         if isinstance(addr, AddrFailed):
             raise RouteError(502, f"{client.name}: {addr.cause}", "AddrFailed")
         if not isinstance(addr, AddrBound) or not self.balancer.endpoints:
             why = addr.reason if isinstance(addr, AddrNeg) and addr.reason else (
                 f"{client.name} has no endpoints")
-            raise RouteError(502, no_route_message(self.service, base, local or (), why),
+            raise RouteError(502, no_route_message(self.service, self._base,
+                                                   self._local or (), why),
                              "NoBrokersAvailableException")
-        suffix: Headers = []
-        if local is not None:
-            suffix.append((b"l5d-ctx-dtab", local.show.encode("latin-1")))
-        suffix.append((b"l5d-dst-service", self.service.encode("latin-1")))
-        suffix.append((b"l5d-dst-client", client.name_bytes))
-        if len(bound.residual):
-            suffix.append((b"l5d-dst-residual", bound.residual.show.encode("latin-1")))
-        self.suffix = suffix
-        await self._dispatch()
+        return True
 
     async def _dispatch(self) -> None:
         """Pick an endpoint and open the backend stream; a refused connect or stream goes to
@@ -476,6 +527,8 @@ class H2Exchange:
 
     def on_end(self, half: Half) -> None:
         if half is self.down:
+            if self.req_ended:  # END_STREAM on the request HEADERS: known since they came
+                return
             self.req_ended = True
             up = self.up
             if up is not None:

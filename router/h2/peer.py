@@ -69,6 +69,21 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
+class _Connection(h2.connection.H2Connection):
+    """h2's connection, except that a graceful GOAWAY (NO_ERROR) leaves it open.
+
+    h2 closes its state machine on any GOAWAY, so the responses to streams the peer
+    accepted (at or below last_stream_id) would be refused as protocol errors. RFC 9113
+    §6.8 says those streams complete; `H2Peer.going_away` keeps new streams off."""
+
+    def _receive_goaway_frame(self, frame: Any) -> Any:
+        state = self.state_machine.state
+        out = super()._receive_goaway_frame(frame)
+        if frame.error_code == 0 and state is not h2.connection.ConnectionState.CLOSED:
+            self.state_machine.state = state
+        return out
+
+
 class Half:
     """One stream on one peer: what is queued to send on it, and who it forwards for.
 
@@ -144,7 +159,7 @@ class Half:
             # the peer reset or closed this stream meanwhile: nothing more goes out on it
             self.out.clear()
             self.out_bytes = 0
-            _limited.debug((peer.label, "send"), "%s: stream %d: %s", peer.label, self.sid, e)
+            _limited.info((peer.label, "send"), "%s: stream %d: %s", peer.label, self.sid, e)
         peer.flush()
         if sent and self.source is not None:
             self.source.consumed(sent)
@@ -219,9 +234,12 @@ class H2Peer(asyncio.Protocol):
                  ) -> None:
         self.label = label
         self.limits = limits
-        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(
+        self.conn = _Connection(h2.config.H2Configuration(
             client_side=client_side, header_encoding=None,
-            validate_inbound_headers=True, normalize_inbound_headers=True))
+            validate_inbound_headers=True, normalize_inbound_headers=True,
+            # what goes out was validated on the way in (or is the router's own); normalising
+            # stays: it keeps authorization/cookie values out of the shared HPACK table
+            validate_outbound_headers=False, normalize_outbound_headers=True))
         self.conn.local_settings = h2.settings.Settings(
             client=client_side,
             initial_values={
@@ -245,6 +263,8 @@ class H2Peer(asyncio.Protocol):
         self.last_stream_id = 0  # highest stream id handled (GOAWAY)
         self.going_away = False  # we or the peer sent GOAWAY: no new streams
         self.events = 0  # frames handled (progress for stall checks)
+        self._flush_pending = False
+        self._loop = asyncio.get_running_loop()
 
     # -- transport
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -262,11 +282,25 @@ class H2Peer(asyncio.Protocol):
         self.flush()
 
     def flush(self) -> None:
-        if self.closed or self.transport is None:
+        """Send what h2 queued, at the end of this loop turn: every frame the streams of
+        this connection produced meanwhile leaves in one write (one syscall)."""
+        if self._flush_pending or self.closed or self.transport is None:
+            return
+        self._flush_pending = True
+        self._loop.call_soon(self.flush_now)
+
+    def flush_now(self) -> None:
+        self._flush_pending = False
+        transport = self.transport
+        if self.closed or transport is None or transport.is_closing():
             return
         data = self.conn.data_to_send()
         if data:
-            self.transport.write(data)
+            self.wrote(len(data))
+            transport.write(data)
+
+    def wrote(self, n: int) -> None:
+        """Subclasses: count sent bytes."""
 
     def pause_writing(self) -> None:
         self.write_blocked = True
@@ -314,7 +348,7 @@ class H2Peer(asyncio.Protocol):
                                        additional_data=why.encode()[:64])
         except h2.exceptions.ProtocolError:
             pass
-        self.flush()
+        self.flush_now()
         if self.transport is not None:
             self.transport.close()
             loop = asyncio.get_running_loop()
@@ -333,7 +367,7 @@ class H2Peer(asyncio.Protocol):
             _limited.info((self.label, "protocol", type(e)), "%s: HTTP/2 protocol error from "
                           "%s:%s: %s", self.label, *self.peer_addr, str(e)[:200])
             self.on_abuse("protocol_error")
-            self.flush()  # the GOAWAY h2 queued
+            self.flush_now()  # the GOAWAY h2 queued
             if self.transport is not None:
                 self.transport.close()
             return

@@ -237,13 +237,8 @@ class H2ServerConnection(H2Peer):
                           half.sid, e)
         self.flush()
 
-    def flush(self) -> None:
-        if self.closed or self.transport is None:
-            return
-        data = self.conn.data_to_send()
-        if data:
-            self.server.stats.sent_bytes.value += len(data)
-            self.transport.write(data)
+    def wrote(self, n: int) -> None:
+        self.server.stats.sent_bytes.value += n
 
     def exchange_done(self, ex: H2Exchange) -> None:
         self.exchanges.discard(ex)
@@ -279,7 +274,7 @@ class H2ServerConnection(H2Peer):
         if self._sniff is not None:
             self.abort()
             return
-        self.flush()
+        self.flush_now()  # before the hand-made frame: frames stay in order
         frame = hyperframe.frame.GoAwayFrame(0)
         frame.last_stream_id = 2**31 - 1
         frame.error_code = 0
@@ -293,7 +288,7 @@ class H2ServerConnection(H2Peer):
             self.conn.close_connection(0, last_stream_id=self.last_stream_id)
         except h2.exceptions.ProtocolError:
             pass
-        self.flush()
+        self.flush_now()
         if self.transport is not None:
             self.transport.close()
 
