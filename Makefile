@@ -6,8 +6,8 @@ STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= configs/local.yaml
 
 # Debian packages the tests and the benchmark drive for real.
-APT_PACKAGES := nginx-light wrk chromium prometheus curl openssl
-APT_BINARIES := nginx wrk chromium prometheus promtool curl openssl
+APT_PACKAGES := nginx-light wrk chromium prometheus curl openssl nghttp2-client
+APT_BINARIES := nginx wrk chromium prometheus promtool curl openssl h2load
 
 .PHONY: run run-tls test bench bench-k8s soak lint system-deps venv clean proto
 
@@ -41,6 +41,7 @@ test: $(STAMP) system-deps
 
 bench: $(STAMP) system-deps
 	$(PY) bench/run.py $(if $(WORKERS),--workers $(WORKERS))
+	$(PY) bench/h2_bench.py
 
 # io.l5d.k8s at cluster scale (issue 15): a real router against the fake API server.
 bench-k8s: $(STAMP)
