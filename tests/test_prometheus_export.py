@@ -44,35 +44,40 @@ def test_labels_lifted_as_linkerd_does() -> None:
     assert s[("rt:client:failures", (("client", "#/io.l5d.fs/hello"), ("rt", "outgoing")))] == 2
     assert s[("rt:client:service:requests",
               (("client", "#/io.l5d.fs/hello"), ("rt", "outgoing"), ("service", "svc/hello")))] == 1
-    assert s[("rt:server:failures_by_exception",
+    # Linkerd's names: the exception is a label on `failures` itself.
+    assert s[("rt:server:failures",
               (("exception", "ConnectionFailed"), ("rt", "outgoing"),
                ("server", "127.0.0.1/4140")))] == 1
     assert s[("rt:server:status:2XX", (("rt", "outgoing"), ("server", "127.0.0.1/4140")))] == 8
 
 
-def test_each_family_means_one_thing_so_sum_counts_each_failure_once() -> None:
-    """Linkerd exported the total `rt:server:failures{rt,server}` and the per-exception
-    `rt:server:failures{rt,server,exception}` in one family (PrometheusTelemeterTest
-    "exception stats are labelled for server"), so `sum(rt:server:failures)` was twice the
-    failures. The breakdown is `..:failures_by_exception`; every name+label set is once."""
+def test_failures_family_is_a_partition_so_sum_counts_each_failure_once() -> None:
+    """Linkerd (PrometheusTelemeter.writeMetrics) wrote the total `rt:server:failures{rt,
+    server}` and, for each `failures/<exn>`, `rt:server:failures{rt,server,exception}`, so
+    `sum(rt:server:failures)` counted every failure with an exception twice. We keep those
+    names and labels; the unlabelled series is the failures without an exception, so
+    `sum()` is the total of metrics.json's `failures` and every name+label set is once."""
     m = _traffic()
     server = ServerStats(m.scope("rt", "outgoing"), "127.0.0.1", 4140)
     server.record_failure("Timeout", 1.0, 503)
+    server.record_failure("Timeout", 1.0, 503)
     text = prometheus.render(m).decode()
     seen: set[tuple[str, tuple]] = set()
-    by_name: dict[str, float] = {}
+    series: dict[tuple[str, str | None], float] = {}
     for fam in text_string_to_metric_families(text):
         for smp in fam.samples:
             key = (smp.name, tuple(sorted(smp.labels.items())))
             assert key not in seen, key
             seen.add(key)
-            by_name[smp.name] = by_name.get(smp.name, 0) + smp.value
-        if fam.name in ("rt:server:failures", "rt:client:failures", "rt:service:failures"):
-            assert all("exception" not in smp.labels for smp in fam.samples), fam.samples
-    # sum() is the number of failures: 2 responses classified as failures (503) plus 2
-    # exceptions on the outgoing server; the exceptions are broken down in their own family
-    assert by_name["rt:server:failures"] == 4
-    assert by_name["rt:server:failures_by_exception"] == 2
+            if smp.labels.get("rt") == "outgoing" and "server" in smp.labels:
+                series[(smp.name, smp.labels.get("exception"))] = smp.value
+    # 2 responses classified as failures (503), 1 ConnectionFailed, 2 Timeouts.
+    assert m.scope("rt", "outgoing", "server", "127.0.0.1", "4140").counter("failures").value == 5
+    assert series[("rt:server:failures", None)] == 2
+    assert series[("rt:server:failures", "ConnectionFailed")] == 1
+    assert series[("rt:server:failures", "Timeout")] == 2
+    assert sum(v for (n, _), v in series.items() if n == "rt:server:failures") == 5
+    assert not any(n.endswith("failures_by_exception") for n, _ in series)
 
 
 def test_histograms_are_summaries_with_quantiles_avg_and_cumulative_count() -> None:

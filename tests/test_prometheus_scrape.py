@@ -28,9 +28,46 @@ scrape_configs:
 
 async def query(session: aiohttp.ClientSession, port: int, expr: str) -> list[dict]:
     async with session.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": expr}) as r:
+        if r.status == 503:  # listening but not ready yet (TSDB starting): nothing to see
+            return []
         body = await r.json()
     assert body["status"] == "success", body
     return body["data"]["result"]
+
+
+async def _check_failures_sum(s: aiohttp.ClientSession, port: int, l5d: L5d,  # noqa: F811
+                              deadline: float) -> None:
+    """Linkerd's names, `rt:server:failures{exception="..."}`, and `sum()` over the family
+    equal to the server's `failures` in metrics.json (Linkerd's export counted the
+    failures with an exception twice: once in the unlabelled total, once per exception)."""
+    server = f"127.0.0.1/{l5d.proxy}"
+    sel = f'rt="outgoing",server="{server}"'
+    while True:
+        exn = await query(s, port, f'rt:server:failures{{{sel},exception!=""}}')
+        plain = await query(s, port, f'rt:server:failures{{{sel},exception=""}}')
+        if exn and plain and float(plain[0]["value"][1]) > 0 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.3)
+    assert exn and plain, (exn, plain)
+    assert {r["metric"]["exception"] for r in exn} <= {"ConnectionFailedException",
+                                                       "ChannelClosedException"}
+    # Traffic goes on: the scraped sum lies between metrics.json read before and after.
+    for _ in range(50):
+        async with s.get(l5d.url + "/admin/metrics.json") as r:
+            before = (await r.json())[f"rt/outgoing/server/127.0.0.1/{l5d.proxy}/failures"]
+        await asyncio.sleep(1.5)  # one scrape interval plus margin
+        total = await query(s, port, f'sum(rt:server:failures{{{sel}}})')
+        async with s.get(l5d.url + "/admin/metrics.json") as r:
+            after = (await r.json())[f"rt/outgoing/server/127.0.0.1/{l5d.proxy}/failures"]
+        summed = float(total[0]["value"][1])
+        if before <= summed <= after:
+            break
+    assert before <= summed <= after, (before, summed, after)
+    # No series name of our own making.
+    names = await query(s, port, 'count by (__name__) ({__name__=~"rt:.*failures.*"})')
+    assert {r["metric"]["__name__"] for r in names} == {
+        "rt:server:failures", "rt:service:failures", "rt:client:failures",
+        "rt:client:service:failures"}
 
 
 async def test_prometheus_scrapes_linkerd_label_form(l5d: L5d, tmp_path: Path) -> None:  # noqa: F811
@@ -44,8 +81,10 @@ async def test_prometheus_scrapes_linkerd_label_form(l5d: L5d, tmp_path: Path) -
              f"--storage.tsdb.path={tmp_path / 'tsdb'}",
              f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
             stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+    # `dead` resolves to a port nothing listens on: each request fails with an exception.
+    (l5d.disco / "dead").write_text(f"127.0.0.1 {free_port()}\n")
     try:
-        async with traffic(l5d.proxy, ["world", "broken"], period=0.05), \
+        async with traffic(l5d.proxy, ["world", "broken", "dead"], period=0.05), \
                 aiohttp.ClientSession() as s:
             deadline = time.monotonic() + 30
             while not port_open(port):
@@ -87,6 +126,7 @@ async def test_prometheus_scrapes_linkerd_label_form(l5d: L5d, tmp_path: Path) -
             assert q and float(q[0]["value"][1]) >= 0
             count = await query(s, port, 'rt:server:request_latency_ms_count{rt="outgoing"}')
             assert count and float(count[0]["value"][1]) > 0
+            await _check_failures_sum(s, port, l5d, deadline)
             up = await query(s, port, 'up{job="l5d"}')
             assert up and up[0]["value"][1] == "1"
 

@@ -4,10 +4,13 @@ A prometheus-client Collector walks the registry on each scrape. Scope segments
 join with `:`, characters outside `[a-zA-Z0-9:]` become `_`, the telemeter's
 `prefix` goes in front, and the router, server, service and client scopes are
 lifted into labels: `rt:server:requests{rt="outgoing",server="127.0.0.1/4140"}`.
-`failures/<exn>` becomes `...:failures_by_exception{exception="a:b"}`: Linkerd
-put the breakdown in the same family as the total (`...:failures{exception=}` next
-to `...:failures`), so `sum(rt:server:failures)` counted every failure twice; here
-each family has one meaning and `sum()` of either is the number of failures.
+`failures/<exn>` becomes `...:failures{exception="a:b"}` and `exn/<exn>`
+`...:exceptions{exception=...}`, Linkerd's names. Linkerd also wrote the total as the
+unlabelled `...:failures` next to those, so `sum(rt:server:failures)` counted every
+failure that had an exception twice. Here the family is a partition: the unlabelled
+series is the failures that have no exception (a 5XX response, a classifier's verdict),
+each `exception` series the ones that have that one, so `sum()` over the family is
+the total (what metrics.json's `failures` says) and each failure is counted once.
 
 Counters and gauges are untyped, as Linkerd exported them (so the names stay
 exactly Linkerd's). A histogram is a summary: quantiles and `_avg` come from
@@ -67,7 +70,7 @@ def lift(key: Key) -> tuple[list[str], dict[str, str]]:
                 i += 1
             labels[label] = seg
         elif seg in ("failures", "exn") and 0 < len(segs) - 1 - i and "exception" not in labels:
-            prefix.append("failures_by_exception" if seg == "failures" else "exceptions")
+            prefix.append("failures" if seg == "failures" else "exceptions")
             labels["exception"] = ":".join(segs[i + 1 :])
             break
         else:
@@ -125,12 +128,22 @@ class RegistryCollector:
             seen.add(ident)
             fam.add_sample(name, labels, value)
 
-        for key, metric in self.metrics.items():
+        items = list(self.metrics.items())
+        # `failures` minus its per-exception children: what no `exception` series counts.
+        by_exception: dict[Key, int] = {}
+        for key, metric in items:
+            if len(key) > 1 and key[-2] == "failures" and isinstance(metric, Counter):
+                parent = key[:-1]
+                by_exception[parent] = by_exception.get(parent, 0) + metric.value
+        for key, metric in items:
             name, labels = self._name(key)
             if isinstance(metric, Counter):
                 fam = family(name, "unknown")
                 if fam is not None:
-                    sample(fam, name, labels, metric.value)
+                    value = metric.value
+                    if key in by_exception:
+                        value = max(0, value - by_exception[key])
+                    sample(fam, name, labels, value)
             elif isinstance(metric, Gauge):
                 value = gauge_value(key, metric)
                 fam = family(name, "unknown")
