@@ -31,6 +31,8 @@ def _lazy(module: str, attr: str = "build") -> Builder:
 NAMERS: dict[str, Builder] = {
     "io.l5d.fs": _lazy("namers.fs"),
     "io.l5d.k8s": _lazy("namers.k8s.namer"),
+    "io.l5d.k8s.ns": _lazy("namers.k8s.ns"),
+    "io.l5d.k8s.external": _lazy("namers.k8s.external"),
     "io.l5d.rewrite": _lazy("namers.rewrite"),
 }
 
@@ -46,8 +48,6 @@ LINKERD_NOT_SUPPORTED: dict[str, str] = {
     "io.l5d.dnssrv": "/$/inet/<host>/<port> in the dtab (A/AAAA records, no SRV)",
     "io.l5d.rancher": "io.l5d.fs",
     "io.l5d.k8s.istio": "io.l5d.k8s",
-    "io.l5d.k8s.ns": "io.l5d.k8s with the namespace in the path",
-    "io.l5d.k8s.external": "io.l5d.k8s",
 }
 
 

@@ -654,9 +654,13 @@ def service(
     ports: list[tuple[str, int, int | str]],
     *,
     namespace: str = "default",
+    load_balancer: list[dict[str, str]] | None = None,
+    labels: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A Service; `ports` are (name, port, targetPort)."""
-    return {
+    """A Service; `ports` are (name, port, targetPort). `load_balancer` (a list of
+    `{"ip": ...}` / `{"hostname": ...}`) makes it `type: LoadBalancer` with that
+    `status.loadBalancer.ingress` (an empty list: provisioning, no ingress yet)."""
+    obj: dict[str, Any] = {
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "ports": [
@@ -664,6 +668,12 @@ def service(
             ]
         },
     }
+    if labels:
+        obj["metadata"]["labels"] = labels
+    if load_balancer is not None:
+        obj["spec"]["type"] = "LoadBalancer"
+        obj["status"] = {"loadBalancer": {"ingress": load_balancer} if load_balancer else {}}
+    return obj
 
 
 @pytest.fixture
