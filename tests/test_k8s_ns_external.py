@@ -31,7 +31,7 @@ from tests.util import async_wait_until
 @pytest.fixture
 async def ns_namer(fake_k8s: FakeApiServer, hub: WatchHub) -> AsyncIterator[K8sNsNamer]:  # noqa: F811
     n = K8sNsNamer(ApiTarget("127.0.0.1", fake_k8s.port), hub=hub, idle_ttl=0.2,
-                   namespace="prod")
+                   namespace="prod", endpoint_source="endpoints")
     try:
         yield n
     finally:
@@ -96,7 +96,7 @@ async def test_ns_label_selector_adds_a_segment(
     fake_k8s: FakeApiServer, hub: WatchHub  # noqa: F811
 ) -> None:
     n = K8sNsNamer(ApiTarget("127.0.0.1", fake_k8s.port), hub=hub, namespace="prod",
-                   label_selector="version")
+                   label_selector="version", endpoint_source="endpoints")
     try:
         fake_k8s.upsert("endpoints", endpoints("hello", [("10.0.1.5", "a")], {"http": 80},
                                                namespace="prod", labels={"version": "v2"}))
