@@ -760,6 +760,7 @@ IDENTIFIER_KINDS = (
     "io.l5d.path",
     "io.l5d.header",
     "io.l5d.static",
+    "io.l5d.ingress",  # router/ingress.py
 )
 # Linkerd's h2 identifiers (router/h2/identifiers.py builds them)
 H2_IDENTIFIER_KINDS = ("io.l5d.header.token", "io.l5d.header.path")

@@ -165,10 +165,11 @@ def static(prefix: Path, path: Path) -> Identifier:
 def composite(identifiers: Sequence[Identifier]) -> Identifier:
     if len(identifiers) == 1:
         return identifiers[0]
+    parts = tuple(identifiers)
 
     def identify(head: RequestHead) -> Identified:
         reasons = []
-        for ident in identifiers:
+        for ident in parts:
             try:
                 return ident(head)
             except IdentificationFailure:
@@ -177,15 +178,20 @@ def composite(identifiers: Sequence[Identifier]) -> Identifier:
                 reasons.append(e.reason)
         raise IdentificationError("; ".join(reasons))
 
+    identify.parts = parts  # type: ignore[attr-defined]
     return identify
+
+
+def with_lifecycle(identify: Identifier) -> list[Any]:
+    """The identifiers (inside a composite) that have background work: `start`/`close`."""
+    parts = getattr(identify, "parts", (identify,))
+    return [p for p in parts if hasattr(p, "start") and hasattr(p, "close")]
 
 
 # -- building from config -------------------------------------------------------------
 
 # Linkerd 1 identifier kinds l5d-py does not implement -> the nearest it does.
 LINKERD_NOT_SUPPORTED: dict[str, str] = {
-    "io.l5d.ingress": "io.l5d.header.token with a dtab per host (Ingress resources are "
-                      "not watched)",
     "io.l5d.k8s.istio": "io.l5d.header.token",
     "io.l5d.k8s.istio-ingress": "io.l5d.header.token",
     "io.l5d.header.path": "io.l5d.path (io.l5d.header.path is Linkerd's h2 identifier)",
@@ -240,6 +246,10 @@ def build_identifier(kind: str, params: Mapping[str, Any], prefix: Path) -> Iden
         except (DtabParseError, ValueError) as e:
             raise ParamError("path", f"invalid path {text!r}: {e}") from None
         return static(prefix, path)
+    if kind == "io.l5d.ingress":
+        from router.ingress import build as build_ingress
+
+        return build_ingress(params, prefix)
     raise ParamError("kind", f"unknown identifier kind {kind!r}")
 
 

@@ -36,7 +36,7 @@ from router.config import (
     ServiceConfig,
     Where,
 )
-from router.identifiers import Identified, build_identifiers
+from router.identifiers import Identified, build_identifiers, with_lifecycle
 from router.interpreter import Interpreter, TransformedNamer
 from router.metrics import Metrics, Scope
 from router.request import RequestHead
@@ -223,6 +223,18 @@ class Router:
         """The data path's client cache (for /client_state.json), once started."""
         return getattr(self.handle, "clients", None)
 
+    async def start_identifiers(self) -> None:
+        """Identifiers with a watch (io.l5d.ingress) start before the servers listen."""
+        for ident in with_lifecycle(self.identify):
+            await ident.start()
+
+    async def close_identifiers(self) -> None:
+        for ident in with_lifecycle(self.identify):
+            try:
+                await ident.close()
+            except Exception:
+                log.exception("closing an identifier of router %s failed", self.label)
+
     def close(self) -> None:
         """Stop the binding cache, then the interpreter's transformers (their watches, timers)."""
         self.bindings.close()
@@ -296,6 +308,7 @@ class Linker:
                 if start is not None:
                     await start()
             for router in self.routers if serve else ():
+                await router.start_identifiers()
                 try:
                     if router.config.protocol == "h2":
                         from router.h2 import start_h2_router
@@ -351,6 +364,7 @@ class Linker:
             for r in self.routers:
                 r.handle = None
                 r.close()
+                await r.close_identifiers()
                 aclose = getattr(r.interpreter, "aclose", None)  # remote interpreters' streams
                 if aclose is not None:
                     try:

@@ -29,7 +29,10 @@ from tests.util import free_port
 KINDS = {"endpoints": "Endpoints", "services": "Service", "pods": "Pod"}
 # kind -> (apiVersion, Kind) of resources served under /apis/<group>/<version> (see the
 # EndpointSlice section below).
-GROUP_KINDS = {"endpointslices": ("discovery.k8s.io/v1", "EndpointSlice")}
+GROUP_KINDS = {"endpointslices": ("discovery.k8s.io/v1", "EndpointSlice"),
+               "ingresses": ("networking.k8s.io/v1", "Ingress")}
+# Group/versions Ingresses can be served under (FakeApiServer.ingress_versions picks).
+INGRESS_VERSIONS = ("networking.k8s.io/v1", "networking.k8s.io/v1beta1", "extensions/v1beta1")
 # (group, version, plural) -> kind of the custom resources served (namerd's dtabs).
 CUSTOM_RESOURCES = {("l5d.io", "v1alpha1", "dtabs"): "DTab"}
 
@@ -121,6 +124,7 @@ class FakeApiServer:
     async def start(self) -> None:
         app = web.Application(middlewares=[self._count_connections])
         self._init_scale_features(app)
+        self._init_ingresses(app)
         app.router.add_get("/api/v1/namespaces/{ns}/{kind}", self._collection)
         app.router.add_get("/api/v1/namespaces/{ns}/{kind}/{name}", self._get)
         app.router.add_get("/api/v1/watch/namespaces/{ns}/{kind}/{name}", self._legacy_watch)
@@ -477,6 +481,25 @@ class FakeApiServer:
         app.router.add_get("/apis/discovery.k8s.io/v1/endpointslices", self._slice_collection)
         app.router.add_get("/api/v1/{kind}", self._cluster_collection)
 
+    def _init_ingresses(self, app: web.Application) -> None:
+        """Ingresses, cluster-wide and per namespace, under each of INGRESS_VERSIONS that
+        `ingress_versions` holds (others 404, as an API server without that group)."""
+        self.ingress_versions: set[str] = {"networking.k8s.io/v1"}
+        self.ingress_requests: list[tuple[str, str | None, bool]] = []  # (version, ns, watch)
+        for version in INGRESS_VERSIONS:
+            for path in (f"/apis/{version}/ingresses",
+                         f"/apis/{version}/namespaces/{{ns}}/ingresses"):
+                app.router.add_get(path, self._ingress_collection)
+
+    async def _ingress_collection(self, request: web.Request) -> web.StreamResponse:
+        version = request.path.split("/")[2] + "/" + request.path.split("/")[3]
+        ns = request.match_info.get("ns")
+        self.ingress_requests.append((version, ns, request.query.get("watch") == "true"))
+        if version not in self.ingress_versions:
+            return web.json_response(_status(404, "NotFound", "the server could not find "
+                                             "the requested resource"), status=404)
+        return await self._any_collection(request, "ingresses", ns)
+
     def live_slice_watches(self, service: str | None = None,
                            namespace: str | None = None) -> int:
         """Open EndpointSlice watches: of one service's slices, or (None) of whole scopes."""
@@ -684,6 +707,46 @@ async def fake_k8s() -> AsyncIterator[FakeApiServer]:
         yield server
     finally:
         await server.close()
+
+
+def ingress(
+    name: str,
+    rules: list[tuple[str | None, str | None, str, str | int]] = (),  # type: ignore[assignment]
+    *,
+    default: tuple[str, str | int] | None = None,
+    namespace: str = "default",
+    ingress_class: str | None = None,
+    v1beta1: bool = False,
+    path_type: str | None = None,
+) -> dict[str, Any]:
+    """An Ingress; `rules` are (host, path, serviceName, servicePort). networking.k8s.io/v1
+    backends (`service.name`, `service.port.number|name`) unless `v1beta1` (Linkerd's
+    extensions/v1beta1 `serviceName`/`servicePort`, `spec.backend`)."""
+    def backend(svc: str, port: str | int) -> dict[str, Any]:
+        if v1beta1:
+            return {"serviceName": svc, "servicePort": port}
+        key = "number" if isinstance(port, int) else "name"
+        return {"service": {"name": svc, "port": {key: port}}}
+
+    by_host: dict[str | None, list[dict[str, Any]]] = {}
+    for host, path, svc, port in rules:
+        p: dict[str, Any] = {"backend": backend(svc, port)}
+        if path is not None:
+            p["path"] = path
+        if path_type is not None:
+            p["pathType"] = path_type
+        by_host.setdefault(host, []).append(p)
+    spec: dict[str, Any] = {"rules": [
+        ({"host": h} if h else {}) | {"http": {"paths": paths}} for h, paths in by_host.items()]}
+    if default is not None:
+        spec["backend" if v1beta1 else "defaultBackend"] = backend(*default)
+    meta: dict[str, Any] = {"name": name, "namespace": namespace}
+    if ingress_class is not None:
+        meta["annotations"] = {"kubernetes.io/ingress.class": ingress_class}
+    obj = {"metadata": meta, "spec": spec}
+    if v1beta1:
+        obj["apiVersion"] = "extensions/v1beta1"
+    return obj
 
 
 def endpoint_slice(

@@ -198,7 +198,7 @@ def test_experimental_is_accepted_where_linkerd_accepts_it() -> None:
     ("namer", "io.l5d.serversets", "io.l5d.fs"),
     ("namer", "io.l5d.curator", "io.l5d.fs"),
     ("namer", "io.l5d.dnssrv", "/$/inet"),
-    ("identifier", "io.l5d.ingress", "io.l5d.header.token"),
+    ("identifier", "io.l5d.k8s.istio", "io.l5d.header.token"),
     ("protocol", "mux", None),
     ("protocol", "thrift", None),
 ])
