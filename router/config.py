@@ -763,7 +763,7 @@ IDENTIFIER_KINDS = (
     "io.l5d.ingress",  # router/ingress.py
 )
 # Linkerd's h2 identifiers (router/h2/identifiers.py builds them)
-H2_IDENTIFIER_KINDS = ("io.l5d.header.token", "io.l5d.header.path")
+H2_IDENTIFIER_KINDS = ("io.l5d.header.token", "io.l5d.header.path", "io.l5d.ingress")
 INTERPRETER_KINDS = ("default", "io.l5d.namerd.http", "io.l5d.mesh")
 LOAD_BALANCER_KINDS = ("p2c", "roundRobin", "ewma", "aperture", "heap")
 # Classifier and failure-accrual kinds own their params (router/policy/*): `build` validates.

@@ -98,3 +98,44 @@ async def test_ingress_controller_example_routes_by_the_examples_ingress(
     finally:
         for runner in runners:
             await runner.cleanup()
+
+
+async def test_h2_router_identifies_by_ingress(l5d_process, fake_k8s: FakeApiServer  # noqa: F811
+                                               ) -> None:
+    """Linkerd's h2 IngressIdentifier: the same rules on `:authority` and `:path` (the
+    servicemesh example's h2 ingress router), curl speaking HTTP/2 with prior knowledge."""
+    from tests.h2_echo import H2Echo
+
+    fake_k8s.upsert("ingresses", ingress("grpc", [("api.example.com", "/helloworld\\..*",
+                                                   "greeter", 8080)], namespace="prod"))
+    admin, h2port = free_port(), free_port()
+    with H2Echo() as echo:
+        config = f"""
+admin: {{ip: 127.0.0.1, port: {admin}}}
+routers:
+- protocol: h2
+  experimental: true
+  label: h2-ingress
+  identifier:
+    kind: io.l5d.ingress
+    host: 127.0.0.1
+    port: {fake_k8s.port}
+  dtab: /svc/prod/8080/greeter => /$/inet/127.0.0.1/{echo.port};
+  servers:
+  - ip: 127.0.0.1
+    port: {h2port}
+"""
+        await asyncio.to_thread(l5d_process, config)
+
+        def curl(authority: str, path: str) -> str:
+            import subprocess
+
+            return subprocess.run(
+                ["curl", "-sS", "--max-time", "20", "--http2-prior-knowledge", "-o", "/dev/null",
+                 "-w", "%{http_code}", "-H", f"Host: {authority}",
+                 f"http://127.0.0.1:{h2port}{path}"],
+                capture_output=True, text=True, timeout=30).stdout
+
+        assert await asyncio.to_thread(curl, "api.example.com:443",
+                                       "/helloworld.Greeter/SayHello") == "200"
+        assert await asyncio.to_thread(curl, "api.example.com", "/other") == "400"

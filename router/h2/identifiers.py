@@ -60,8 +60,12 @@ def build_h2_identifier(kind: str, params: Mapping[str, Any], prefix: Path) -> I
                                      or segments < 1):
             raise ParamError("segments", f"expected a positive integer, got {segments!r}")
         return header_path(prefix, _str(params, "header", ":path"), segments)
+    if kind == "io.l5d.ingress":  # Linkerd's h2 IngressIdentifier: :authority and :path
+        from router.ingress import build as build_ingress
+
+        return build_ingress(params, prefix)
     raise ParamError("kind", f"identifier {kind!r} is not an h2 identifier "
-                     "(io.l5d.header.token, io.l5d.header.path)")
+                     "(io.l5d.header.token, io.l5d.header.path, io.l5d.ingress)")
 
 
 def build_h2_identifiers(cfgs: Sequence[Any], prefix: Path) -> Identifier:
