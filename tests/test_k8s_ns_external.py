@@ -213,3 +213,33 @@ async def test_external_label_selector_and_experimental_gate(
         assert isinstance(v2, NegTree)  # the Service does not carry version=v2
     finally:
         await n.close()
+
+
+async def test_delegator_and_router_binding_agree(
+    fake_k8s: FakeApiServer, ns_namer: K8sNsNamer, ext: K8sExternalNamer  # noqa: F811
+) -> None:
+    """/delegator.json (Interpreter.delegate) and the router's bind give the same ids and
+    the same Neg reasons through both namers."""
+    import json
+
+    from dtab.dtab import Dtab
+    from dtab.observable import Ok
+    from router.interpreter import Interpreter
+
+    fake_k8s.upsert("endpoints", endpoints("hello", [("10.0.1.5", "a")], {"http": 80},
+                                           namespace="prod"))
+    fake_k8s.upsert("services", service("web", [("http", 80, 8080)], namespace="prod",
+                                        load_balancer=[{"ip": "10.4.4.4"}]))
+    interp = Interpreter([(Path.read("/io.l5d.k8s.ns"), ns_namer),
+                          (Path.read("/io.l5d.k8s.external"), ext)])
+    dtab = Dtab.read("/svc => /#/io.l5d.k8s.ns/http | /#/io.l5d.k8s.external/prod/http")
+    for name, want in (("/svc/hello", "/#/io.l5d.k8s.ns/http/hello"),
+                       ("/svc/web", "/#/io.l5d.k8s.external/prod/http/web")):
+        await async_wait_until(lambda n=name: isinstance(interp.bind(dtab, Path.read(n)).state,
+                                                         Ok), 5, f"{name} to bind")
+        bound = interp.bind(dtab, Path.read(name)).state.value
+        assert bound.value.id == Path.read(want)  # an Alt: the first non-Neg branch
+        delegated = json.dumps(await interp.delegate(dtab, Path.read(name)))
+        assert f'"id": "{want}"' in delegated, delegated
+    missing = json.dumps(await interp.delegate(dtab, Path.read("/svc/nothing")))
+    assert "k8s service prod/nothing not found" in missing, missing
