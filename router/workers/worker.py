@@ -56,6 +56,7 @@ class Worker:
 
         try:
             for r in self.routers:
+                await r.start_identifiers()  # io.l5d.ingress: its watch, in each worker
                 if r.config.protocol == "h2":
                     from router.h2 import start_h2_router
 
@@ -111,6 +112,7 @@ class Worker:
         for r in self.routers:
             r.handle = None
             r.close()
+            await r.close_identifiers()
         self.hub.close()
 
 
