@@ -603,6 +603,9 @@ class ServiceConfig:
     retries: RetriesConfig = RetriesConfig()
     response_classifier: str = "io.l5d.http.nonRetryable5XX"
     retries_set: bool = False  # a `retries` block was written (retries are then budgeted)
+    # h2 only: Linkerd's retryBufferSize {requestBytes, responseBytes} (None: 16383 each)
+    retry_buffer_request_bytes: int | None = None
+    retry_buffer_response_bytes: int | None = None
 
 
 class PrefixPattern:
@@ -1026,11 +1029,22 @@ def _service_params(obj: _Obj, protocol: str = "http") -> ServiceConfig:
         # a classifier with params (gRPC status codes) is kept built; the others by name
         classifier = built if params else built.kind
         c.finish()
+    request_bytes = response_bytes = None
+    if protocol == "h2":  # Linkerd's H2SvcConfig keys
+        rb = obj.child("retryBufferSize")
+        if rb is not None:
+            request_bytes = rb.int("requestBytes", None, lo=0)
+            response_bytes = rb.int("responseBytes", None, lo=0)
+            rb.finish()
+        obj.int("classificationTimeoutMs", None, lo=1)
+        obj.warn_unacted("classificationTimeoutMs")
     cfg = ServiceConfig(
         total_timeout_ms=obj.int("totalTimeoutMs", None, lo=1),
         retries=retries,
         response_classifier=classifier,
         retries_set=retries_set,
+        retry_buffer_request_bytes=request_bytes,
+        retry_buffer_response_bytes=response_bytes,
     )
     obj.finish()
     return cfg

@@ -148,3 +148,27 @@ def test_k8s_h2_manifest_ships_configs_h2_mesh() -> None:
              for p in ds["spec"]["template"]["spec"]["containers"][0]["ports"]}
     assert ports["grpc-outgoing"] == 4340 and ports["grpc-incoming"] == 4341
     assert [r["servers"][0]["port"] for r in mesh["routers"]] == [4340, 4341]
+
+
+def test_h2_service_retry_buffer_and_classification_timeout(caplog) -> None:
+    c = _parse("""
+    routers:
+    - protocol: h2
+      service:
+        retryBufferSize: {requestBytes: 100, responseBytes: 2000}
+        classificationTimeoutMs: 100
+      servers: [{}]
+    """)
+    svc = c.routers[0].service.default
+    assert (svc.retry_buffer_request_bytes, svc.retry_buffer_response_bytes) == (100, 2000)
+    assert any("classificationTimeoutMs" in r.getMessage() and "l5d.yaml:6" in r.getMessage()
+               for r in caplog.records)
+    with pytest.raises(ConfigError) as e:  # an h2 key on an http router
+        _parse("""
+        routers:
+        - protocol: http
+          service:
+            retryBufferSize: {requestBytes: 100}
+          servers: [{}]
+        """)
+    assert "retryBufferSize" in str(e.value)

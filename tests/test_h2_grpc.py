@@ -368,3 +368,26 @@ def test_goaway_drains_streams_in_flight(stubs, backend, l5d_process) -> None:
         with pytest.raises(grpc.RpcError) as err:  # nobody there any more
             stub.SayHello(pb2.HelloRequest(name="c"), timeout=TIMEOUT)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_request_outgrowing_the_retry_buffer_is_not_retried(stubs, backend, l5d_process,
+                                                            tmp_path) -> None:
+    """retryBufferSize.requestBytes: 4: every request body is longer, so nothing is
+    replayed: UNAVAILABLE reaches the caller and is counted as too long to retry."""
+    pb2, pb2_grpc, _ = stubs
+    bad, _ = backend("bad", "--fail-code", "14")
+    rport, admin = free_port(), free_port()
+    retries = ("    retries: {budget: {minRetriesPerSec: 1000, percentCanRetry: 1.0}}\n"
+               "    retryBufferSize: {requestBytes: 4}")
+    proc = l5d_process(_classified_router(tmp_path, rport, admin, [bad],
+                                          "io.l5d.h2.grpc.default", retries),
+                       log_level="info")
+    with grpc.insecure_channel(f"127.0.0.1:{rport}") as ch:
+        stub = pb2_grpc.GreeterStub(ch)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.SayHello(pb2.HelloRequest(name="a longer name"), timeout=TIMEOUT)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    m = _metrics(proc.admin_port)
+    svc = "rt/grpc/service/svc/helloworld.Greeter"
+    assert m.get(f"{svc}/retries/total", 0) == 0
+    assert m[f"{svc}/retries/request_stream_too_long"] == 1

@@ -57,6 +57,7 @@ class H2RouterHandle:
 
 async def start_h2_router(router: Any) -> H2RouterHandle:
     """Listen on each of `router.config.servers`; returns once all are bound."""
+    from router.http import start_servers
     from router.http.server import RouterRuntime
 
     runtime = RouterRuntime(router)
@@ -64,20 +65,10 @@ async def start_h2_router(router: Any) -> H2RouterHandle:
     if kb is None or int(kb) == 5:  # unset: Linkerd's h2 default, not HTTP/1's
         runtime.retry_buffer_bytes = H2_RETRY_BUFFER_BYTES
     runtime.clients.alpn = ("h2",)
+    runtime.h2_response_buffers = {}  # service -> retryBufferSize.responseBytes
     runtime.h2_endpoints = H2Endpoints(router.label, client_limits(router))
     servers = [H2Server(runtime, cfg) for cfg in router.config.servers]
-    started: list[H2Server] = []
-    try:
-        for s in servers:
-            await s.start()
-            started.append(s)
-    except BaseException:
-        for s in started:
-            s.stop_accepting()
-            s.close_all()
-        runtime.close()
-        raise
-    runtime.start_sweeping()
+    await start_servers(runtime, servers)
     return H2RouterHandle(runtime, servers)
 
 

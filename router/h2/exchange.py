@@ -94,6 +94,7 @@ class H2Exchange:
         self.replay: list[bytes] | None = []  # for a retry; None once it outgrew the buffer
         self.replay_bytes = 0
         self.replay_limit = sconn.server.runtime.retry_buffer_bytes
+        self.resp_limit = RESPONSE_BUFFER_BYTES
         self.resp_status = 0
         self.resp_head: Headers | None = None  # held (may retry) or None once sent
         self.resp_held: list[bytes] = []
@@ -258,8 +259,10 @@ class H2Exchange:
         self.service, self.svc_stats, pol = rt.service_for(ident.path)
         self.policy = pol
         self.may_retry = pol.active
+        self.replay_limit = pol.buffer_limit  # retryBufferSize.requestBytes
         if pol.active:
             pol.begin()
+            self.resp_limit = self._response_buffer(rt, ident.path)
         if pol.total_timeout_s is not None:  # totalTimeoutMs: all attempts and the body
             self.total_timer = asyncio.get_running_loop().call_later(
                 pol.total_timeout_s, self._timed_out, pol.timeout_message,
@@ -267,6 +270,20 @@ class H2Exchange:
         self._local = local
         self._base = base = router.base_dtab
         self._full = base if local is None else base + local
+
+    def _response_buffer(self, rt: Any, name: Any) -> int:
+        """The service's retryBufferSize.responseBytes, remembered per service (bounded)."""
+        cache: dict[str, int] = rt.h2_response_buffers
+        n = cache.get(self.service)
+        if n is None:
+            service_config = getattr(rt.router, "service_config", None)
+            cfg = service_config(name) if service_config is not None else None
+            n = getattr(cfg, "retry_buffer_response_bytes", None)
+            n = RESPONSE_BUFFER_BYTES if n is None else n
+            if len(cache) >= 10_000:
+                cache.clear()
+            cache[self.service] = n
+        return n
 
     def _choose(self) -> bool:
         """Leaf and client of the bound tree; False while its address is Pending."""
@@ -409,7 +426,7 @@ class H2Exchange:
             self.resp_held.append(data)
             self.resp_held_bytes += len(data)
             half.consumed(len(data))
-            if self.resp_held_bytes > RESPONSE_BUFFER_BYTES:
+            if self.resp_held_bytes > self.resp_limit:
                 self._release_head()
             return
         self.down.send_data(data)

@@ -51,7 +51,14 @@ async def start_http_router(router: Any) -> HttpRouterHandle:
     """Listen on each of `router.config.servers`; returns once all are bound."""
     runtime = RouterRuntime(router)
     servers = [HttpServer(runtime, cfg) for cfg in router.config.servers]
-    started: list[HttpServer] = []
+    await start_servers(runtime, servers)
+    return HttpRouterHandle(runtime, servers)
+
+
+async def start_servers(runtime: Any, servers: list[Any]) -> None:
+    """Bind every server (HTTP/1 or h2); if one cannot, stop the ones started and the
+    runtime before re-raising, so a failed start leaves nothing listening."""
+    started: list[Any] = []
     try:
         for s in servers:
             await s.start()
@@ -63,7 +70,6 @@ async def start_http_router(router: Any) -> HttpRouterHandle:
         runtime.close()
         raise
     runtime.start_sweeping()
-    return HttpRouterHandle(runtime, servers)
 
 
 __all__ = ["HttpRouterHandle", "start_http_router"]

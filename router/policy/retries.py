@@ -123,6 +123,9 @@ def compile_service(name: str, scope: Any, cfg: Any, buffer_limit: int) -> Servi
     classifier = kind if isinstance(kind, ResponseClassifier) else classifiers.build(
         getattr(kind, "kind", kind))
     retries = getattr(cfg, "retries", None) if getattr(cfg, "retries_set", True) else None
+    own = getattr(cfg, "retry_buffer_request_bytes", None)  # h2's retryBufferSize
+    if own is not None:
+        buffer_limit = own
     return ServicePolicy(name, scope, classifier=classifier,
                          total_timeout_ms=getattr(cfg, "total_timeout_ms", None),
                          retries=retries, buffer_limit=buffer_limit)
