@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 import aiohttp  # noqa: E402
 
 from tests.fake_apiserver import FakeApiServer, endpoint_slice  # noqa: E402
+from tests.util import stop_process  # noqa: E402
 
 SLICE = 100  # endpoints per slice: the EndpointSlice controller's default
 
@@ -159,13 +160,7 @@ class RouterProc:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, 15)
         self.log.close()
 
 

@@ -239,18 +239,7 @@ class FakeApiServer:
         return web.json_response(obj)
 
     async def _collection(self, request: web.Request) -> web.StreamResponse:
-        kind = self._kind(request)
-        ns = request.match_info["ns"]
-        q = request.query
-        fields = _parse_selector(q.get("fieldSelector"), "fieldSelector")
-        name = fields.pop("metadata.name", None)
-        if fields:
-            raise web.HTTPBadRequest(text=f"unsupported fieldSelector {fields}")
-        labels = _parse_selector(q.get("labelSelector"), "labelSelector")
-        if q.get("watch") in ("true", "1", "True"):
-            return await self._watch(request, kind, ns, name, labels, q.get("resourceVersion"))
-        self.list_requests.append((kind, ns, name))
-        return self._list_response(request, kind, ns, name, labels)
+        return await self._any_collection(request, self._kind(request), request.match_info["ns"])
 
     async def _legacy_watch(self, request: web.Request) -> web.StreamResponse:
         kind = self._kind(request)

@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from dtab.addr import AddrBound
 from dtab.nametree import Leaf, NegTree
 from dtab.observable import Ok
 from dtab.path import Path
@@ -32,6 +31,7 @@ from tests.fake_apiserver import (  # noqa: F401
     fake_k8s,
     service,
 )
+from tests.test_k8s_namer import hostports
 from tests.util import async_wait_until
 
 FAST = Backoff(base=0.02, max=0.2)
@@ -58,11 +58,6 @@ async def namer(fake_k8s: FakeApiServer, hub: WatchHub) -> AsyncIterator[K8sName
         yield n
     finally:
         await n.close()
-
-
-def hostports(addr: object) -> set[tuple[str, int]]:
-    assert isinstance(addr, AddrBound), addr
-    return {(a.host, a.port) for a in addr.addresses}
 
 
 async def bound(namer: K8sNamer, path: str):  # type: ignore[no-untyped-def]
