@@ -46,6 +46,9 @@ DEFAULT_PROXY_PORT = 8001
 OFFLOOP_DECODE_BYTES = 256 * 1024
 MAX_EVENT_BYTES = 64 * 1024 * 1024  # a watch line longer than this is an error, not a buffer
 LIST_PAGE = 500
+# Pages of big objects are smaller, so a list never holds much more than a few MB of
+# JSON and its decoded dicts at once (memory the allocator keeps after the list).
+PAGE_OF = {"endpointslices": 50, "endpoints": 50}
 
 # kind (what WatchKey and the namers say) -> (API group path, resource plural)
 RESOURCES: dict[str, tuple[str, str]] = {
@@ -274,9 +277,10 @@ class K8sApi:
 
     async def list_all(
         self, kind: str, namespace: str | None, *, field_selector: str | None = None,
-        label_selector: str | None = None, page: int = LIST_PAGE,
+        label_selector: str | None = None, page: int | None = None,
     ) -> AsyncIterator[ListPage]:
         """Every page of a list; the resourceVersion to watch from is the first page's."""
+        page = page or PAGE_OF.get(kind, LIST_PAGE)
         token: str | None = None
         while True:
             p = await self.list_page(kind, namespace, field_selector=field_selector,

@@ -33,7 +33,7 @@ class Client:
 
     __slots__ = ("id", "name", "name_bytes", "bound", "balancer", "stats", "last_used",
                  "requeues", "attempt_timeout_s", "session", "body_s", "tls", "requeue",
-                 "accrual")
+                 "accrual", "_on_connect")
 
     def __init__(self, bound: BoundName, balancer: Balancer, stats: ClientStats,
                  tls: Any = None) -> None:
@@ -61,15 +61,16 @@ class Client:
             lambda: sum(e.open_connections for e in balancer.endpoints), "connections"
         )
 
+    def _connected(self, ms: float) -> None:
+        self.stats.connect_latency.add(ms)
+        self.stats.connects.value += 1
+
     def _new_endpoint(self, ep: Endpoint) -> None:
-        hist = self.stats.connect_latency
-        connects = self.stats.connects
-
-        def on_connect(ms: float) -> None:
-            hist.add(ms)
-            connects.value += 1
-
-        ep.on_connect = on_connect
+        # One bound method per client, not a closure per endpoint (~290 bytes each: a
+        # 10,000-endpoint client paid 2.9 MB for them).
+        if getattr(self, "_on_connect", None) is None:
+            self._on_connect = self._connected
+        ep.on_connect = self._on_connect
         if self.accrual is not None:
             self.accrual.attach(ep)
         ep.idle_s, ep.life_s = self.session.idle_s, self.session.life_s
