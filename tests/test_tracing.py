@@ -10,6 +10,7 @@ import re
 import struct
 import textwrap
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -286,3 +287,44 @@ def test_a_full_disk_never_takes_the_router_down(l5d_process: Any, echo_backend:
 def _metrics(admin: int) -> dict[str, Any]:
     with urllib.request.urlopen(f"http://127.0.0.1:{admin}/admin/metrics.json", timeout=10) as r:
         return json.loads(r.read())
+
+
+def test_workers_trace_and_log_too(l5d_process: Any, echo_backend: Any, tmp_path: Path) -> None:
+    """With `workers: 2` the telemetry runs in each worker, where the requests are."""
+    echo = echo_backend("w")
+    collector = HttpCollector()
+    path = tmp_path / "w.log"
+    port, admin = free_port(), free_port()
+    try:
+        l5d_process(textwrap.dedent(f"""\
+            workers: 2
+            admin: {{ip: 127.0.0.1, port: {admin}}}
+            routers:
+            - protocol: http
+              label: edge
+              dtab: /svc => /$/inet/127.0.0.1/{echo.port};
+              httpAccessLog: {path}
+              servers: [{{port: {port}, ip: 127.0.0.1}}]
+            telemetry:
+            - kind: io.l5d.zipkin
+              transport: http
+              host: 127.0.0.1
+              port: {collector.port}
+              sampleRate: 1.0
+              flushIntervalMs: 50
+            - kind: io.l5d.recentRequests
+              sampleRate: 1.0
+            """), log_level="info")
+        for i in range(6):
+            assert curl(port, f"http://web/{i}")[0] == 200
+        wait_until(lambda: len(collector.snapshot()) >= 12, 15, "12 spans from the workers")
+        assert collector.invalid == []
+        wait_until(lambda: path.exists() and len(path.read_text().splitlines()) >= 6, 10,
+                   "six access log lines")
+        assert all(LINE.fullmatch(x) for x in path.read_text().splitlines())
+        # the supervisor's admin does not have the workers' recent requests: it says so
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(f"http://127.0.0.1:{admin}/requests.json", timeout=10)
+        assert e.value.code == 501 and b"workers" in e.value.read()
+    finally:
+        collector.close()

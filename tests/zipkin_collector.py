@@ -61,13 +61,35 @@ def span_problems(spans: Any) -> list[str]:
     return problems
 
 
-class HttpCollector:
-    def __init__(self, status: int = 202) -> None:
+class _Collector:
+    """What both collectors keep: valid spans, invalid ones with the reason, a server thread."""
+
+    server: Any
+
+    def __init__(self) -> None:
         self.spans: list[dict[str, Any]] = []
         self.invalid: list[tuple[str, Any]] = []
+        self.lock = threading.Lock()
+
+    def _serve(self, server: Any) -> None:
+        self.server = server
+        self.port = server.server_address[1]
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return list(self.spans)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class HttpCollector(_Collector):
+    def __init__(self, status: int = 202) -> None:
+        super().__init__()
         self.posts = 0
         self.status = status
-        self.lock = threading.Lock()
         collector = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -95,18 +117,9 @@ class HttpCollector:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def snapshot(self) -> list[dict[str, Any]]:
-        with self.lock:
-            return list(self.spans)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        self._serve(server)
 
 
 # --- Scribe ---------------------------------------------------------------------------
@@ -211,14 +224,12 @@ def v1_to_v2(s: dict[int, Any]) -> dict[str, Any]:
     return out
 
 
-class ScribeCollector:
+class ScribeCollector(_Collector):
     def __init__(self) -> None:
-        self.spans: list[dict[str, Any]] = []
-        self.invalid: list[tuple[str, Any]] = []
+        super().__init__()
         self.calls = 0
         self.categories: set[str] = set()
         self.try_later = False
-        self.lock = threading.Lock()
         collector = self
 
         class Handler(socketserver.BaseRequestHandler):
@@ -242,9 +253,7 @@ class ScribeCollector:
             daemon_threads = True
             allow_reuse_address = True
 
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self._serve(Server(("127.0.0.1", 0), Handler))
 
     def _take(self, frame: bytes) -> int:
         r = _Reader(frame)
@@ -267,11 +276,3 @@ class ScribeCollector:
             self.spans.extend(s for _, s in spans)
             self.invalid.extend((str(p), s) for p, s in bad)
         return seqid
-
-    def snapshot(self) -> list[dict[str, Any]]:
-        with self.lock:
-            return list(self.spans)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()

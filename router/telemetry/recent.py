@@ -48,9 +48,22 @@ class RecentRequests:
         return list(reversed(self.entries))
 
 
-def add_routes(app: Any, telemetry: Any) -> None:
-    """`/requests` and `/requests.json` on the admin (aiohttp), when the telemeter is set."""
+def add_routes(app: Any, telemetry: Any, workers: bool = False) -> None:
+    """`/requests` and `/requests.json` on the admin (aiohttp), when the telemeter is set.
+    Under `workers:` the requests are in the workers, not here: both answer 501 saying so
+    rather than an empty list."""
     from aiohttp import web
+
+    if workers:
+        text = ("io.l5d.recentRequests keeps the requests of the process that served them; "
+                "with workers: above 1 they are in the workers and not shown here\n")
+
+        async def unavailable(_: web.Request) -> web.Response:
+            return web.Response(status=501, text=text)
+
+        app.router.add_get("/requests", unavailable)
+        app.router.add_get("/requests.json", unavailable)
+        return
 
     async def page(_: web.Request) -> web.Response:
         return web.Response(text=PAGE.read_text(encoding="utf-8"), content_type="text/html")

@@ -45,6 +45,13 @@ class Worker:
                         for rcfg in config.routers]
         for r in self.routers:
             r.reuse_port = True
+        from router.telemetry import Telemetry
+
+        # tracing and access logs run in each worker (the requests are here); spans and
+        # lines go out from each one, recentRequests stays per worker
+        self.telemetry = Telemetry(config, self.metrics)
+        for r in self.routers:
+            r.telemetry = self.telemetry.for_router(r.config)
         self.admin = None  # the supervisor's (for router.tls.runtime.servers_state)
         self.done = asyncio.Event()
         self._draining = False
@@ -55,6 +62,7 @@ class Worker:
         from router.metrics import snapshot_interval, snapshot_loop
 
         try:
+            await self.telemetry.start()
             for r in self.routers:
                 await r.start_identifiers()  # io.l5d.ingress: its watch, in each worker
                 if r.config.protocol == "h2":
@@ -114,6 +122,7 @@ class Worker:
             r.close()
             await r.close_identifiers()
         self.hub.close()
+        await self.telemetry.aclose()
 
 
 async def run(fd: int) -> int:
