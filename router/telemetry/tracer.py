@@ -26,7 +26,7 @@ from __future__ import annotations
 import random
 import struct
 import time
-from base64 import b64encode
+from binascii import b2a_base64, hexlify
 from typing import Any
 
 from router.http.trace_headers import (
@@ -39,24 +39,28 @@ from router.http.trace_headers import (
 )
 from router.telemetry.span import Endpoint, Span
 
-_SALT = 0x5DEECE66D  # any constant: decisions are a function of the trace id
 _MASK = (1 << 64) - 1
 _getrandbits = random.getrandbits
 _PACK4 = struct.Struct(">QQQQ").pack
+
+
+_SPAN = 1 << 64  # trace ids are uniform over [1, 2**64)
 _CLIP = 1024  # client text kept per field (uri, user agent, referer)
 
 
 class Sampler:
-    """Finagle's Sampler: `(traceId ^ salt) mod 10000 < rate * 10000`."""
+    """A decision from the trace id alone (ids are uniform random 64-bit numbers), so
+    every hop and telemeter that decides for one trace decides alike, as Finagle's
+    Sampler does with its salted modulo; a bound is one comparison."""
 
-    __slots__ = ("rate", "_threshold")
+    __slots__ = ("rate", "_limit")
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
-        self._threshold = rate * 10000
+        self._limit = int(rate * _SPAN) if rate < 1.0 else _SPAN
 
     def __call__(self, trace_id: int) -> bool:
-        return (trace_id ^ _SALT) % 10000 < self._threshold
+        return trace_id < self._limit
 
 
 class RouterTelemetry:
@@ -70,8 +74,9 @@ class RouterTelemetry:
         self.tracelogs = tracelogs
         self.recents = recents
         self.access_log = access_log
-        # zipkin's sampleRate, as a threshold on (trace id ^ salt) mod 10000 (Sampler's)
-        self.threshold = zipkins[0].sample_rate * 10000 if zipkins else None
+        # zipkin's sampleRate as a bound on the trace id (ids are uniform random): the same
+        # decision on every hop that decides
+        self.limit = int(zipkins[0].sample_rate * _SPAN) if zipkins else None
         self.tracing = bool(zipkins or tracelogs)
         # something records every request, sampled or not (timestamps always taken)
         self.always = bool(tracelogs or recents or access_log is not None)
@@ -116,9 +121,51 @@ class RouterTelemetry:
             ctx = decode_l5d(ctx_raw)
         elif b3 is not None:
             ctx = decode_b3(b3)
-        sample = parse_sample(sample_raw) if sample_raw is not None else None
-        ex.trace = RequestTrace(self, ex, ctx, sample,
+        # ids and the sampling decision (Finagle: l5d-sample, else the caller's, else ours);
+        # one random draw makes the server and the client span ids
+        r = _getrandbits(128)
+        sid = (r >> 64) or 1
+        if ctx is not None and ctx.trace_id:  # continue the caller's trace
+            tid, sampled, debug = ctx.trace_id, ctx.sampled, ctx.debug
+        else:  # a root: Finagle's root span has trace id == span id
+            tid = sid
+            sampled = None if ctx is None else ctx.sampled  # a B3 decision without ids
+            debug = ctx is not None and ctx.debug
+        if sample_raw is not None and (sample := parse_sample(sample_raw)) is not None:
+            sampled = tid < sample * _SPAN
+        elif sampled is None and self.limit is not None:
+            sampled = tid < self.limit
+        if (sampled is not True and not self.always and not self.b3
+                and (ctx is None or ctx.trace_id_high is None)):
+            # Nothing will record this request (the common case at sampleRate 0.001): only
+            # its context is passed on, made here in one go.
+            packed = _PACK4(r & _MASK or 1, sid, tid, 0 if sampled is None else 2)
+            ex.trace = _Unrecorded(b"l5d-ctx-trace: " + b2a_base64(packed)[:-1]
+                                   + b"\r\nl5d-reqid: " + hexlify(packed[16:24]))
+            return
+        ex.trace = RequestTrace(self, ex, ctx, sid, tid, sampled, debug,
                                 (host, referer, agent) if want_log else None)
+
+
+class _Unrecorded:
+    """The trace of a request nothing records: the forwarded context, and no-op hooks."""
+
+    __slots__ = ("ids", "plan", "error")
+
+    def __init__(self, ids: bytes) -> None:
+        self.ids = ids
+
+    def client_headers(self, plan: Any) -> bytes:
+        return self.ids
+
+    def attempt(self, ep: Any) -> None:
+        pass
+
+    def response_head(self, status: int, length: bytes | None) -> None:
+        pass
+
+    def end(self, ex: Any, status: int | None, cause: str | None) -> None:
+        pass
 
 
 def _owned(name: bytes, b3: bool) -> bool:
@@ -142,25 +189,18 @@ class RequestTrace:
                  "client_end_us", "endpoint", "attempts", "status", "length", "error", "plan",
                  "method", "uri", "log_headers", "peer")
 
-    def __init__(self, tel: RouterTelemetry, ex: Any, ctx: TraceContext | None,
-                 sample: float | None, log_headers: tuple[Any, Any, Any] | None) -> None:
+    def __init__(self, tel: RouterTelemetry, ex: Any, ctx: TraceContext | None, sid: int,
+                 tid: int, sampled: bool | None, debug: bool,
+                 log_headers: tuple[Any, Any, Any] | None) -> None:
         self.tel = tel
-        self.span_id = sid = _getrandbits(64) or 1
-        if ctx is not None and ctx.trace_id:  # continue the caller's trace
-            tid = self.trace_id = ctx.trace_id
+        self.span_id = sid
+        self.trace_id = tid
+        if ctx is not None and ctx.trace_id:  # the caller's span is our parent
             self.trace_id_high = ctx.trace_id_high
             self.parent_id: int | None = ctx.span_id
-            sampled = ctx.sampled
-            self.debug = debug = ctx.debug
-        else:  # a root: Finagle's root span has trace id == span id
-            tid = self.trace_id = sid
+        else:
             self.trace_id_high = self.parent_id = None
-            sampled = None if ctx is None else ctx.sampled  # a B3 decision without ids
-            self.debug = debug = ctx is not None and ctx.debug
-        if sample is not None:
-            sampled = (tid ^ _SALT) % 10000 < sample * 10000
-        elif sampled is None and tel.threshold is not None:
-            sampled = (tid ^ _SALT) % 10000 < tel.threshold
+        self.debug = debug
         self.sampled: bool | None = sampled
         self.flags = (1 if debug else 0) | (0 if sampled is None else 6 if sampled else 2)
         self.rec = rec = sampled is True or tel.always
@@ -186,8 +226,9 @@ class RequestTrace:
                                self.trace_id_high)
             ids = encode_b3(ctx) if self.tel.b3 else b"l5d-ctx-trace: %s\r\n" % encode_l5d(ctx)
         else:  # the common case, Finagle's 32 bytes packed here
-            ids = b"l5d-ctx-trace: %s\r\n" % b64encode(
-                _PACK4(cid, self.span_id, self.trace_id, self.flags))
+            packed = _PACK4(cid, self.span_id, self.trace_id, self.flags)
+            return (b"l5d-ctx-trace: " + b2a_base64(packed)[:-1] + b"\r\nl5d-reqid: "
+                    + hexlify(packed[16:24]))
         return b"%sl5d-reqid: %016x" % (ids, self.trace_id)
 
     def attempt(self, ep: Any) -> None:
