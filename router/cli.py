@@ -5,9 +5,11 @@ ConfigMap is what gets checked or run, with errors at the manifest's lines.
 
 The process runs under uvloop (the data path's speed depends on it). SIGTERM
 and SIGINT drain in-flight requests for the admin `shutdownGraceMs` and exit
-0. A config error is printed as `file:line: key: problem (expected ...)` and
-exits 2 before anything listens; a port that cannot be bound exits 1 with
-nothing left serving.
+0. SIGHUP, a change of the config file (unless `--no-watch`) and `POST
+/admin/reload` reload the config in place (router/reload.py); a bad one is
+refused and the running one keeps serving. A config error is printed as
+`file:line: key: problem (expected ...)` and exits 2 before anything listens; a
+port that cannot be bound exits 1 with nothing left serving.
 """
 
 from __future__ import annotations
@@ -53,14 +55,23 @@ def validate(path: str) -> list[tuple[str, LinkerConfig]]:
     return configs
 
 
-async def serve(config: LinkerConfig, *, ready: asyncio.Event | None = None) -> int:
+async def serve(config: LinkerConfig, *, ready: asyncio.Event | None = None,
+                path: str | None = None, watch: bool = True) -> int:
+    """Run until SIGTERM/SIGINT. With `path`, SIGHUP (and, with `watch`, a change of the
+    file) reloads it; with `workers:` above 1 the supervisor reloads and replaces its
+    workers one by one."""
     if config.workers > 1:  # a supervisor and its data-path workers
         from router.workers.supervisor import serve as serve_workers
 
         level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
-        return await serve_workers(config, ready=ready, log_level=level)
+        return await serve_workers(config, ready=ready, log_level=level, path=path,
+                                   watch=watch)
+    from router.reload import Reloader
+
     linker = build_linker(config)
     loop = asyncio.get_running_loop()
+    reloader = Reloader(linker, path)
+    reloader.install_sighup(loop)
 
     def on_signal(signame: str) -> None:
         log.info("%s received", signame)
@@ -73,6 +84,8 @@ async def serve(config: LinkerConfig, *, ready: asyncio.Event | None = None) -> 
     except OSError as e:
         log.error("cannot start: %s", e)
         return EXIT_START
+    if watch:
+        reloader.watch()
     if ready is not None:
         ready.set()
     await linker.wait()
@@ -97,6 +110,9 @@ def parser() -> argparse.ArgumentParser:
                    "ConfigMap holds one, or - for stdin")
     p.add_argument("--validate", action="store_true",
                    help="check the config (parse, build namers/transformers/identifiers) and exit")
+    p.add_argument("--no-watch", action="store_true",
+                   help="do not reload when the config file changes (SIGHUP and "
+                   "POST /admin/reload still do)")
     p.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error", "critical"],
                    help="log level on stderr (default: info)")
@@ -122,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(serve(config))
+            return runner.run(serve(config, path=args.config, watch=not args.no_watch))
     except ConfigError as e:  # a plugin parameter found wrong while building
         print(f"INVALID: {e}", file=sys.stderr)
         return EXIT_CONFIG

@@ -767,7 +767,8 @@ IDENTIFIER_KINDS = (
 )
 # Linkerd's h2 identifiers (router/h2/identifiers.py builds them)
 H2_IDENTIFIER_KINDS = ("io.l5d.header.token", "io.l5d.header.path", "io.l5d.ingress")
-INTERPRETER_KINDS = ("default", "io.l5d.namerd.http", "io.l5d.mesh")
+INTERPRETER_KINDS = ("default", "io.l5d.namerd.http", "io.l5d.mesh", "io.l5d.fs",
+                     "io.l5d.k8s.configMap")
 LOAD_BALANCER_KINDS = ("p2c", "roundRobin", "ewma", "aperture", "heap")
 # Classifier and failure-accrual kinds own their params (router/policy/*): `build` validates.
 FAILURE_ACCRUAL_KINDS = policy_accrual.KINDS
@@ -1114,7 +1115,11 @@ def _router(obj: _Obj) -> RouterConfig:
             raise interp_obj.err("kind", f"interpreter {kind!r} is not supported by l5d-py yet",
                                  "one of: " + ", ".join(INTERPRETER_KINDS))
         interp_params: dict[str, Any] = {}
-        if kind != "default":  # the namerd interpreters own their keys
+        if kind in ("io.l5d.fs", "io.l5d.k8s.configMap"):  # a watched dtab: own keys
+            from router.dtab_interpreters import interpreter_params as dtab_params
+
+            interp_params = dtab_params(interp_obj, kind)
+        elif kind != "default":  # the namerd interpreters own their keys
             from router.namerd_interpreter import interpreter_params
 
             interp_params = interpreter_params(interp_obj, kind)
@@ -1322,9 +1327,10 @@ def _read(path: str) -> tuple[str, str]:
                           key="") from None
 
 
-def load(path: str) -> LinkerConfig:
-    """Load a config file, or stdin for `-` (a manifest with one l5d ConfigMap works too)."""
-    configs = load_all(path)
+def load(path: str, text: str | None = None) -> LinkerConfig:
+    """Load a config file, or stdin for `-` (a manifest with one l5d ConfigMap works too);
+    `text` is the file's content when the caller has read it already (a reload)."""
+    configs = load_all(path, text)
     if len(configs) > 1:
         where = ", ".join(label for label, _ in configs)
         raise ConfigError(f"holds {len(configs)} l5d configs ({where}); l5d runs one",
@@ -1333,11 +1339,11 @@ def load(path: str) -> LinkerConfig:
     return configs[0][1]
 
 
-def load_all(path: str) -> list[tuple[str, LinkerConfig]]:
+def load_all(path: str, text: str | None = None) -> list[tuple[str, LinkerConfig]]:
     """(label, config) for a config file, or for each l5d config in the ConfigMaps of a
     Kubernetes manifest (several YAML documents, or one ConfigMap), so `l5d --validate
     k8s/l5d.yml` checks what the DaemonSet will run, with the manifest's line numbers."""
-    text, name = _read(path)
+    text, name = _read(path) if text is None else (text, path)
     embedded = _manifest_configs(text)
     if embedded is None:
         return [("", parse(text, name))]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -26,11 +26,13 @@ from dtab.path import Path
 from namers.base import Namer, bound_names, close_namers
 from namers.builtin import BuiltinNamers
 from namers.registry import HostCheckError, build_namer
+from router import dtab_interpreters
 from router.binding import BindingCache
 from router.config import (
     ClientConfig,
     ConfigError,
     LinkerConfig,
+    NamerConfig,
     PluginConfig,
     RouterConfig,
     ServiceConfig,
@@ -45,6 +47,8 @@ from transformers.base import Transformer
 log = logging.getLogger(__name__)
 
 _CONFIG_CACHE_MAX = 10000
+# interpreters that bind with the configured namers (the others ask namerd)
+LOCAL_NAMER_INTERPRETERS = ("default", *dtab_interpreters.KINDS)
 _CONFIG_CACHE_BYTES = 4 * 1024 * 1024
 
 
@@ -125,6 +129,21 @@ def warn_unreachable_namers(
     return problems
 
 
+def build_configured_namer(ncfg: NamerConfig) -> Namer:
+    """One `namers:` entry (with its transformers); a bad parameter is a ConfigError."""
+    params = {"kind": ncfg.kind, "prefix": ncfg.prefix.show,
+              "experimental": ncfg.experimental, **ncfg.params}
+    try:
+        namer: Namer = build_namer(params)
+    except HostCheckError as e:
+        namer = _host_check(ncfg.where, e, f"namer {ncfg.kind}")
+    except (ParamError, ValueError, TypeError) as e:
+        raise _plugin_error(ncfg.where, e, f"namer {ncfg.kind}") from None
+    if ncfg.transformers:
+        namer = TransformedNamer(namer, build_transformers(ncfg.transformers))
+    return namer
+
+
 class Router:
     """One router: the request-time interface the data path uses."""
 
@@ -146,9 +165,20 @@ class Router:
         self.metrics: Scope = metrics.scope("rt", config.label)
         self.reuse_port = False  # servers share their ports with other workers' (SO_REUSEPORT)
         self.interpreter: Any = interpreter
+        # io.l5d.fs / io.l5d.k8s.configMap: the local namers plus a dtab kept outside the
+        # config (a watched file or ConfigMap key), prepended to the router's `dtab`. A
+        # data-path worker (`interpreter` given) follows the dtab itself too.
+        self.dtab_source: Any = None
+        if config.interpreter.kind in dtab_interpreters.KINDS:
+            try:
+                self.dtab_source = dtab_interpreters.build_source(
+                    config.interpreter.kind, config.interpreter.params, config.label)
+            except (ParamError, ValueError) as e:
+                raise _plugin_error(config.where, e, f"interpreter {config.interpreter.kind}"
+                                    ) from None
         if interpreter is not None:
             pass
-        elif config.interpreter.kind == "default":
+        elif config.interpreter.kind in LOCAL_NAMER_INTERPRETERS:
             transformers = build_transformers(config.interpreter.transformers)
             self.interpreter = Interpreter(namers, transformers, builtins)
         else:  # namerd binds for this router; the local namers are not used (as in Linkerd)
@@ -185,6 +215,25 @@ class Router:
             _CONFIG_CACHE_BYTES, max_entries=_CONFIG_CACHE_MAX)
         self.handle: Any = None  # the data path's handle once started
         self.telemetry: Any = None  # router.telemetry.RouterTelemetry, set by the Linker
+        if self.dtab_source is not None:
+            self._follow_dtab_source()
+
+    def _follow_dtab_source(self) -> None:
+        """The base dtab is the source's dtab + the router's `dtab` (Linkerd's
+        ConfiguredDtabNamer: the interpreter's dtab first, then the router's)."""
+        configured = self.config.dtab
+
+        def on_dtab(dtab: Dtab) -> None:
+            self.base_dtab = dtab + configured
+            self.bindings.base = self.base_dtab
+
+        self._unfollow = self.dtab_source.dtab.observe(on_dtab)
+        on_dtab(self.dtab_source.dtab.value)
+
+    async def start(self) -> None:
+        """Background parts of this router (a watched dtab) before its servers listen."""
+        if self.dtab_source is not None:
+            await self.dtab_source.start()
 
     def identify(self, head: RequestHead) -> Identified:  # replaced per instance in __init__
         raise NotImplementedError
@@ -236,9 +285,13 @@ class Router:
                 log.exception("closing an identifier of router %s failed", self.label)
 
     def close(self) -> None:
-        """Stop the binding cache, then the interpreter's transformers (their watches, timers)."""
+        """Stop the binding cache, then the interpreter's transformers (their watches, timers)
+        and the watched dtab."""
         self.bindings.close()
         close_transformers(self.interpreter.transformers)
+        if self.dtab_source is not None:
+            self._unfollow()
+            self.dtab_source.close()
 
 
 class Linker:
@@ -259,19 +312,8 @@ class Linker:
         self.config_json: dict[str, Any] = config.to_json()
         self.metrics = Metrics()
         self.builtins = BuiltinNamers()
-        self.namers: list[tuple[Path, Namer]] = []
-        for ncfg in config.namers:
-            params = {"kind": ncfg.kind, "prefix": ncfg.prefix.show,
-                      "experimental": ncfg.experimental, **ncfg.params}
-            try:
-                namer: Namer = build_namer(params)
-            except HostCheckError as e:
-                namer = _host_check(ncfg.where, e, f"namer {ncfg.kind}")
-            except (ParamError, ValueError, TypeError) as e:
-                raise _plugin_error(ncfg.where, e, f"namer {ncfg.kind}") from None
-            if ncfg.transformers:
-                namer = TransformedNamer(namer, build_transformers(ncfg.transformers))
-            self.namers.append((ncfg.prefix, namer))
+        self.namers: list[tuple[Path, Namer]] = [
+            (ncfg.prefix, build_configured_namer(ncfg)) for ncfg in config.namers]
         self.routers: list[Router] = [
             Router(rcfg, self.namers, self.builtins, self.metrics) for rcfg in config.routers
         ]
@@ -281,10 +323,13 @@ class Linker:
         for r in self.routers:
             r.telemetry = self.telemetry.for_router(r.config)
         for rcfg in config.routers:
-            if rcfg.interpreter.kind != "default":
+            if rcfg.interpreter.kind not in LOCAL_NAMER_INTERPRETERS:
                 continue  # namerd binds this router's names, not the local namers
             warn_unreachable_namers(rcfg, [p for p, _ in self.namers], self.builtins.names())
         self.admin: Any = None
+        self.reloader: Any = None  # router.reload.Reloader when the config can be reloaded
+        # run first when the process stops (a reloader's watch and what it is retiring)
+        self.stop_hooks: list[Callable[[], Awaitable[None]]] = []
         self._started: list[Any] = []
         self._stopped = asyncio.Event() if _loop_running() else None
         self._shutting_down = False
@@ -307,6 +352,8 @@ class Linker:
                 start = getattr(namer, "start", None)
                 if start is not None:
                     await start()
+            for router in self.routers:
+                await router.start()  # a watched dtab: the supervisor binds with it too
             for router in self.routers if serve else ():
                 await router.start_identifiers()
                 try:
@@ -355,6 +402,11 @@ class Linker:
 
     async def _stop(self, grace_s: float) -> None:
         try:
+            for hook in self.stop_hooks:
+                try:
+                    await hook()
+                except Exception:
+                    log.exception("a stop hook failed")
             handles = [r.handle for r in self.routers if r.handle is not None]
             results = await asyncio.gather(*(h.close(grace_s) for h in handles),
                                            return_exceptions=True)

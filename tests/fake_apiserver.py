@@ -26,7 +26,8 @@ from aiohttp import web
 
 from tests.util import free_port
 
-KINDS = {"endpoints": "Endpoints", "services": "Service", "pods": "Pod"}
+KINDS = {"endpoints": "Endpoints", "services": "Service", "pods": "Pod",
+         "configmaps": "ConfigMap"}  # ConfigMaps: the io.l5d.k8s.configMap interpreter
 # kind -> (apiVersion, Kind) of resources served under /apis/<group>/<version> (see the
 # EndpointSlice section below).
 GROUP_KINDS = {"endpointslices": ("discovery.k8s.io/v1", "EndpointSlice"),
@@ -686,6 +687,12 @@ def service(
         obj["spec"]["type"] = "LoadBalancer"
         obj["status"] = {"loadBalancer": {"ingress": load_balancer} if load_balancer else {}}
     return obj
+
+
+def config_map(name: str, data: dict[str, str], *, namespace: str = "default"
+               ) -> dict[str, Any]:
+    """A ConfigMap with string `data` keys."""
+    return {"metadata": {"name": name, "namespace": namespace}, "data": dict(data)}
 
 
 @pytest.fixture

@@ -57,6 +57,7 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "pods": ("/api/v1", "pods"),
     "endpointslices": ("/apis/discovery.k8s.io/v1", "endpointslices"),
     "ingresses": ("/apis/networking.k8s.io/v1", "ingresses"),
+    "configmaps": ("/api/v1", "configmaps"),  # the io.l5d.k8s.configMap interpreter
 }
 
 

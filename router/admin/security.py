@@ -14,9 +14,9 @@ from typing import Any
 
 _UI = re.compile(
     r"/|/files/.*|/config\.json|/admin/metrics\.json|/admin/metrics|/delegator|"
-    r"/delegator\.json|/logging|/help"
+    r"/delegator\.json|/logging|/help|/admin/reload\.json|/admin/metrics/history\.json"
 )
-_CONTROL = re.compile(r"/admin/shutdown|/logging\.json")
+_CONTROL = re.compile(r"/admin/shutdown|/logging\.json|/admin/reload")
 
 
 def setting(obj: Any, name: str, default: Any) -> Any:

@@ -37,6 +37,8 @@ ENDPOINTS = (
     ("/bound-names.json", "bound names the namers know"),
     ("/namer_state/<prefix>.json", "a namer's watch state, e.g. /namer_state/io.l5d.k8s.json"),
     ("/admin/shutdown", "POST: drain and exit"),
+    ("/admin/reload", "POST: reload the config file (as SIGHUP or a change of the file does)"),
+    ("/admin/reload.json", "config version, when it was loaded, the last reload error"),
     *diagnostics.ENDPOINTS,
 )
 
@@ -175,7 +177,31 @@ def build_app(linker: Any) -> web.Application:
         data = getattr(linker, "config_json", None)
         if data is None and hasattr(getattr(linker, "config", None), "to_json"):
             data = linker.config.to_json()
-        return web.json_response(data or {})
+        resp = web.json_response(data or {})
+        reloader = getattr(linker, "reloader", None)
+        if reloader is not None:  # the body stays Linkerd's shape; which version it is:
+            resp.headers["l5d-config-version"] = str(reloader.version)
+            resp.headers["l5d-config-loaded-at"] = f"{reloader.loaded_at:.3f}"
+        return resp
+
+    def reload_status() -> dict[str, Any]:
+        reloader = getattr(linker, "reloader", None)
+        if reloader is None:
+            return {"configFile": None, "version": 1, "reloadable": False, "lastError": None,
+                    "history": []}
+        return {"reloadable": reloader.path is not None, **reloader.status_json()}
+
+    async def reload_json(_: web.Request) -> web.Response:
+        return web.json_response(reload_status())
+
+    async def reload(request: web.Request) -> web.Response:
+        if request.method != "POST":
+            return web.Response(status=405, text="POST to reload the config file")
+        reloader = getattr(linker, "reloader", None)
+        if reloader is None:
+            return web.Response(status=501, text="this process cannot reload its config\n")
+        ok = await reloader.reload("POST /admin/reload")
+        return web.json_response(reload_status(), status=200 if ok else 400)
 
     async def client_state(_: web.Request) -> web.Response:
         if hasattr(linker, "client_state"):  # a supervisor: its workers' clients
@@ -214,6 +240,9 @@ def build_app(linker: Any) -> web.Application:
         """`/<router>/interpreter_state/<kind>/<namespace>.json`: a namerd interpreter."""
         label, kind, ns = (request.match_info[k] for k in ("router", "kind", "ns"))
         for r in getattr(linker, "routers", []):
+            source = getattr(r, "dtab_source", None)  # io.l5d.fs / io.l5d.k8s.configMap
+            if r.label == label and source is not None and source.kind == kind and ns == "dtab":
+                return web.json_response(source.state_json())
             interp = getattr(r, "interpreter", None)
             if (r.label == label and getattr(interp, "kind", None) == kind
                     and getattr(getattr(interp, "params", None), "namespace", None) == ns):
@@ -257,6 +286,8 @@ def build_app(linker: Any) -> web.Application:
             return web.json_response(linker.workers_state())
 
         app.router.add_get("/workers.json", workers)
+    app.router.add_route("*", "/admin/reload", reload)
+    app.router.add_get("/admin/reload.json", reload_json)
     app.router.add_static("/files/", str(STATIC))
     telemetry = getattr(linker, "telemetry", None)
     if telemetry is not None and telemetry.recents:  # io.l5d.recentRequests

@@ -19,6 +19,9 @@ class HttpRouterHandle:
     def __init__(self, runtime: RouterRuntime, servers: list[HttpServer]) -> None:
         self.runtime = runtime
         self.servers = servers
+        # servers a reload replaced on the same port: no longer listening, their
+        # connections finish with the settings they were accepted with (router/reload.py)
+        self.retired: list[HttpServer] = []
 
     @property
     def clients(self) -> ClientCache:
@@ -31,20 +34,25 @@ class HttpRouterHandle:
     async def close(self, grace_s: float = 10.0) -> None:
         """Stop accepting, let in-flight requests finish for up to `grace_s`, then close all:
         a request still without its response head gets a 503 with `l5d-err`."""
-        for s in self.servers:
-            s.stop_accepting()
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and any(s.busy for s in self.servers):
-            await asyncio.sleep(0.02)
-        for s in self.servers:
-            busy = s.busy
-            if busy:
-                log.warning("%s: closing %d connections with requests still in flight",
-                            s.label, busy)
-            s.close_all(grace_s * 1000)
-            if s.aserver is not None:
-                await s.aserver.wait_closed()
+        await drain([*self.servers, *self.retired], grace_s)
         self.runtime.close()
+
+
+async def drain(servers: list[HttpServer], grace_s: float) -> None:
+    """Stop `servers` accepting, wait up to `grace_s` for their requests in flight, close."""
+    for s in servers:
+        s.stop_accepting()
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(s.busy for s in servers):
+        await asyncio.sleep(0.02)
+    for s in servers:
+        busy = s.busy
+        if busy:
+            log.warning("%s: closing %d connections with requests still in flight",
+                        s.label, busy)
+        s.close_all(grace_s * 1000)
+        if s.aserver is not None:
+            await s.aserver.wait_closed()
 
 
 async def start_http_router(router: Any) -> HttpRouterHandle:
@@ -72,4 +80,4 @@ async def start_servers(runtime: Any, servers: list[Any]) -> None:
     runtime.start_sweeping()
 
 
-__all__ = ["HttpRouterHandle", "start_http_router"]
+__all__ = ["HttpRouterHandle", "drain", "start_http_router"]

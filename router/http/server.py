@@ -148,17 +148,22 @@ class HttpServer:
 
             self.tls = ServerTlsState(tls_cfg, f"{self.label} server {self.ip}:{self.port}")
 
-    async def start(self) -> None:
+    async def start(self, sock: Any = None) -> None:
+        """Listen; `sock` is an already listening socket to accept from instead (a reload
+        taking over a port: router/reload.py)."""
         loop = asyncio.get_running_loop()
         if self.port != 0:
             self.stats = ServerStats(self.runtime.router.metrics, self.ip, self.port)
         factory: Any = lambda: ServerConnection(self)  # noqa: E731
         if self.tls is not None:
             factory = self.tls.protocol_factory(factory)
-        self.aserver = await loop.create_server(
-            factory, self.ip, self.port, reuse_address=True, backlog=1024,
-            reuse_port=getattr(self.runtime.router, "reuse_port", False) or None,
-        )
+        if sock is not None:
+            self.aserver = await loop.create_server(factory, sock=sock, backlog=1024)
+        else:
+            self.aserver = await loop.create_server(
+                factory, self.ip, self.port, reuse_address=True, backlog=1024,
+                reuse_port=getattr(self.runtime.router, "reuse_port", False) or None,
+            )
         if self.port == 0:
             self.port = self.aserver.sockets[0].getsockname()[1]
         self.stats = ServerStats(self.runtime.router.metrics, self.ip, self.port)

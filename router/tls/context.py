@@ -192,7 +192,9 @@ def build_client_context(cfg: ClientTls, alpn: tuple[str, ...] = ("http/1.1",)
     return ctx
 
 
-def _identity(paths: tuple[str, ...]) -> tuple[Any, ...]:
+def file_identity(paths: tuple[str, ...]) -> tuple[Any, ...]:
+    """What changes when any of `paths` is rewritten or a symlink in front of it (a
+    Kubernetes ConfigMap/Secret mount's `..data`) is swapped; compare two to notice."""
     out = []
     for p in paths:
         try:
@@ -201,6 +203,9 @@ def _identity(paths: tuple[str, ...]) -> tuple[Any, ...]:
         except OSError:
             out.append((p, None))
     return tuple(out)
+
+
+_identity = file_identity
 
 
 class TlsSource:

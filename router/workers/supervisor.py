@@ -233,6 +233,7 @@ class Supervisor:
         self.local_metrics = self.linker.metrics
         self.metrics = MergedMetrics(self.local_metrics)
         self.slots = [WorkerSlot(i) for i in range(self.count)]
+        self.retired: list[WorkerSlot] = []  # draining after a reload replaced them
         self.follows: dict[tuple[str, Dtab, Path], _Follow] = {}
         self.admin: Any = None
         self.stopped = asyncio.Event()
@@ -281,11 +282,65 @@ class Supervisor:
         log.info("%d workers serving: pids %s", self.count,
                  ", ".join(str(s.pid) for s in self.slots))
 
-    def _check_ports(self) -> None:
+    # -- live reload (router/reload.py's Reloader calls this for SIGHUP, the file, the admin)
+    async def reload_config(self, config: LinkerConfig) -> list[str]:
+        """The control plane (namers, interpreters, the routers that bind) is reloaded in
+        place; then each worker is replaced by one started with the new config, which
+        shares the ports through SO_REUSEPORT, before the old one drains. A bad config
+        (or a new port in use) changes nothing."""
+        from router.config import ConfigError
+        from router.reload import apply_config
+
+        if config.workers <= 1:
+            raise ConfigError("going from several workers to one needs a restart",
+                              file=config.source, line=None, key="workers",
+                              expected=f"workers above 1 (now {self.count})")
+        old_ports = {(s.ip, s.port) for r in self.config.routers for s in r.servers}
+        self._check_ports(config, skip=old_ports)
+        changes = await apply_config(self.linker, config, serve=False)
+        self.config = config
+        await self._roll(config.workers, config.admin.shutdown_grace_ms)
+        return [*changes, f"{config.workers} workers replaced one by one"]
+
+    async def _roll(self, count: int, grace_ms: int) -> None:
+        old = list(self.slots)
+        for i in range(count):
+            slot = WorkerSlot(i)
+            self.slots.append(slot)
+            try:
+                await self._spawn(slot)
+            except StartError as e:
+                self._retire(slot, 0)
+                raise OSError(f"a worker could not start with the new config ({e}); the "
+                              "workers already replaced serve it, the others the old "
+                              "one") from None
+            if i < len(old):
+                self._retire(old[i], grace_ms)
+        for slot in old[count:]:
+            self._retire(slot, grace_ms)
+        self.count = count
+        log.info("%d workers serving the new config: pids %s", count,
+                 ", ".join(str(s.pid) for s in self.slots))
+
+    def _retire(self, slot: WorkerSlot, grace_ms: int) -> None:
+        """Drain `slot`'s worker (not restarted when it exits) and forget the slot."""
+        slot.drained = True  # its _serve task sees it and does not restart it
+        if slot.conn is not None and slot.state in ("serving", "starting"):
+            slot.state = "draining"
+            slot.conn.channel.send({"op": "drain", "grace_ms": grace_ms})
+        if slot in self.slots:
+            self.slots.remove(slot)
+        self.retired = [r for r in self.retired if r.proc is None or r.proc.returncode is None]
+        self.retired.append(slot)
+
+    def _check_ports(self, config: LinkerConfig | None = None,
+                     skip: set[tuple[str, int]] | None = None) -> None:
         """Bind each server port once, without SO_REUSEPORT, so a port another process
         holds is refused here (workers' SO_REUSEPORT binds would not all notice)."""
-        for r in self.config.routers:
+        for r in (config or self.config).routers:
             for s in r.servers:
+                if skip and (s.ip, s.port) in skip:
+                    continue  # ours: the workers serving it hold it
                 family = socket.AF_INET6 if ":" in s.ip else socket.AF_INET
                 with socket.socket(family, socket.SOCK_STREAM) as sock:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -452,7 +507,7 @@ class Supervisor:
                     slot.state = "draining"
                     slot.conn.channel.send({"op": "drain", "grace_ms": grace_ms})
             deadline = time.monotonic() + grace_ms / 1000.0 + 5.0
-            for slot in self.slots:
+            for slot in [*self.slots, *self.retired]:  # retired: replaced by a reload
                 proc = slot.proc
                 if proc is None or proc.returncode is not None:
                     continue
@@ -567,12 +622,16 @@ class SupervisorView:
 
 
 async def serve(config: LinkerConfig, *, ready: asyncio.Event | None = None,
-                log_level: str = "info") -> int:
-    """`l5d CONFIG` with `workers:` above 1 (router/cli.py hands over here)."""
+                log_level: str = "info", path: str | None = None, watch: bool = True) -> int:
+    """`l5d CONFIG` with `workers:` above 1 (router/cli.py hands over here). SIGHUP, a
+    change of `path` (with `watch`) and `POST /admin/reload` reload every worker."""
     from router.cli import EXIT_START
+    from router.reload import Reloader
 
     sup = Supervisor(config, log_level=log_level)
     loop = asyncio.get_running_loop()
+    reloader = Reloader(sup.linker, path, apply=sup.reload_config)
+    reloader.install_sighup(loop)
 
     def on_signal(signame: str) -> None:
         log.info("%s received", signame)
@@ -585,6 +644,8 @@ async def serve(config: LinkerConfig, *, ready: asyncio.Event | None = None,
     except OSError as e:
         log.error("cannot start: %s", e)
         return EXIT_START
+    if watch:
+        reloader.watch()
     if ready is not None:
         ready.set()
     await sup.wait()

@@ -64,6 +64,7 @@ class Worker:
         try:
             await self.telemetry.start()
             for r in self.routers:
+                await r.start()  # a watched dtab (io.l5d.fs / io.l5d.k8s.configMap)
                 await r.start_identifiers()  # io.l5d.ingress: its watch, in each worker
                 if r.config.protocol == "h2":
                     from router.h2 import start_h2_router
