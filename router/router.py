@@ -328,6 +328,7 @@ class Linker:
             warn_unreachable_namers(rcfg, [p for p, _ in self.namers], self.builtins.names())
         self.admin: Any = None
         self.reloader: Any = None  # router.reload.Reloader when the config can be reloaded
+        self.history: Any = None  # router.admin.history.History (the dashboard's, per process)
         # run first when the process stops (a reloader's watch and what it is retiring)
         self.stop_hooks: list[Callable[[], Awaitable[None]]] = []
         self._started: list[Any] = []

@@ -114,7 +114,7 @@ async def test_endpoints(admin) -> None:
             assert json.loads(data) == {"routers": [{"label": "outgoing",
                                                      "dtab": "/svc=>/#/io.l5d.fs"}]}
     async with http.get(h.url + "/files/dashboard.js") as r:
-        assert r.status == 200 and "metrics.json?tree=1" in await r.text()
+        assert r.status == 200 and "/admin/metrics/history.json" in await r.text()
 
 
 async def test_delegator_json_get_post_and_errors(admin) -> None:

@@ -278,3 +278,66 @@ async def _ready(proc: subprocess.Popen[bytes], admin: int, proxy: int, port_ope
 async def _equals(coro: Awaitable[str | None], want: str) -> str | None:
     v = await coro
     return v if v == want else None
+
+
+async def test_a_page_load_shows_the_history_fits_800px_and_shows_reload_state(
+        browser: Browser, l5d: L5d, tmp_path: Path) -> None:  # noqa: F811
+    """History is kept server-side: a page opened after the traffic draws it at once;
+    at 800 px nothing overflows; a client row expands to the balancer's endpoints; a
+    refused config reload is on the page until a good config arrives."""
+    async with traffic(l5d.proxy, ["world", "world", "world", "broken"]):
+        await asyncio.sleep(4)  # a few samples of history, no page open
+    ctx = await browser.new_context(viewport={"width": 800, "height": 1000})
+    pg = await ctx.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        await pg.goto(l5d.url + "/")
+        await until(lambda: pg.get_attribute("#status", "data-polls"), what="first poll")
+        # the first poll already brought seconds of history: the charts have lines
+        assert int(await pg.get_attribute("#status", "data-samples") or 0) >= 4
+        for chart in ("sr", "rps", "latency"):
+            assert await inked_pixels(pg, f"#router-outgoing .chart-{chart}") > 400, chart
+        assert "over the last 10 s" in (await pg.text_content("#router-outgoing .window") or "")
+        rps = await stat(pg, "outgoing", "rps")
+        assert rps not in ("–", "0"), rps
+        # 800 px: no horizontal scrolling, no tile or name cut off
+        width = await pg.evaluate("document.documentElement.scrollWidth")
+        assert width <= 800, width
+        for sel in (".stat", "table.clients td", "table.services td", ".chart"):
+            overflow = await pg.eval_on_selector_all(sel, """els => els.filter(e => {
+                const r = e.getBoundingClientRect();
+                return r.right > 800 || e.scrollWidth > e.clientWidth + 1;
+            }).map(e => e.className + ':' + e.textContent.slice(0, 40))""")
+            assert overflow == [], (sel, overflow)
+        # a client row expands to its charts and the balancer's view of each endpoint
+        await pg.click('#router-outgoing table.clients tr.client[data-name="/#/io.l5d.fs/world"]')
+        panel = await pg.wait_for_selector(
+            '#router-outgoing tr.client-panel[data-name="/#/io.l5d.fs/world"] table.endpoints')
+        text = await panel.inner_text()
+        assert "127.0.0.1:" in text and "available" in text
+        assert await inked_pixels(
+            pg, '#router-outgoing tr.client-panel[data-name="/#/io.l5d.fs/world"] .chart-rps'
+        ) > 200
+        await pg.screenshot(path=str(tmp_path / "dashboard-800.png"), full_page=True)
+        assert "config version 1" in (await pg.text_content("#reload") or "")
+        # a bad config is refused: shown on the page, with its file and line
+        cfg = tmp_path / "l5d.yaml"
+        good = cfg.read_text()
+        cfg.write_text(good.replace("label: outgoing", "label: outgoing\n  dstPrefix: nope"))
+        err = await until(lambda: pg.text_content("#reload-error"), what="the reload error")
+        assert f"{cfg}:" in str(err) and "dstPrefix" in str(err) and "still serving" in str(err)
+        assert "bad" in (await pg.get_attribute("#reload", "class") or "")
+        await pg.screenshot(path=str(tmp_path / "dashboard-reload-error.png"), full_page=True)
+        cfg.write_text(good.replace("/svc => /#/io.l5d.fs;",
+                                    "/svc => /#/io.l5d.fs;\n    /svc/extra => /svc/world;", 1))
+        await until(lambda: _reload_ok(pg), what="the error cleared by a good config")
+        assert "config version 2" in (await pg.text_content("#reload") or "")
+    finally:
+        await ctx.close()
+    assert errors == [], errors
+
+
+async def _reload_ok(page: Page) -> bool:
+    return (await page.text_content("#reload-error")) == "" and \
+        "config version 2" in ((await page.text_content("#reload")) or "")

@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from router.admin import delegator, diagnostics, metrics_json, prometheus
+from router.admin.history import HISTORY_S, WINDOW_S, history_of
 from router.admin.security import Security, setting
 from router.metrics import Metrics, snapshot_interval, snapshot_loop
 
@@ -31,6 +32,7 @@ ENDPOINTS = (
     ("/delegator.json", "delegation tree (GET path, dtab, namespace; or POST JSON)"),
     ("/admin/ping", "liveness: pong"),
     ("/admin/metrics.json", "metrics (?tree=1, ?q=a/b, ?pretty=1)"),
+    ("/admin/metrics/history.json", "the dashboard's per-second history (?since=<unix time>)"),
     ("/config.json", "the loaded config"),
     ("/client_state.json", "clients and their addresses"),
     ("/server_state.json", "servers: where they listen, TLS, handshakes, mTLS peers"),
@@ -191,6 +193,17 @@ def build_app(linker: Any) -> web.Application:
                     "history": []}
         return {"reloadable": reloader.path is not None, **reloader.status_json()}
 
+    history = history_of(linker)
+
+    async def history_json(request: web.Request) -> web.Response:
+        raw = request.query.get("since")
+        try:
+            since = float(raw) if raw else None
+        except ValueError:
+            return web.Response(status=400, text="since: a unix time in seconds\n")
+        return web.json_response({"intervalSecs": 1, "windowSecs": WINDOW_S,
+                                  "historySecs": HISTORY_S, "samples": history.since(since)})
+
     async def reload_json(_: web.Request) -> web.Response:
         return web.json_response(reload_status())
 
@@ -288,6 +301,7 @@ def build_app(linker: Any) -> web.Application:
         app.router.add_get("/workers.json", workers)
     app.router.add_route("*", "/admin/reload", reload)
     app.router.add_get("/admin/reload.json", reload_json)
+    app.router.add_get("/admin/metrics/history.json", history_json)
     app.router.add_static("/files/", str(STATIC))
     telemetry = getattr(linker, "telemetry", None)
     if telemetry is not None and telemetry.recents:  # io.l5d.recentRequests
@@ -335,5 +349,6 @@ async def start_admin(linker: Any, *, snapshot_secs: float | None = None) -> Adm
     handle = AdminHandle(runner, host, port, tls_source=tls_source)
     handle.tasks.append(asyncio.get_running_loop().create_task(
         snapshot_loop(linker.metrics, interval)))
+    handle.tasks.append(asyncio.get_running_loop().create_task(history_of(linker).run()))
     log.info("admin serving on %s", handle.url)
     return handle

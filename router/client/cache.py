@@ -112,6 +112,13 @@ class Client:
             st = type(addr).__name__.lower()
         out: dict[str, Any] = {"state": st,
                                "addresses": [e.hostport for e in self.balancer.endpoints]}
+        # the balancer's view per endpoint (the dashboard's expanded client row)
+        out["endpoints"] = [{"address": e.hostport, "weight": e.weight, "pending": e.pending,
+                             "connections": e.open_connections, "idle": len(e.idle),
+                             "available": not (e.down or e.dead), "down": e.down,
+                             "removedByFailureAccrual": e.dead,
+                             "loadEstimateMs": round(e.cost, 3)}
+                            for e in self.balancer.all]
         if self.tls is not None:
             out["tls"] = self.tls.snapshot()
         return out

@@ -1,51 +1,31 @@
-// The dashboard: polls /admin/metrics.json?tree=1 and keeps a client-side history
-// per router (success rate, requests/s, p50/p99) plus tables of services and clients.
+// The dashboard. The history is kept by the admin server (/admin/metrics/history.json:
+// one sample a second for the last minutes), so a page load draws the last minutes at
+// once; then new samples are fetched each poll. Every number covers the same window
+// (windowSecs, said on the page): requests/s, success rate and p50/p99 latency.
+// Per router: totals, charts, services, clients; a client row expands to its charts and
+// the load balancer's view of each endpoint (/client_state.json). Services and clients
+// that expire after the idle TTL leave the samples, and the tables.
 "use strict";
 (function () {
   const params = new URLSearchParams(location.search);
   const INTERVAL_MS = Math.max(200, Number(params.get("interval")) || 1000);
-  const HISTORY = 300;            // points kept per chart (5 minutes at 1 s)
-  const SR_WINDOW = 10;           // success rate over the last N samples
   const UNHEALTHY_SR = 0.9;
   const data = JSON.parse(document.getElementById("l5d-data").textContent);
   const root = document.getElementById("routers");
   const status = document.getElementById("status");
+  const reloadEl = document.getElementById("reload");
   const fmt = L5DCharts.fmt;
-  const state = {};               // label -> {samples: [...], series: {...}, entities: {...}}
+  let samples = [];               // [{t, routers: {label: {total, servers, services, clients}}}]
+  let windowS = 10, historyS = 300;
+  const expanded = new Set();     // "label client" of expanded client rows
+  let clientState = {};
 
   function esc(s) {
     return String(s).replace(/[&<>"']/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
   }
-  function counter(node, name) {
-    const n = node && node[name];
-    return n && typeof n.counter === "number" ? n.counter : 0;
-  }
-  function gauge(node, ...path) {
-    let n = node;
-    for (const p of path) n = n && n[p];
-    return n && typeof n.gauge === "number" ? n.gauge : null;
-  }
-  function stat(node, name, field) {
-    const n = node && node[name];
-    const v = n && n["stat." + field];
-    return typeof v === "number" ? v : null;
-  }
-  // Entities (servers, services, clients) are the subtrees holding a `requests` counter;
-  // their names may span several scope segments (a server is ip/port).
-  function entities(node, prefix, out) {
-    out = out || [];
-    if (!node || typeof node !== "object") return out;
-    for (const [k, child] of Object.entries(node)) {
-      if (!child || typeof child !== "object") continue;
-      const name = prefix ? prefix + "/" + k : k;
-      if (child.requests && typeof child.requests.counter === "number") out.push([name, child]);
-      else entities(child, name, out);
-    }
-    return out;
-  }
-  // Charts show the last minute at first, growing to the whole history as it fills.
-  function cap(values) { return Math.min(HISTORY, Math.max(60, values.length)); }
-  function pct(v) { return v === null ? "–" : (v * 100).toFixed(v === 1 ? 0 : 1) + "%"; }
+  function pct(v) { return v === null || v === undefined ? "–" : (v * 100).toFixed(v === 1 ? 0 : 1) + "%"; }
+  function ms(v) { return v === null || v === undefined ? "–" : fmt(v) + " ms"; }
+  function num(v) { return v === null || v === undefined ? "–" : fmt(v); }
 
   function section(label) {
     const id = "router-" + label;
@@ -54,7 +34,7 @@
     el = document.createElement("section");
     el.className = "router"; el.id = id; el.dataset.router = label;
     el.innerHTML = `
-      <h2>${esc(label)} <small class="servers"></small></h2>
+      <h2><span class="name">${esc(label)}</span> <small class="servers"></small></h2>
       <div class="stats">
         <div class="stat stat-sr"><div class="label">Success rate</div><div class="value">–</div></div>
         <div class="stat stat-rps"><div class="label">Requests/s</div><div class="value">–</div></div>
@@ -63,103 +43,161 @@
         <div class="stat stat-p50"><div class="label">p50 latency</div><div class="value">–</div></div>
         <div class="stat stat-p99"><div class="label">p99 latency</div><div class="value">–</div></div>
       </div>
+      <p class="window"></p>
       <div class="charts">
         <div class="chart"><h3>Success rate</h3><canvas class="chart-sr"></canvas></div>
         <div class="chart"><h3>Requests per second</h3><canvas class="chart-rps"></canvas></div>
-        <div class="chart"><h3>Latency (ms, from the last histogram snapshot)</h3><canvas class="chart-latency"></canvas></div>
+        <div class="chart"><h3>Latency (ms)</h3><canvas class="chart-latency"></canvas></div>
       </div>
       <h4>Services</h4>
-      <table class="services"><thead><tr><th>Service</th><th class="num">Requests</th><th class="num">Req/s</th><th class="num">Success rate</th><th class="num">p50 ms</th><th class="num">p99 ms</th><th class="num">Retries</th></tr></thead><tbody></tbody></table>
+      <div class="table-wrap"><table class="services"><thead><tr><th>Service</th><th class="num">Requests</th><th class="num">Req/s</th><th class="num">Success rate</th><th class="num">p50 ms</th><th class="num">p99 ms</th><th class="num">Retries</th></tr></thead><tbody></tbody></table></div>
       <h4>Clients</h4>
-      <table class="clients"><thead><tr><th>Client</th><th class="num">Requests</th><th class="num">Req/s</th><th class="num">Success rate</th><th class="num">p99 ms</th><th class="num">Endpoints available</th><th class="num">Connections</th></tr></thead><tbody></tbody></table>`;
+      <div class="table-wrap"><table class="clients"><thead><tr><th>Client</th><th class="num">Requests</th><th class="num">Req/s</th><th class="num">Success rate</th><th class="num">p99 ms</th><th class="num">Endpoints</th><th class="num">Connections</th></tr></thead><tbody></tbody></table></div>`;
+    el.querySelector("table.clients").addEventListener("click", ev => {
+      const tr = ev.target.closest("tr.client");
+      if (!tr) return;
+      const key = label + " " + tr.dataset.name;
+      if (expanded.has(key)) expanded.delete(key); else expanded.add(key);
+      render();
+      if (expanded.has(key)) refreshClients().then(render);
+    });
     root.appendChild(el);
     return el;
   }
 
-  // Keep per-entity samples so rates come from deltas between polls.
-  function track(store, key, now, req, succ, fail) {
-    const h = store[key] || (store[key] = []);
-    h.push({t: now, req: req, succ: succ, fail: fail});
-    if (h.length > HISTORY) h.shift();
-    const prev = h.length > 1 ? h[h.length - 2] : null;
-    const win = h[Math.max(0, h.length - 1 - SR_WINDOW)];
-    const last = h[h.length - 1];
-    const rps = prev ? Math.max(0, last.req - prev.req) / Math.max(0.001, (last.t - prev.t) / 1000) : null;
-    let dS = last.succ - win.succ, dF = last.fail - win.fail;
-    let sr = dS + dF > 0 ? dS / (dS + dF) : null;
-    if (sr === null && h.length === 1 && succ + fail > 0) sr = succ / (succ + fail);
-    return {rps: rps, sr: sr, hasTraffic: dS + dF > 0 || (h.length === 1 && req > 0)};
+  // [[t, v]] of one field of one entity across the samples (null where it was absent).
+  function series(label, pick, field, scale) {
+    return samples.map(s => {
+      const r = s.routers[label];
+      const e = r ? pick(r) : null;
+      const v = e ? e[field] : null;
+      return [s.t, v === null || v === undefined ? null : v * (scale || 1)];
+    });
+  }
+  function charts(el, label, pick, now) {
+    const opts = {spanS: historyS, now: now};
+    L5DCharts.drawChart(el.querySelector(".chart-sr"), [{label: "success", color: "#1f9d55", points: series(label, pick, "sr", 100)}], {...opts, max: 100, minSpan: 10, floor: 0, unit: "%"});
+    L5DCharts.drawChart(el.querySelector(".chart-rps"), [{label: "req/s", color: "#3b5bdb", points: series(label, pick, "rps")}], {...opts, min: 0});
+    L5DCharts.drawChart(el.querySelector(".chart-latency"), [{label: "p50", color: "#3b5bdb", points: series(label, pick, "p50")}, {label: "p99", color: "#d97706", points: series(label, pick, "p99")}], {...opts, min: 0, unit: "ms"});
   }
 
-  function row(cells, unhealthy, name) {
-    return `<tr class="${unhealthy ? "unhealthy" : ""}" data-name="${esc(name)}">` +
-      cells.map((c, i) => `<td class="${i ? "num" : "mono"}">${c}</td>`).join("") + "</tr>";
+  function endpointsTable(state) {
+    if (!state) return `<p class="empty">no state yet</p>`;
+    const eps = state.endpoints || (state.addresses || []).map(a => ({address: a}));
+    if (!eps.length) return `<p class="empty">no endpoints (${esc(state.state)})</p>`;
+    return `<table class="endpoints"><thead><tr><th>Endpoint</th><th class="num">Weight</th><th class="num">In flight</th><th class="num">Connections</th><th class="num">Idle</th><th class="num">Load estimate ms</th><th>State</th></tr></thead><tbody>` +
+      eps.map(e => `<tr class="${e.available === false ? "unhealthy" : ""}"><td class="mono">${esc(e.address)}</td><td class="num">${num(e.weight)}</td><td class="num">${num(e.pending)}</td><td class="num">${num(e.connections)}</td><td class="num">${num(e.idle)}</td><td class="num">${num(e.loadEstimateMs)}</td><td>${e.removedByFailureAccrual ? "removed (failure accrual)" : e.down ? "down (connect failed)" : "available"}</td></tr>`).join("") +
+      `</tbody></table>`;
   }
 
-  function renderRouter(label, node, now) {
+  function renderRouter(label, now) {
     const el = section(label);
-    const st = state[label] || (state[label] = {total: [], services: {}, clients: {}, sr: [], rps: [], p50: [], p99: []});
-    const servers = entities(node && node.server, "");
-    let req = 0, succ = 0, fail = 0, p50 = null, p99 = null;
-    for (const [, s] of servers) {
-      req += counter(s, "requests"); succ += counter(s, "success"); fail += counter(s, "failures");
-      const a = stat(s, "request_latency_ms", "p50"), b = stat(s, "request_latency_ms", "p99");
-      if (a !== null) p50 = Math.max(p50 || 0, a);
-      if (b !== null) p99 = Math.max(p99 || 0, b);
-    }
-    el.querySelector(".servers").textContent = servers.map(s => s[0]).join(", ");
-    const t = track(st, "total", now, req, succ, fail);
-    for (const [k, v] of [["sr", t.sr], ["rps", t.rps], ["p50", p50], ["p99", p99]]) {
-      st[k].push(v); if (st[k].length > HISTORY) st[k].shift();
-    }
+    const last = samples.length ? samples[samples.length - 1].routers[label] : null;
+    const t = last ? last.total : {};
+    el.querySelector(".servers").textContent = last ? last.servers.join(", ") : "";
+    el.querySelector(".window").textContent = `Rates, success rate and latency over the last ${windowS} s; charts: the last ${Math.round(historyS / 60)} min (one sample a second, kept by the router).`;
     const set = (cls, text, bad) => {
       const s = el.querySelector(cls); s.querySelector(".value").textContent = text;
       s.classList.toggle("bad", !!bad);
     };
-    set(".stat-sr", pct(t.sr), t.sr !== null && t.sr < UNHEALTHY_SR);
-    set(".stat-rps", t.rps === null ? "–" : fmt(t.rps));
-    set(".stat-requests", String(req));
-    set(".stat-failures", String(fail), fail > 0);
-    set(".stat-p50", p50 === null ? "–" : fmt(p50) + " ms");
-    set(".stat-p99", p99 === null ? "–" : fmt(p99) + " ms");
-    L5DCharts.drawChart(el.querySelector(".chart-sr"), [{label: "success", color: "#1f9d55", values: st.sr.map(v => v === null ? null : v * 100)}], {min: 0, max: 100, unit: "%", capacity: cap(st.sr), stepMs: INTERVAL_MS});
-    L5DCharts.drawChart(el.querySelector(".chart-rps"), [{label: "req/s", color: "#3b5bdb", values: st.rps}], {min: 0, capacity: cap(st.rps), stepMs: INTERVAL_MS});
-    L5DCharts.drawChart(el.querySelector(".chart-latency"), [{label: "p50", color: "#3b5bdb", values: st.p50}, {label: "p99", color: "#d97706", values: st.p99}], {min: 0, unit: "ms", capacity: cap(st.p50), stepMs: INTERVAL_MS});
+    set(".stat-sr", pct(t.sr), t.sr !== null && t.sr !== undefined && t.sr < UNHEALTHY_SR);
+    set(".stat-rps", num(t.rps));
+    set(".stat-requests", String(t.requests || 0));
+    set(".stat-failures", String(t.failures || 0), (t.failures || 0) > 0);
+    set(".stat-p50", ms(t.p50));
+    set(".stat-p99", ms(t.p99));
+    charts(el, label, r => r.total, now);
 
-    const services = entities(node && node.service, "").sort((a, b) => a[0].localeCompare(b[0]));
+    const services = Object.entries(last ? last.services : {}).sort((a, b) => a[0].localeCompare(b[0]));
     el.querySelector("table.services tbody").innerHTML = services.length ? services.map(([name, s]) => {
-      const r = track(st.services, name, now, counter(s, "requests"), counter(s, "success"), counter(s, "failures"));
-      const bad = r.sr !== null && r.sr < UNHEALTHY_SR;
-      const p50s = stat(s, "request_latency_ms", "p50"), p99s = stat(s, "request_latency_ms", "p99");
-      const retries = s.retries && s.retries.total && typeof s.retries.total.counter === "number" ? s.retries.total.counter : 0;
-      return row(["/" + esc(name), counter(s, "requests"), r.rps === null ? "–" : fmt(r.rps), pct(r.sr),
-        p50s === null ? "–" : fmt(p50s), p99s === null ? "–" : fmt(p99s), retries], bad, "/" + name);
-    }).join("") : `<tr><td class="empty" colspan="7">no services yet</td></tr>`;
+      const bad = s.sr !== null && s.sr < UNHEALTHY_SR;
+      return `<tr class="${bad ? "unhealthy" : ""}" data-name="${esc(name)}"><td class="mono">${esc(name)}</td>` +
+        `<td class="num">${s.requests}</td><td class="num">${num(s.rps)}</td><td class="num">${pct(s.sr)}</td>` +
+        `<td class="num">${num(s.p50)}</td><td class="num">${num(s.p99)}</td><td class="num">${s.retries || 0}</td></tr>`;
+    }).join("") : `<tr><td class="empty" colspan="7">no services (none has seen traffic within the idle TTL)</td></tr>`;
 
-    const clients = entities(node && node.client, "").sort((a, b) => a[0].localeCompare(b[0]));
-    el.querySelector("table.clients tbody").innerHTML = clients.length ? clients.map(([name, c]) => {
-      const r = track(st.clients, name, now, counter(c, "requests"), counter(c, "success"), counter(c, "failures"));
-      const size = gauge(c, "loadbalancer", "size"), avail = gauge(c, "loadbalancer", "available");
-      const conns = gauge(c, "connections");
-      const p99c = stat(c, "request_latency_ms", "p99");
-      const bad = (r.sr !== null && r.sr < UNHEALTHY_SR) || (avail !== null && avail === 0);
-      return row(["/" + esc(name), counter(c, "requests"), r.rps === null ? "–" : fmt(r.rps), pct(r.sr),
-        p99c === null ? "–" : fmt(p99c), avail === null ? "–" : `${avail} / ${size === null ? "?" : size}`,
-        conns === null ? "–" : conns], bad, "/" + name);
-    }).join("") : `<tr><td class="empty" colspan="7">no clients yet</td></tr>`;
+    const clients = Object.entries(last ? last.clients : {}).sort((a, b) => a[0].localeCompare(b[0]));
+    const tbody = el.querySelector("table.clients tbody");
+    // keep expanded panels' canvases: rebuild rows, then draw the panels' charts
+    tbody.innerHTML = clients.length ? clients.map(([name, c]) => {
+      const open = expanded.has(label + " " + name);
+      const bad = (c.sr !== null && c.sr < UNHEALTHY_SR) || c.endpoints === 0;
+      const eps = c.endpoints === null ? "–" : `${fmt(c.endpoints)} / ${c.size === null ? "?" : fmt(c.size)}`;
+      let html = `<tr class="client ${bad ? "unhealthy" : ""} ${open ? "open" : ""}" data-name="${esc(name)}" title="click for details">` +
+        `<td class="mono"><span class="caret">${open ? "▾" : "▸"}</span> ${esc(name)}</td><td class="num">${c.requests}</td><td class="num">${num(c.rps)}</td>` +
+        `<td class="num">${pct(c.sr)}</td><td class="num">${num(c.p99)}</td><td class="num">${eps}</td><td class="num">${num(c.connections)}</td></tr>`;
+      if (open) {
+        html += `<tr class="client-panel" data-name="${esc(name)}"><td colspan="7"><div class="panel">
+          <div class="charts">
+            <div class="chart"><h3>Success rate</h3><canvas class="chart-sr"></canvas></div>
+            <div class="chart"><h3>Requests per second</h3><canvas class="chart-rps"></canvas></div>
+            <div class="chart"><h3>Latency (ms)</h3><canvas class="chart-latency"></canvas></div>
+          </div>
+          <h5>Load balancer: each endpoint</h5>${endpointsTable(clientState[name.slice(1)] || clientState[name])}</div></td></tr>`;
+      }
+      return html;
+    }).join("") : `<tr><td class="empty" colspan="7">no clients (none has seen traffic within the idle TTL)</td></tr>`;
+    for (const panel of tbody.querySelectorAll("tr.client-panel")) {
+      const name = panel.dataset.name;
+      charts(panel, label, r => r.clients[name], now);
+    }
+  }
+
+  function renderReload(st) {
+    if (!st) return;
+    const when = st.loadedAt ? new Date(st.loadedAt * 1000).toLocaleTimeString() : "?";
+    const ok = `config version ${st.version}${st.configFile ? " of " + esc(st.configFile) : ""}, loaded ${when}` +
+      (st.reloadable ? (st.watching ? " · watched for changes" : " · reload: SIGHUP or POST /admin/reload") : " · not reloadable");
+    reloadEl.querySelector(".ok").innerHTML = ok;
+    const err = reloadEl.querySelector(".error");
+    if (st.lastError) {
+      const at = st.lastErrorAt ? new Date(st.lastErrorAt * 1000).toLocaleTimeString() : "";
+      err.textContent = `Reload refused at ${at} (still serving version ${st.version}): ${st.lastError}`;
+    } else {
+      err.textContent = "";
+    }
+    reloadEl.classList.toggle("bad", !!st.lastError);
+  }
+
+  function render() {
+    const now = samples.length ? samples[samples.length - 1].t : Date.now() / 1000;
+    const labels = new Set(data.routers.map(r => r.label));
+    if (samples.length) for (const l of Object.keys(samples[samples.length - 1].routers)) labels.add(l);
+    for (const label of labels) renderRouter(label, now);
+    // a router removed by a reload leaves the page
+    for (const el of root.querySelectorAll("section.router")) {
+      if (!labels.has(el.dataset.router)) el.remove();
+    }
+  }
+
+  async function refreshClients() {
+    try {
+      const rsp = await fetch("/client_state.json", {cache: "no-store"});
+      if (rsp.ok) clientState = await rsp.json();
+    } catch (e) { /* the next poll tries again */ }
   }
 
   async function poll() {
     try {
-      const rsp = await fetch("/admin/metrics.json?tree=1", {cache: "no-store"});
-      if (!rsp.ok) throw new Error("metrics.json: HTTP " + rsp.status);
-      const tree = await rsp.json();
-      const now = Date.now();
-      const labels = new Set(data.routers.map(r => r.label));
-      for (const l of Object.keys((tree && tree.rt) || {})) labels.add(l);
-      for (const label of labels) renderRouter(label, tree.rt && tree.rt[label], now);
-      status.textContent = "updated " + new Date(now).toLocaleTimeString();
+      const since = samples.length ? samples[samples.length - 1].t : null;
+      const rsp = await fetch("/admin/metrics/history.json" + (since ? "?since=" + since : ""), {cache: "no-store"});
+      if (!rsp.ok) throw new Error("history.json: HTTP " + rsp.status);
+      const h = await rsp.json();
+      windowS = h.windowSecs; historyS = h.historySecs;
+      samples = samples.concat(h.samples);
+      if (samples.length) {
+        const cut = samples[samples.length - 1].t - historyS;
+        samples = samples.filter(s => s.t >= cut);
+      }
+      if (expanded.size) await refreshClients();
+      try {
+        const r = await fetch("/admin/reload.json", {cache: "no-store"});
+        if (r.ok) renderReload(await r.json());
+      } catch (e) { /* shown next time */ }
+      render();
+      status.textContent = "updated " + new Date().toLocaleTimeString();
       status.dataset.polls = String(Number(status.dataset.polls || 0) + 1);
+      status.dataset.samples = String(samples.length);
     } catch (e) {
       status.textContent = "cannot read metrics: " + e.message;
     } finally {
