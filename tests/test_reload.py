@@ -504,3 +504,28 @@ def test_configmap_interpreter_is_experimental_as_in_linkerd() -> None:
     with pytest.raises(ConfigError) as info:
         parse(text, "x.yaml")
     assert "experimental: true" in str(info.value)
+
+
+async def test_the_config_in_a_configmap_mount_is_followed_through_the_symlink_swap(
+    setup: Setup,
+) -> None:
+    """l5d's own config mounted from a ConfigMap: config.yaml -> ..data/config.yaml, and
+    kubelet swaps ..data to a new directory (the file itself is never written)."""
+    await setup.backend("a")
+    await setup.backend("b")
+    mount = setup.tmp / "config-volume"
+    mount.mkdir()
+    _publish(mount, "v1", {"config.yaml": setup.config()})
+    setup.path = mount / "config.yaml"
+    linker = Linker(load(str(setup.path)))
+    await linker.start()
+    setup.linker = linker
+    setup.reloader = Reloader(linker, str(setup.path), poll_s=0.1)
+    setup.reloader.watch()
+    async with Load(setup.url) as load_:
+        t = time.monotonic()
+        _publish(mount, "v2", {"config.yaml": setup.config(dtab="/svc/web => /#/io.l5d.fs/b")})
+        took = await load_.first_after(t, "b")
+    assert load_.failures == [], load_.failures[:5]
+    assert took < CHANGE_WITHIN_S
+    assert setup.reloader.version == 2 and setup.reloader.history[-1].trigger == "file changed"
