@@ -34,7 +34,7 @@ ENDPOINTS = (
     ("/admin/metrics.json", "metrics (?tree=1, ?q=a/b, ?pretty=1)"),
     ("/admin/metrics/history.json", "the dashboard's per-second history (?since=<unix time>)"),
     ("/config.json", "the loaded config"),
-    ("/client_state.json", "clients and their addresses"),
+    ("/client_state.json", "clients and their addresses (?endpoints=1: each endpoint's state)"),
     ("/server_state.json", "servers: where they listen, TLS, handshakes, mTLS peers"),
     ("/bound-names.json", "bound names the namers know"),
     ("/namer_state/<prefix>.json", "a namer's watch state, e.g. /namer_state/io.l5d.k8s.json"),
@@ -216,14 +216,15 @@ def build_app(linker: Any) -> web.Application:
         ok = await reloader.reload("POST /admin/reload")
         return web.json_response(reload_status(), status=200 if ok else 400)
 
-    async def client_state(_: web.Request) -> web.Response:
+    async def client_state(request: web.Request) -> web.Response:
         if hasattr(linker, "client_state"):  # a supervisor: its workers' clients
             return web.json_response(await linker.client_state())
         out: dict[str, Any] = {}
+        endpoints = request.query.get("endpoints") in ("1", "true")  # the dashboard's view
         for router in getattr(linker, "routers", []):
             cache = _clients_of(router)
             if cache is not None:
-                out.update(cache.snapshot())
+                out.update(cache.snapshot(endpoints=True) if endpoints else cache.snapshot())
         return web.json_response(out)
 
     async def server_state(_: web.Request) -> web.Response:

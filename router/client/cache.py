@@ -112,16 +112,18 @@ class Client:
             st = type(addr).__name__.lower()
         out: dict[str, Any] = {"state": st,
                                "addresses": [e.hostport for e in self.balancer.endpoints]}
-        # the balancer's view per endpoint (the dashboard's expanded client row)
-        out["endpoints"] = [{"address": e.hostport, "weight": e.weight, "pending": e.pending,
-                             "connections": e.open_connections, "idle": len(e.idle),
-                             "available": not (e.down or e.dead), "down": e.down,
-                             "removedByFailureAccrual": e.dead,
-                             "loadEstimateMs": round(e.cost, 3)}
-                            for e in self.balancer.all]
+
         if self.tls is not None:
             out["tls"] = self.tls.snapshot()
         return out
+
+    def endpoints_state(self) -> list[dict[str, Any]]:
+        """The balancer's view of each endpoint (the dashboard's expanded client row)."""
+        return [{"address": e.hostport, "weight": e.weight, "pending": e.pending,
+                 "connections": e.open_connections, "idle": len(e.idle),
+                 "available": not (e.down or e.dead), "down": e.down,
+                 "removedByFailureAccrual": e.dead, "loadEstimateMs": round(e.cost, 3)}
+                for e in self.balancer.all]
 
     def close(self) -> None:
         self.balancer.close()
@@ -228,7 +230,11 @@ class ClientCache:
             self.on_expire()
         return names
 
-    def snapshot(self) -> dict[str, dict[str, Any]]:
+    def snapshot(self, *, endpoints: bool = False) -> dict[str, dict[str, Any]]:
+        """`/client_state.json`; with `endpoints`, each endpoint's balancer state too."""
+        if endpoints:
+            return {c.name: {**c.state(), "endpoints": c.endpoints_state()}
+                    for c in self.clients.values()}
         return {c.name: c.state() for c in self.clients.values()}
 
     def close(self) -> None:

@@ -172,7 +172,7 @@
 
   async function refreshClients() {
     try {
-      const rsp = await fetch("/client_state.json", {cache: "no-store"});
+      const rsp = await fetch("/client_state.json?endpoints=1", {cache: "no-store"});
       if (rsp.ok) clientState = await rsp.json();
     } catch (e) { /* the next poll tries again */ }
   }
