@@ -529,3 +529,51 @@ async def test_the_config_in_a_configmap_mount_is_followed_through_the_symlink_s
     assert load_.failures == [], load_.failures[:5]
     assert took < CHANGE_WITHIN_S
     assert setup.reloader.version == 2 and setup.reloader.history[-1].trigger == "file changed"
+
+
+async def test_workers_a_reload_replaces_every_worker_with_no_failed_request(
+    tmp_path: FsPath,
+) -> None:
+    """`workers: 2`: the supervisor reloads its control plane, then starts a worker with the
+    new config beside each old one (SO_REUSEPORT) before the old one drains."""
+    from tests.conftest import _start_process, _wait_ports
+
+    s = Setup(tmp_path)
+    await s.backend("a")
+    await s.backend("b")
+    s.write("workers: 2\n" + s.config())
+    log_path = tmp_path / "l5d.log"
+    proc = _start_process([sys.executable, "-m", "router.cli", str(s.path)], log_path, tmp_path)
+    try:
+        await asyncio.get_running_loop().run_in_executor(
+            None, _wait_ports, proc, [s.port, s.admin], log_path)
+        status, before = await _admin(s, "/workers.json")
+        async with Load(s.url) as load_:
+            t = time.monotonic()
+            s.write("workers: 2\n" + s.config(dtab="/svc/web => /#/io.l5d.fs/b"))
+            took = await load_.first_after(t, "b", timeout=30)
+            await async_wait_until(lambda: "workers serving the new config" in
+                                   log_path.read_text(), 30, "both workers replaced")
+            settled = time.monotonic()
+            await async_wait_until(lambda: load_.backends_since(settled)["b"] >= 20, 10)
+            assert load_.backends_since(settled)["a"] == 0
+            # a bad config: refused, the workers keep serving b
+            s.write("workers: 2\n" + s.config(dtab="/svc/web => "))
+            await async_wait_until(lambda: "config reload refused" in log_path.read_text(),
+                                   10, "the refusal")
+            t = time.monotonic()
+            await async_wait_until(lambda: load_.backends_since(t)["b"] >= 20, 10)
+        assert load_.failures == [], load_.failures[:5]
+        status, after = await _admin(s, "/workers.json")
+        pids = lambda w: sorted(x["pid"] for x in w["workers"])  # noqa: E731
+        assert len(pids(after)) == 2 and set(pids(after)).isdisjoint(pids(before)), (before,
+                                                                                     after)
+        status, state = await _admin(s, "/admin/reload.json")
+        assert state["version"] == 2 and "dtab" in str(state["lastError"])
+        print(f"workers reload: first response from the new config after {took:.2f} s, "
+              f"{load_.ok} requests, 0 failed")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log_path.read_text()[-3000:]
+        for b in s.backends.values():
+            await b.close()

@@ -25,6 +25,7 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from router.metrics import _LIMITS, Counter, Gauge, Histogram, Metrics
@@ -87,6 +88,9 @@ class _Series:
         counts = h.counts
         delta = {}
         old = self.counts_ref
+        if old is not None and old is not counts and len(old) == len(counts) and all(
+                c >= b for c, b in zip(counts, self.counts_copy, strict=True)):
+            old = counts  # a new object counting on (a supervisor's merge of its workers')
         if old is not None and old is not counts:
             # A snapshot replaced the list: the old one still holds what was added up to
             # the reset, so nothing recorded between two samples is lost.
@@ -220,9 +224,13 @@ class History:
             return list(self.samples)
         return [s for s in self.samples if s["t"] > t]
 
-    async def run(self, interval_s: float = 1.0) -> None:
+    async def run(self, interval_s: float = 1.0,
+                  refresh: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Sample every `interval_s`; `refresh` first (a supervisor pulls its workers')."""
         while True:
             try:
+                if refresh is not None:
+                    await refresh()
                 self.sample()
             except Exception:  # a bug here must not stop the history silently
                 log.exception("sampling the dashboard history failed")

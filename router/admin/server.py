@@ -350,6 +350,7 @@ async def start_admin(linker: Any, *, snapshot_secs: float | None = None) -> Adm
     handle = AdminHandle(runner, host, port, tls_source=tls_source)
     handle.tasks.append(asyncio.get_running_loop().create_task(
         snapshot_loop(linker.metrics, interval)))
-    handle.tasks.append(asyncio.get_running_loop().create_task(history_of(linker).run()))
+    handle.tasks.append(asyncio.get_running_loop().create_task(history_of(linker).run(
+        refresh=getattr(linker, "refresh_metrics", None))))
     log.info("admin serving on %s", handle.url)
     return handle
