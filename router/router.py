@@ -226,6 +226,9 @@ class Router:
         def on_dtab(dtab: Dtab) -> None:
             self.base_dtab = dtab + configured
             self.bindings.base = self.base_dtab
+            handle = self.handle
+            if handle is not None:  # route decisions remember the binding of the old dtab
+                handle.runtime.routes.clear()
 
         self._unfollow = self.dtab_source.dtab.observe(on_dtab)
         on_dtab(self.dtab_source.dtab.value)
