@@ -577,3 +577,32 @@ async def test_workers_a_reload_replaces_every_worker_with_no_failed_request(
         assert proc.wait(30) == 0, log_path.read_text()[-3000:]
         for b in s.backends.values():
             await b.close()
+
+
+async def test_a_telemeter_added_by_a_reload_sees_the_requests(setup: Setup) -> None:
+    """`telemetry:` changes: a new set of telemeters is started and every router is
+    rebuilt to feed it (io.l5d.recentRequests here, read back at /requests.json)."""
+    await setup.backend("a")
+    await setup.start(setup.config())
+    assert setup.linker.routers[0].handle.runtime.telemetry is None
+    async with Load(setup.url) as load_:
+        setup.write("telemetry:\n- kind: io.l5d.recentRequests\n  sampleRate: 1.0\n"
+                    + setup.config())
+        await async_wait_until(lambda: setup.reloader.version == 2, 10, "reloaded")
+        rt = setup.linker.routers[0].handle.runtime
+        assert rt.telemetry is not None and rt.telemetry.recents
+        await async_wait_until(lambda: len(rt.telemetry.recents[0].snapshot()) > 0, 10,
+                               "recent requests")
+
+        async def recent_json() -> Any:  # the admin restarted with the new telemetry
+            try:
+                return (await _admin(setup, "/requests.json"))[1]
+            except aiohttp.ClientError:
+                return None
+        deadline = time.monotonic() + 10
+        body = None
+        while time.monotonic() < deadline and not isinstance(body, (dict, list)):
+            body = await recent_json()
+            await asyncio.sleep(0.1)
+        assert body and "web" in str(body)
+    assert load_.failures == [], load_.failures[:5]
