@@ -552,7 +552,7 @@ async def test_workers_a_reload_replaces_every_worker_with_no_failed_request(
             t = time.monotonic()
             s.write("workers: 2\n" + s.config(dtab="/svc/web => /#/io.l5d.fs/b"))
             took = await load_.first_after(t, "b", timeout=30)
-            await async_wait_until(lambda: "workers serving the new config" in
+            await async_wait_until(lambda: "workers now on the new config" in
                                    log_path.read_text(), 30, "both workers replaced")
             settled = time.monotonic()
             await async_wait_until(lambda: load_.backends_since(settled)["b"] >= 20, 10)

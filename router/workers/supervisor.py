@@ -233,7 +233,6 @@ class Supervisor:
         self.local_metrics = self.linker.metrics
         self.metrics = MergedMetrics(self.local_metrics)
         self.slots = [WorkerSlot(i) for i in range(self.count)]
-        self.retired: list[WorkerSlot] = []  # draining after a reload replaced them
         self.follows: dict[tuple[str, Dtab, Path], _Follow] = {}
         self.admin: Any = None
         self.stopped = asyncio.Event()
@@ -298,40 +297,12 @@ class Supervisor:
         old_ports = {(s.ip, s.port) for r in self.config.routers for s in r.servers}
         self._check_ports(config, skip=old_ports)
         changes = await apply_config(self.linker, config, serve=False)
-        self.config = config
-        await self._roll(config.workers, config.admin.shutdown_grace_ms)
+        try:
+            await self.replace_workers(config)
+        except StartError as e:
+            raise OSError(f"a worker could not start with the new config ({e}); the old "
+                          "workers not yet replaced keep serving") from None
         return [*changes, f"{config.workers} workers replaced one by one"]
-
-    async def _roll(self, count: int, grace_ms: int) -> None:
-        old = list(self.slots)
-        for i in range(count):
-            slot = WorkerSlot(i)
-            self.slots.append(slot)
-            try:
-                await self._spawn(slot)
-            except StartError as e:
-                self._retire(slot, 0)
-                raise OSError(f"a worker could not start with the new config ({e}); the "
-                              "workers already replaced serve it, the others the old "
-                              "one") from None
-            if i < len(old):
-                self._retire(old[i], grace_ms)
-        for slot in old[count:]:
-            self._retire(slot, grace_ms)
-        self.count = count
-        log.info("%d workers serving the new config: pids %s", count,
-                 ", ".join(str(s.pid) for s in self.slots))
-
-    def _retire(self, slot: WorkerSlot, grace_ms: int) -> None:
-        """Drain `slot`'s worker (not restarted when it exits) and forget the slot."""
-        slot.drained = True  # its _serve task sees it and does not restart it
-        if slot.conn is not None and slot.state in ("serving", "starting"):
-            slot.state = "draining"
-            slot.conn.channel.send({"op": "drain", "grace_ms": grace_ms})
-        if slot in self.slots:
-            self.slots.remove(slot)
-        self.retired = [r for r in self.retired if r.proc is None or r.proc.returncode is None]
-        self.retired.append(slot)
 
     def _check_ports(self, config: LinkerConfig | None = None,
                      skip: set[tuple[str, int]] | None = None) -> None:
@@ -507,7 +478,7 @@ class Supervisor:
                     slot.state = "draining"
                     slot.conn.channel.send({"op": "drain", "grace_ms": grace_ms})
             deadline = time.monotonic() + grace_ms / 1000.0 + 5.0
-            for slot in [*self.slots, *self.retired]:  # retired: replaced by a reload
+            for slot in self.slots:
                 proc = slot.proc
                 if proc is None or proc.returncode is not None:
                     continue
