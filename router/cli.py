@@ -41,7 +41,13 @@ def build_linker(config: LinkerConfig, *, validating: bool = False):  # noqa: AN
 def validate(path: str) -> list[tuple[str, LinkerConfig]]:
     """Load and build everything that can be checked without binding ports: the config,
     or each l5d config in a Kubernetes manifest's ConfigMaps."""
-    configs = load_all(path)
+    from router.tls.params import HOST_CHECKS_WARN
+
+    token = HOST_CHECKS_WARN.set(True)
+    try:
+        configs = load_all(path)
+    finally:
+        HOST_CHECKS_WARN.reset(token)
 
     async def build() -> None:  # some plugins want a running loop to exist
         for label, config in configs:

@@ -207,3 +207,21 @@ def test_validate_and_serve_stop_on_a_bad_tls_file(pki: Pki, tmp_path: FsPath) -
         assert out.returncode != 0, out
         assert f"{path}:{line}: routers[0].servers[0].tls.keyPath" in out.stderr, out.stderr
         assert "does not match the certificate" in out.stderr
+
+
+def test_a_tls_file_missing_on_the_validating_machine_is_a_warning_there_only(
+        pki: Pki, tmp_path: FsPath) -> None:
+    """Linkerd configs name certificates mounted in the pod (linkerd-examples' linkerd-tls.yml):
+    `--validate` elsewhere warns at the key's line, starting stays an error (never plaintext);
+    a file that is present but wrong stays an error under `--validate` too (test above)."""
+    p = pki.issue("incoming.l5d.test")
+    text = server_config(f"certPath: /nonexistent/tls.crt\nkeyPath: {p.key}", port=free_port())
+    path = tmp_path / "mounted-tls.yaml"
+    path.write_text(text)
+    where = f"{path}:{line_of(text, 'certPath')}: routers[0].servers[0].tls.certPath"
+    checked = _cli("--validate", str(path))
+    assert checked.returncode == 0, checked.stderr
+    assert where in checked.stderr and "a check of this machine" in checked.stderr
+    started = _cli(str(path))
+    assert started.returncode != 0
+    assert where in started.stderr and "cannot read /nonexistent/tls.crt" in started.stderr

@@ -41,7 +41,8 @@ def _read(path: str, key: str, section: str | None) -> bytes:
         with open(path, "rb") as f:
             return f.read()
     except OSError as e:
-        raise TlsFileError(key, f"cannot read {path}: {e.strerror or e}", section) from None
+        raise TlsFileError(key, f"cannot read {path}: {e.strerror or e}", section,
+                           missing=isinstance(e, FileNotFoundError)) from None
 
 
 def read_certs(path: str, key: str, section: str | None = None) -> list[x509.Certificate]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -31,11 +32,19 @@ class TlsFileError(Exception):
     """A TLS file that cannot be used: `key` is the config key naming it (`certPath`),
     `section` the sub-mapping it sits in (`clientAuth`) or None."""
 
-    def __init__(self, key: str, message: str, section: str | None = None) -> None:
+    def __init__(self, key: str, message: str, section: str | None = None, *,
+                 missing: bool = False) -> None:
         super().__init__(message)
         self.key = key
         self.message = message
         self.section = section
+        self.missing = missing  # the file is not on this machine (a host check)
+
+
+# True while `l5d --validate` loads a config: a TLS file missing on the machine that
+# validates is a warning there (the config is checked elsewhere than it runs), as the fs
+# namer's rootDir is; starting a router stays strict, so TLS is never skipped.
+HOST_CHECKS_WARN: ContextVar[bool] = ContextVar("l5d_tls_host_checks_warn", default=False)
 
 
 @dataclass(frozen=True)
@@ -158,7 +167,11 @@ def _templated(*paths: str | None) -> bool:
 
 def _raise_at(obj: _Obj, e: TlsFileError, children: dict[str, _Obj] | None = None) -> None:
     target = (children or {}).get(e.section or "", obj) if e.section else obj
-    raise target.err(e.key, e.message) from None
+    err = target.err(e.key, e.message)
+    if e.missing and HOST_CHECKS_WARN.get():
+        log.warning("%s (a check of this machine: an error when the router starts)", err)
+        return
+    raise err from None
 
 
 def parse_server_tls(obj: _Obj) -> ServerTls | None:
