@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -31,10 +32,13 @@ class Backends:
     ports: dict[str, int] = field(default_factory=dict)
     runners: list[web.AppRunner] = field(default_factory=list)
 
-    async def start(self, name: str, status: int) -> int:
-        async def handler(request: web.Request) -> web.Response:
+    async def start(self, name: str, status: int, handler: Any = None) -> int:
+        """A backend answering `status`, or whatever `handler(request)` answers."""
+
+        async def fixed(request: web.Request) -> web.Response:
             return web.Response(status=status, text=f"{name}\n")
 
+        handler = handler or fixed
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", handler)
         runner = web.AppRunner(app, access_log=None)
@@ -111,9 +115,18 @@ async def running_l5d(tmp: Path, backends: Backends) -> AsyncIterator[L5d]:
     for name, port in backends.ports.items():
         (disco / name).write_text(f"127.0.0.1 {port}\n")
     admin, proxy, xform = free_port(), free_port(), free_port()
+    text = CONFIG.format(admin=admin, disco=disco, proxy=proxy, xform=xform,
+                         world=backends.ports["world"])
+    async with l5d_with_config(tmp, text, admin, proxy) as proc:
+        yield L5d(proc, admin, proxy, xform, disco, tmp / "l5d.log")
+
+
+@contextlib.asynccontextmanager
+async def l5d_with_config(tmp: Path, text: str, admin: int, proxy: int
+                          ) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """`l5d` on config `text`, once its admin and proxy ports listen; stopped after."""
     cfg = tmp / "l5d.yaml"
-    cfg.write_text(CONFIG.format(admin=admin, disco=disco, proxy=proxy, xform=xform,
-                                 world=backends.ports["world"]))
+    cfg.write_text(text)
     log = tmp / "l5d.log"
     env = dict(os.environ, L5D_HISTOGRAM_SNAPSHOT_SECS="1", PYTHONPATH=str(REPO))
     with open(log, "wb") as out:
@@ -127,7 +140,7 @@ async def running_l5d(tmp: Path, backends: Backends) -> AsyncIterator[L5d]:
             if time.monotonic() > deadline:
                 raise AssertionError(f"l5d did not listen within 20s:\n{_tail(log)}")
             await asyncio.sleep(0.05)
-        yield L5d(proc, admin, proxy, xform, disco, log)
+        yield proc
     finally:
         stop_process(proc)
 

@@ -205,7 +205,7 @@ def test_resetting_backend_retried_for_reads_only(l5d_process, backends) -> None
     assert sorted(posts) == [200] * 5 + [502] * 5 and reset.hits["POST"] == 10, posts
     m = metrics(p.admin_port)
     retried = m["rt/http/service/svc/reset/retries/total"]
-    requeued = m.get("rt/http/client/$/inet/127.0.0.1/%d/retries/requeues" % reset.port, 0)
+    requeued = m.get(f"rt/http/client/$/inet/127.0.0.1/{reset.port}/retries/requeues", 0)
     assert retried + requeued == 10, (retried, requeued)  # each failed GET sent once more
     assert m["rt/http/service/svc/reset/failures"] == 5  # the POSTs
 

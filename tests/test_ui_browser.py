@@ -5,15 +5,25 @@ the tree, and a parse error is shown in place. Screenshots go to the test's tmp 
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
 from playwright.async_api import Browser, Page, async_playwright
 
-from tests.test_admin_e2e import L5d, backends, l5d, traffic  # noqa: F401 (fixtures)
+from tests.test_admin_e2e import (  # noqa: F401 (fixtures)
+    Backends,
+    L5d,
+    backends,
+    l5d,
+    l5d_with_config,
+    send,
+    traffic,
+)
+from tests.util import free_port
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
@@ -200,79 +210,47 @@ async def test_dashboard_retries_column_counts_real_retries(page: Page,
     """A backend failing every other GET under retryableRead5XX: the router retries each
     failure (the client sees only 200s), and the service row's Retries cell shows the
     router's own `retries/total`, while a service without failures shows 0."""
-    import json
-    import os
-    import subprocess
-    import sys
-    import urllib.request
-
-    from aiohttp import web
-
-    from tests.test_admin_e2e import REPO, Backends, send
-    from tests.util import free_port, port_open, stop_process
-
     hits = {"n": 0}
 
     async def flap(_request: web.Request) -> web.Response:
         hits["n"] += 1
         return web.Response(status=503 if hits["n"] % 2 else 200, text="flap\n")
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", flap)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    flap_port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", flap_port).start()
-    steady = Backends()
-    await steady.start("steady", 200)
+    servers = Backends()
+    await servers.start("flap", 0, flap)
+    await servers.start("steady", 200)
     admin, proxy = free_port(), free_port()
-    cfg = tmp_path / "l5d.yaml"
-    cfg.write_text(RETRY_CONFIG.format(admin=admin, proxy=proxy, flap=flap_port,
-                                       steady=steady.ports["steady"]))
-    log = tmp_path / "l5d.log"
-    env = dict(os.environ, L5D_HISTOGRAM_SNAPSHOT_SECS="1", PYTHONPATH=str(REPO))
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "router.cli", str(cfg)], cwd=tmp_path,
-                                stdout=out, stderr=subprocess.STDOUT, env=env)
+    text = RETRY_CONFIG.format(admin=admin, proxy=proxy, flap=servers.ports["flap"],
+                               steady=servers.ports["steady"])
     try:
-        await until(lambda: _ready(proc, admin, proxy, port_open), 20, "l5d listening")
-        import aiohttp
+        async with l5d_with_config(tmp_path, text, admin, proxy):
+            async with aiohttp.ClientSession() as session:
+                statuses = [await send(session, proxy, "flap") for _ in range(10)]
+                statuses += [await send(session, proxy, "steady") for _ in range(3)]
+                async with session.get(f"http://127.0.0.1:{admin}/admin/metrics.json") as r:
+                    m = await r.json()
+            assert statuses == [200] * 13  # every failed attempt was retried
+            assert hits["n"] == 20
+            assert m["rt/outgoing/service/svc/flap/retries/total"] == 10
 
-        async with aiohttp.ClientSession() as session:
-            statuses = [await send(session, proxy, "flap") for _ in range(10)]
-            statuses += [await send(session, proxy, "steady") for _ in range(3)]
-        assert statuses == [200] * 13  # every failed attempt was retried
-        assert hits["n"] == 20
-        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/admin/metrics.json") as r:
-            m = json.loads(r.read())
-        assert m["rt/outgoing/service/svc/flap/retries/total"] == 10
+            await page.goto(f"http://127.0.0.1:{admin}/?interval=500")
 
-        await page.goto(f"http://127.0.0.1:{admin}/?interval=500")
+            async def retries_cell(name: str) -> str | None:
+                row = await page.query_selector(
+                    f'#router-outgoing table.services tr[data-name="{name}"]')
+                if row is None:
+                    return None
+                cells = await row.query_selector_all("td")
+                return (await cells[-1].inner_text()).strip()
 
-        async def retries_cell(name: str) -> str | None:
-            row = await page.query_selector(
-                f'#router-outgoing table.services tr[data-name="{name}"]')
-            if row is None:
-                return None
-            cells = await row.query_selector_all("td")
-            return (await cells[-1].inner_text()).strip()
-
-        assert await until(lambda: _equals(retries_cell("/svc/flap"), "10"),
-                           what="Retries 10 for /svc/flap") == "10"
-        assert await retries_cell("/svc/steady") == "0"
-        header = await page.query_selector_all("#router-outgoing table.services th")
-        assert ((await header[-1].text_content()) or "").strip() == "Retries"
-        await page.screenshot(path=str(tmp_path / "dashboard-retries.png"), full_page=True)
+            assert await until(lambda: _equals(retries_cell("/svc/flap"), "10"),
+                               what="Retries 10 for /svc/flap") == "10"
+            assert await retries_cell("/svc/steady") == "0"
+            header = await page.query_selector_all("#router-outgoing table.services th")
+            assert ((await header[-1].text_content()) or "").strip() == "Retries"
+            await page.screenshot(path=str(tmp_path / "dashboard-retries.png"), full_page=True)
     finally:
-        stop_process(proc)
-        await steady.close()
-        await runner.cleanup()
-
-
-async def _ready(proc: subprocess.Popen[bytes], admin: int, proxy: int, port_open) -> bool:  # noqa: ANN001
-    if proc.poll() is not None:
-        raise AssertionError(f"l5d exited {proc.returncode}")
-    return port_open(admin) and port_open(proxy)
+        await servers.close()
 
 
 async def _equals(coro: Awaitable[str | None], want: str) -> str | None:

@@ -872,7 +872,7 @@ def _choose(ex: Exchange, plan: _Plan) -> bool:
     if not ex.balancer.endpoints:
         raise _no_route(plan, f"{client.name} has no endpoints")
 
-    client.requeue.begin(ex.start)
+    client.requeue.budget.deposit(ex.start)  # RequeuePolicy.begin, one call less
     # The caller's headers, then the route's (pre-serialised), request id and framing.
     suffix = plan.suffix + plan.deadline if plan.deadline else plan.suffix
     # with telemetry: the client span's trace context, and the trace id as l5d-reqid
