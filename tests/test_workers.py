@@ -177,6 +177,10 @@ def test_requests_land_on_both_workers_and_metrics_add_up(
     per_pid = {p: 5 * sum(1 for c in conns if c.pid == p) for p in pids}
 
     server = f"rt/outgoing/server/127.0.0.1/{port}"
+    # A worker counts a request when the backend's response completes, which can come a
+    # moment after the client read the last byte: poll briefly, then check everything.
+    wait_until(lambda: get_json(admin, "/admin/metrics.json").get(f"{server}/requests") == sent,
+               5, f"{sent} requests in the merged metrics")
     m = get_json(admin, "/admin/metrics.json")
     assert m[f"{server}/requests"] == sent
     assert m["rt/outgoing/service/svc/web/requests"] == sent

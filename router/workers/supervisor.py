@@ -40,8 +40,7 @@ from router.workers.merge import MergedMetrics
 log = logging.getLogger("l5d.supervisor")
 
 READY_TIMEOUT_S = 30.0
-PULL_TIMEOUT_S = 2.0
-PULL_CACHE_S = 0.1
+PULL_TIMEOUT_S = 5.0
 RESTART_BASE_S = 0.5
 RESTART_MAX_S = 30.0
 YOUNG_S = 10.0  # a worker that dies sooner than this after starting backs off longer
@@ -508,11 +507,14 @@ class Supervisor:
 
     # -- the admin's view
     async def refresh_metrics(self) -> None:
-        """Pull every serving worker's registry and merge (coalesced: one pull at a time,
-        reused for PULL_CACHE_S)."""
+        """Pull every serving worker's registry and merge. Callers that arrive together
+        share a pull, but only one that began after they asked: what a reader gets
+        includes every response it saw before asking."""
+        asked = time.monotonic()
         async with self._pull_lock:
-            if time.monotonic() - self._pulled_at < PULL_CACHE_S:
+            if self._pulled_at > asked:
                 return
+            self._pulled_at = time.monotonic()  # when this pull began
             slots = self._serving()
             results = await asyncio.gather(
                 *(s.conn.channel.request({"op": "metrics"}, PULL_TIMEOUT_S)  # type: ignore
@@ -524,7 +526,6 @@ class Supervisor:
                     continue
                 exports.append((slot.index, res))
             self.metrics.update(exports)
-            self._pulled_at = time.monotonic()
 
     async def client_state(self) -> dict[str, Any]:
         """Every worker's clients (the same bound ids in each: the first one's wins)."""
