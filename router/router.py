@@ -297,6 +297,22 @@ class Router:
             self.dtab_source.close()
 
 
+
+async def close_routers(routers: Sequence[Router], grace_s: float) -> None:
+    """Drain every router's servers for up to `grace_s` (all at once), then close each
+    router's bindings, transformers and identifiers: the Linker's and each data-path
+    worker's (router/workers) shutdown."""
+    handles = [r.handle for r in routers if r.handle is not None]
+    results = await asyncio.gather(*(h.close(grace_s) for h in handles),
+                                   return_exceptions=True)
+    for res in results:
+        if isinstance(res, BaseException):
+            log.error("closing router servers failed: %r", res)
+    for r in routers:
+        r.handle = None
+        r.close()
+        await r.close_identifiers()
+
 class Linker:
     """The process: metrics, namers, routers, admin. Build (validates), then `start()`."""
 
@@ -411,16 +427,8 @@ class Linker:
                     await hook()
                 except Exception:
                     log.exception("a stop hook failed")
-            handles = [r.handle for r in self.routers if r.handle is not None]
-            results = await asyncio.gather(*(h.close(grace_s) for h in handles),
-                                           return_exceptions=True)
-            for res in results:
-                if isinstance(res, BaseException):
-                    log.error("closing router servers failed: %r", res)
+            await close_routers(self.routers, grace_s)
             for r in self.routers:
-                r.handle = None
-                r.close()
-                await r.close_identifiers()
                 aclose = getattr(r.interpreter, "aclose", None)  # remote interpreters' streams
                 if aclose is not None:
                     try:

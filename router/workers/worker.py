@@ -112,16 +112,9 @@ class Worker:
         self.done.set()
 
     async def _close_routers(self, grace_s: float) -> None:
-        handles = [r.handle for r in self.routers if r.handle is not None]
-        results = await asyncio.gather(*(h.close(grace_s) for h in handles),
-                                       return_exceptions=True)
-        for res in results:
-            if isinstance(res, BaseException):
-                log.error("closing router servers failed: %r", res)
-        for r in self.routers:
-            r.handle = None
-            r.close()
-            await r.close_identifiers()
+        from router.router import close_routers
+
+        await close_routers(self.routers, grace_s)
         self.hub.close()
         await self.telemetry.aclose()
 
