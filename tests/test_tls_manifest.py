@@ -13,8 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from dtab.path import Path as DPath
-from router.config import parse
+from router.config import ConfigError, parse
 from tests.test_manifests import ROOT, one
 from tests.tls_pki import make_pki
 
@@ -71,13 +73,20 @@ def _validate(path: Path) -> subprocess.CompletedProcess[str]:
                           cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60)
 
 
-def test_config_validates_with_certificates_and_not_without(tmp_path: Path) -> None:
+def test_config_validates_with_certificates_and_starts_only_with_them(tmp_path: Path) -> None:
+    """The manifest's certificates are mounted in the pod: `--validate` on a machine without
+    them warns at the key (a host check), loading the config to start refuses it."""
     good = tmp_path / "tls.yaml"
     good.write_text(with_certs(tmp_path))
     out = _validate(good)
     assert out.returncode == 0, out.stdout + out.stderr
+    assert "a check of this machine" not in out.stderr
     bare = tmp_path / "bare.yaml"
     bare.write_text(config_text())
     out = _validate(bare)
-    assert out.returncode != 0
+    assert out.returncode == 0, out.stdout + out.stderr
     assert "tls.trustCertsBundle" in out.stderr and "cannot read" in out.stderr, out.stderr
+    assert "a check of this machine" in out.stderr
+    with pytest.raises(ConfigError) as e:
+        parse(config_text(), "l5d-tls.yml")
+    assert "tls.trustCertsBundle" in str(e.value) and "cannot read" in str(e.value)
