@@ -385,3 +385,49 @@ async def test_updates_coalesce_and_the_balancer_changes_only_what_changed(
     assert [(e.host, e.port) for e in balancer.all] == sorted((e.host, e.port)
                                                                for e in balancer.all)
     balancer.close()
+
+
+async def test_more_label_selectors_than_max_watches_all_resolve_over_bounded_connections(
+    fake_k8s: FakeApiServer, hub: WatchHub  # noqa: F811
+) -> None:
+    """Each label value is its own (kind, labelSelector) watch group, which the hub cannot
+    fold into another group's watch. Was: 9+ groups held every connection of the client's
+    pool of 10 (8 + 2), so the next group's first list waited for a connection a watch
+    held for its whole timeout (300 s): Pending, then a binding timeout. Now each watch
+    has its own connection and lists their own two."""
+    groups = 14  # > max_watches (8) + the old pool's 2 spare
+    n = K8sNamer(ApiTarget("127.0.0.1", fake_k8s.port), hub=hub, label_selector="version",
+                 endpoint_source="endpointslices")
+    try:
+        for v in range(groups):
+            fake_k8s.upsert("endpointslices", endpoint_slice(
+                f"hello-v{v}", "hello", [(f"10.9.0.{v}", "n")], {"http": 80},
+                labels={"version": f"v{v}"}))
+        trees = []
+        for v in range(groups):
+            act = n.lookup(Path.read(f"/default/http/hello/v{v}"))
+            act.observe(lambda _: None)
+            await async_wait_until(lambda a=act: isinstance(a.value, Ok), 10, f"v{v}")
+            tree = act.value.value
+            assert isinstance(tree, Leaf), tree
+            tree.value.addr.observe(lambda _: None)
+            assert hostports(tree.value.addr.value) == {(f"10.9.0.{v}", 80)}
+            trees.append(tree)
+        await async_wait_until(lambda: len(hub.feeds()) == groups, 5, "a watch per group")
+        # Bounded by the groups (label values), not the services: groups + 2 list conns.
+        assert fake_k8s.open_connections() <= groups + 2
+        assert fake_k8s.peak_connections <= groups + 2, fake_k8s.peak_connections
+        # Every group is still followed, and a service joining a group is listed even
+        # though every watch is streaming.
+        fake_k8s.upsert("endpointslices", endpoint_slice(
+            "hello-v13", "hello", [("10.9.1.13", "n")], {"http": 80},
+            labels={"version": "v13"}))
+        await async_wait_until(
+            lambda: hostports(trees[13].value.addr.value) == {("10.9.1.13", 80)}, 5, "v13")
+        fake_k8s.upsert("endpointslices", endpoint_slice(
+            "world-v2", "world", [("10.9.2.2", "n")], {"http": 80}, labels={"version": "v2"}))
+        _, world = await bound(n, "/default/http/world/v2")
+        assert hostports(world.value.addr.value) == {("10.9.2.2", 80)}
+        assert len(hub.feeds()) == groups
+    finally:
+        await n.close()

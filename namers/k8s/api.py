@@ -202,34 +202,50 @@ async def decode(line: bytes) -> Any:
     return json.loads(line)
 
 
+LIST_CONNECTIONS = 2  # lists, discovery and checks share these; watches have their own
+
+
 class K8sApi:
     """The few calls we make: list (paged), watch from a version, API discovery.
 
-    `pool_size` bounds the connections this client opens to the API server: the
-    hub keeps the number of watches below it, lists wait for a free connection.
+    Two connection pools over one configuration (one set of credentials): lists
+    (and discovery, checks) share `list_connections`; each watch has a connection
+    of its own, in a pool that is not capped here because whoever opens watches
+    bounds them (the hub: `WatchHub.max_watches`, or one per distinct (kind,
+    labelSelector) past that). A watch is held for minutes, so a watch in a capped
+    shared pool can starve lists: with more watches than the pool, new keys never
+    got their first list (issue 15's cliff at 100 services, then at 8 watch groups).
+    So the API server sees at most (watches) + `list_connections` connections.
     """
 
-    def __init__(self, target: ApiTarget, *, pool_size: int = 10) -> None:
+    def __init__(self, target: ApiTarget, *, list_connections: int = LIST_CONNECTIONS) -> None:
         self.target = target
-        self.pool_size = pool_size
-        self._api_client: Any = None
+        self.list_connections = list_connections
+        self._clients: dict[bool, Any] = {}  # watch? -> kubernetes_asyncio ApiClient
         self._init_lock: asyncio.Lock | None = None
+        self._cfg: Any = None
         self.identity: str | None = None  # the last one the server sent
 
-    async def _client(self) -> Any:
-        if self._api_client is None:
+    async def _client(self, watch: bool = False) -> Any:
+        client = self._clients.get(watch)
+        if client is None:
             if self._init_lock is None:
                 self._init_lock = asyncio.Lock()
             async with self._init_lock:
-                if self._api_client is None:
+                client = self._clients.get(watch)
+                if client is None:
                     _, api_client_cls, _ = _light_client()
-                    cfg = await _configuration(self.target)
-                    cfg.connection_pool_maxsize = self.pool_size
-                    self._api_client = api_client_cls(cfg)
-        return self._api_client
+                    if self._cfg is None:
+                        self._cfg = await _configuration(self.target)
+                    # RESTClientObject reads the pool size from the configuration when
+                    # it is built; 0 is aiohttp's "no limit".
+                    self._cfg.connection_pool_maxsize = 0 if watch else self.list_connections
+                    client = self._clients[watch] = api_client_cls(self._cfg)
+        return client
 
-    async def _get(self, path: str, query: list[tuple[str, Any]], timeout: Any) -> Any:
-        client = await self._client()
+    async def _get(self, path: str, query: list[tuple[str, Any]], timeout: Any,
+                   watch: bool = False) -> Any:
+        client = await self._client(watch)
         try:
             return await client.call_api(
                 path, "GET", query_params=query,
@@ -327,7 +343,7 @@ class K8sApi:
         if label_selector:
             query.append(("labelSelector", label_selector))
         path = collection_path(kind, namespace)
-        resp = await self._get(path, query, (5, timeout_seconds + 30))
+        resp = await self._get(path, query, (5, timeout_seconds + 30), watch=True)
         raw = resp.aiohttp_response if hasattr(resp, "aiohttp_response") else resp
         url = str(raw.url)
         try:
@@ -381,9 +397,9 @@ class K8sApi:
         return any(r.get("name") == plural for r in data.get("resources") or [])
 
     async def close(self) -> None:
-        if self._api_client is not None:
-            await self._api_client.close()
-            self._api_client = None
+        clients, self._clients = list(self._clients.values()), {}
+        for c in clients:
+            await c.close()
 
 
 def _message(body: bytes) -> str:

@@ -12,10 +12,12 @@ Channels are fed by `Feed`s — one list+watch stream each — at three scopes:
 - one namespace, filtered locally, once it has more;
 - the whole cluster, filtered locally, once the streams would exceed
   `max_watches` (8: many namespaces with a few services each).
-So the API server sees at most `max_watches` watch connections and two more
-for lists (the client's pool is sized to that) from a router whatever the number
-of services (issue 15: the client's 100 pooled
-connections were a hard cliff at 100 watched services). A channel joining a
+So the API server sees at most `max_watches` watch connections (or, past that,
+one per distinct (kind, labelSelector): label values, never services) and two
+more for lists from a router whatever the number of services. Each watch has a
+connection of its own and lists have their pool (api.py), so a list never waits
+behind watches (issue 15: the client's 100 pooled connections were a hard cliff
+at 100 watched services, and a pool of 10 one at 9 label selectors). A channel joining a
 wide feed that is already streaming gets its first state from a short list of
 just its objects; events older than that list are ignored.
 
@@ -699,10 +701,10 @@ class WatchHub:
         self.watch_timeout = watch_timeout
         self.namespace_threshold = namespace_threshold
         self.max_watches = max_watches
-        # The connections to the API server: the watches, plus two for lists (one list
-        # worker per wide feed, first lists of new keys, checks after outages), which
-        # wait for a free connection rather than open one per watched key.
-        api.pool_size = max_watches + 2
+        # The connections to the API server: one per feed (at most max_watches, or one
+        # per (kind, labelSelector) past that), plus the API client's list pool (two:
+        # one list worker per wide feed, first lists of new keys, checks after
+        # outages), where lists wait for a free connection rather than open one per key.
         self.limiter = LogLimiter(log, 60.0)
         self._channels: dict[WatchKey, Channel] = {}
         self._refs: dict[WatchKey, int] = {}
@@ -814,10 +816,16 @@ class WatchHub:
                 if f.namespace is not None:
                     counts[(f.kind, f.label_selector)] = counts.get(
                         (f.kind, f.label_selector), 0) + 1
-            if not counts:
-                return
-            (kind, sel), n = max(counts.items(), key=lambda kv: kv[1])
+            (kind, sel), n = max(counts.items(), key=lambda kv: kv[1], default=(("", None), 0))
             if n <= 1:
+                # One feed per (kind, labelSelector) already: each is one watch (and one
+                # connection of the watch pool, which is not capped).
+                self.limiter.warning(
+                    (self.api.target, "watch groups"),
+                    "k8s: %d distinct (kind, labelSelector) watch groups: %d watches to %s, "
+                    "more than max_watches (%d); each label value a dtab names is a watch "
+                    "of its own", len(self._feeds), len(self._feeds), self.api.target.show,
+                    self.max_watches)
                 return
             chans = [c for c in self._channels.values()
                      if c.key.kind == kind and c.key.label_selector == sel]
