@@ -1166,7 +1166,7 @@ def _router(obj: _Obj) -> RouterConfig:
         extra=MappingProxyType(obj.keep_unacted("announcers", "socketOptions")),
         where=obj.where(),
         trace_propagator=_trace_propagator(obj),
-        access_log=_access_log(obj),
+        access_log=_access_log(obj, protocol),
     )
     obj.warn_unacted("originator", "maxHeadersKB", "maxInitialLineKB", "maxErrResponseKB",
                      "streamingEnabled", "compressionLevel")
@@ -1184,13 +1184,13 @@ def _trace_propagator(obj: _Obj) -> str:
     return kind
 
 
-def _access_log(obj: _Obj) -> Any:
-    """`httpAccessLog` and its rotation keys (router/telemetry/access_log.py)."""
+def _access_log(obj: _Obj, protocol: str) -> Any:
+    """`httpAccessLog` (h2: `h2AccessLog`) and its rotation keys (router/telemetry/access_log)."""
     from router.telemetry import access_log
 
-    values = {k: plain(obj.raw(k)) for k in access_log.KEYS}
+    values = {k: plain(obj.raw(k)) for k in access_log.keys(protocol)}
     try:
-        return access_log.parse(values)
+        return access_log.parse(values, protocol)
     except ParamError as e:
         raise obj.err(e.key, e.detail) from None
 

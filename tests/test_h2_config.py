@@ -32,6 +32,29 @@ def test_h2_router_defaults() -> None:
     assert r.service.default.response_classifier == "io.l5d.h2.nonRetryable5XX"
 
 
+def test_h2_access_log_keys_are_linkerds_h2_names() -> None:
+    """Linkerd's H2Config: `h2AccessLog*`; the HTTP/1 names are refused on an h2 router."""
+    c = _parse("""
+    routers:
+    - protocol: h2
+      h2AccessLog: /tmp/h2.log
+      h2AccessLogRollPolicy: 10.megabytes
+      h2AccessLogRotateCount: 3
+      servers: [{}]
+    """)
+    alog = c.routers[0].access_log
+    assert (alog.path, alog.max_bytes, alog.rotate_count) == ("/tmp/h2.log", 10 << 20, 3)
+    for keys, line in (("h2AccessLog: /tmp/h2.log\n  h2AccessLogRollPolicy: fortnightly", 4),
+                       ("h2AccessLog: /tmp/h2.log\n  h2AccessLogAppend: maybe", 4),
+                       ("h2AccessLogRotateCount: 2", 3),  # without the file
+                       ("httpAccessLog: /tmp/x.log", 3)):
+        text = "routers:\n- protocol: h2\n  " + keys + "\n  servers: [{}]\n"
+        with pytest.raises(ConfigError) as e:
+            parse(text, "l5d.yaml")
+        assert f"l5d.yaml:{line}" in str(e.value), str(e.value)
+        assert keys.splitlines()[-1].split(":")[0].strip() in str(e.value), str(e.value)
+
+
 def test_h2_server_keys_and_limits_are_checked_with_their_line() -> None:
     c = _parse("""
     routers:

@@ -61,9 +61,6 @@ async def start_h2_router(router: Any) -> H2RouterHandle:
     from router.http.server import RouterRuntime
 
     runtime = RouterRuntime(router)
-    if getattr(runtime, "telemetry", None) is not None:  # never silently
-        log.warning("router %s (protocol: h2): its streams are not traced or access-logged "
-                    "yet; the telemeters apply to the HTTP/1 routers", router.label)
     kb = getattr(getattr(router, "config", None), "stream_after_content_length_kb", None)
     if kb is None or int(kb) == 5:  # unset: Linkerd's h2 default, not HTTP/1's
         runtime.retry_buffer_bytes = H2_RETRY_BUFFER_BYTES

@@ -29,7 +29,12 @@ from dtab.addr import AddrBound, AddrFailed, AddrNeg, AddrPending
 from dtab.bounded import LogLimiter
 from router.client.pool import ConnectFailed, Endpoint
 from router.h2.client import StreamRefused
-from router.h2.errors import GRPC_DEADLINE_EXCEEDED, error_response, grpc_failure_trailers
+from router.h2.errors import (
+    GRPC_DEADLINE_EXCEEDED,
+    error_response,
+    grpc_code,
+    grpc_failure_trailers,
+)
 from router.h2.peer import Half, Headers
 from router.http.dtab_headers import local_dtab
 from router.http.errors import (
@@ -83,6 +88,7 @@ class H2Exchange:
     def __init__(self, sconn: H2ServerConnection, sid: int, headers: Headers,
                  ended: bool) -> None:
         self.sconn = sconn
+        self.conn = sconn  # router/telemetry reads the peer as `ex.conn.peer`
         self.server: H2Server = sconn.server
         self.down = Half(sconn, sid, self)
         sconn.halves[sid] = self.down
@@ -122,6 +128,7 @@ class H2Exchange:
         self.suffix: Headers = []
         self._tree: Any = None  # the bound tree, once known
         self._bound: Any = None  # the leaf picked from it
+        self.trace: Any = None  # router/telemetry's RequestTrace, when the router has telemetry
         self._parse(headers)
 
     # --- request head ------------------------------------------------------------
@@ -170,10 +177,18 @@ class H2Exchange:
         self.head = RequestHead(method, target, "2.0", ident_headers, self.sconn.peer_addr)
 
     # --- routing -----------------------------------------------------------------
+    @property
+    def bound(self) -> Any:
+        """The bound name routed to (telemetry reads the exchange as its plan)."""
+        return self._bound
+
     def begin(self) -> None:
         """Route the stream: at once when the binding is cached, the address bound and the
         endpoint's connection up (no task, no extra loop turn); else in a task."""
+        tel = self.server.runtime.telemetry
         try:
+            if tel is not None:
+                self._begin_trace(tel)
             if self._route_now():
                 return
         except RouteError as e:
@@ -183,6 +198,16 @@ class H2Exchange:
             self._route_bug(e)
             return
         self.task = asyncio.get_running_loop().create_task(self._route())
+
+    def _begin_trace(self, tel: Any) -> None:
+        """Server span start: the trace context (l5d-ctx-trace or B3, l5d-sample) is taken
+        out of the forwarded headers; the access log's host is the `:authority`."""
+        tel.begin(self, self.fwd)
+        trace = self.trace
+        trace.plan = self  # service, client and bound name as routing fills them in
+        log_headers = getattr(trace, "log_headers", None)
+        if log_headers is not None and b":authority" in self.pseudo:
+            trace.log_headers = (self.pseudo[b":authority"], *log_headers[1:])
 
     def _route_bug(self, e: Exception) -> None:
         _limited.exception((self.server.label, "routing", type(e)), "%s: routing %s failed",
@@ -382,7 +407,12 @@ class H2Exchange:
             del headers[2]
         headers += self.fwd
         headers += self.suffix
-        headers.append((b"l5d-reqid", _next_reqid()))
+        trace = self.trace
+        if trace is None:
+            headers.append((b"l5d-reqid", _next_reqid()))
+        else:  # the client span's context and the trace id as l5d-reqid
+            headers += _header_pairs(trace.client_headers(self))
+            trace.attempt(ep)
         body = self.body if self.replay is None or not self.retries else list(self.replay)
         end_now = self.req_ended and not body and self.req_trailers is None
         up = conn.open_stream(self, headers, end_now)
@@ -451,6 +481,8 @@ class H2Exchange:
                 continue  # this hop sets its own
             out.append((k, v))
         self.resp_status = status
+        if self.trace is not None:
+            self.trace.response_head(status, None)  # h2: the length is the stream's
         if self.attempt_timer is not None:
             self.attempt_timer.cancel()
             self.attempt_timer = None
@@ -531,6 +563,8 @@ class H2Exchange:
                            else f"status {self.resp_status}"):
                 return
         self.ok = cls == SUCCESS
+        if not self.ok and self.trace is not None and self.grpc_status:
+            self.trace.error = f"grpc-status {self.grpc_status}"
         if not self.server.clear_context and not self.class_sent:
             last.append((b"l5d-success-class", b"1.0" if self.ok else b"0.0"))
         self.resp_ended = True
@@ -720,6 +754,8 @@ class H2Exchange:
         _limited.warning((self.server.label, "failed", message[:64]), "%s %s: %s",
                          self.server.label, self.head.target[:200], detail)
         self.finished = True
+        if self.trace is not None:
+            self.trace.error = detail
         self._fail_record("ChannelClosedException")
         if self.grpc:  # a gRPC caller learns it from a status, not a broken stream
             self.down.send_end(grpc_failure_trailers(detail,
@@ -745,7 +781,11 @@ class H2Exchange:
         headers, body = error_response(err, grpc=self.grpc,
                                        clear_context=self.server.clear_context)
         self.head_sent = True
-        self._fail_record(err.cause, err.status)
+        if self.trace is not None:
+            self.trace.error = err.message
+            if self.grpc:  # what the caller got: 200 and the gRPC status in the head
+                self.grpc_status = grpc_code(err)
+        self._fail_record(err.cause, err.status, 200 if self.grpc else err.status)
         if self.grpc:
             self.sconn.send_headers(self.down, headers, True)
         else:
@@ -774,18 +814,29 @@ class H2Exchange:
         group = tuple(s for s in (self.server.stats, self.svc_stats, self.client_stats,
                                   self.client_svc_stats) if s is not None)
         record_all(group, self.resp_status, latency, now, self.ok)
+        trace, self.trace = self.trace, None
+        if trace is not None:  # server span end
+            trace.end(self, self.resp_status, None)
         pol = self.policy
         if pol is not None and (pol.active or self.retries):
             pol.completed(self.retries)
         if not self.down.out:
             self._close_halves()
 
-    def _fail_record(self, cause: str, status: int | None = None) -> None:
+    def _fail_record(self, cause: str, status: int | None = None,
+                     sent: int | None = None) -> None:
+        """A failed or cut stream in the stats (`status`: the router's error status) and its
+        trace (`sent`: the :status the caller saw, if any)."""
         self.finished = True
         self._cancel_timers()
         now = time.monotonic()
         latency = (now - self.start) * 1000.0
         self.server.stats.record_failure(cause, latency, status)
+        trace, self.trace = self.trace, None
+        if trace is not None:  # server span end: failed, or reset (no status)
+            if sent is None and self.head_sent:  # cut after the response head went out
+                sent = self.resp_status or None
+            trace.end(self, sent, cause)
         for s in (self.svc_stats, self.client_stats, self.client_svc_stats):
             if s is not None:
                 s.record_failure(cause, latency, status if s is self.client_stats else None)
@@ -820,6 +871,17 @@ class H2Exchange:
             else:  # the answer is complete: the caller need not send the rest (RFC 9113 8.1)
                 down.reset(h2.errors.ErrorCodes.NO_ERROR)
         self.sconn.exchange_done(self)
+
+
+def _header_pairs(block: bytes) -> Headers:
+    """router/telemetry's forwarded context (`name: value` lines, as HTTP/1 writes them)
+    as h2 header pairs (lower-case names)."""
+    out: Headers = []
+    for line in block.split(b"\r\n"):
+        if line:
+            k, _, v = line.partition(b": ")
+            out.append((k.lower(), v))
+    return out
 
 
 def _code_name(code: int) -> str:

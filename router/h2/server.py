@@ -127,6 +127,11 @@ class H2ServerConnection(H2Peer):
         self.exchanges: set[H2Exchange] = set()
         self._sniff: bytes | None = b""  # bytes before we know the protocol; None: h2
 
+    @property
+    def peer(self) -> tuple[str, int]:
+        """The caller's address (as HTTP/1's ServerConnection names it, for telemetry)."""
+        return self.peer_addr
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         srv = self.server

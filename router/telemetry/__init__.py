@@ -62,8 +62,9 @@ class Telemetry:
                 alog.start()
         if not (self.zipkins or self.tracelogs or self.recents or alog is not None):
             return None
+        version = "HTTP/2" if getattr(rcfg, "protocol", "http") == "h2" else "HTTP/1.1"
         return RouterTelemetry(rcfg.label, getattr(rcfg, "trace_propagator", "io.l5d.default"),
-                               self.zipkins, self.tracelogs, self.recents, alog)
+                               self.zipkins, self.tracelogs, self.recents, alog, version)
 
     async def start(self) -> None:
         self._started = True

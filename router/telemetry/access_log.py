@@ -1,6 +1,11 @@
-"""`httpAccessLog`: one line per request in Linkerd's format, written off the loop.
+"""`httpAccessLog` (`h2AccessLog` on h2 routers): one line per request in Linkerd's format,
+written off the loop.
 
     host remote - - [dd/MM/yyyy:HH:mm:ss z] "METHOD uri HTTP/1.1" status bytes "referer" "ua"
+
+An h2 router's line is Linkerd's h2 AccessLogger's: the `:authority` as host, a numeric
+zone (`+0000`), `HTTP/2`, and `-` for the bytes (a stream's length is not known at its
+head); gRPC's own status travels in the trailers, so the status is the HTTP one (200).
 
 The request path formats the line and appends it to a bounded deque; a writer
 thread drains it every 100 ms with `os.write`. Nothing on the loop touches the
@@ -35,6 +40,7 @@ log = logging.getLogger(__name__)
 
 KEYS = ("httpAccessLog", "httpAccessLogRollPolicy", "httpAccessLogAppend",
         "httpAccessLogRotateCount")
+H2_KEYS = tuple("h2" + k[4:] for k in KEYS)  # Linkerd's H2Config: h2AccessLog, ...
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _SIZE = re.compile(r"(\d+)\.(byte|bytes|kilobyte|kilobytes|megabyte|megabytes|gigabyte|gigabytes)")
 _UNITS = {"byte": 1, "kilobyte": 1 << 10, "megabyte": 1 << 20, "gigabyte": 1 << 30}
@@ -52,42 +58,61 @@ class AccessLogConfig:
     max_bytes: int | None = None  # a size roll policy
 
 
-def parse(values: dict[str, Any]) -> AccessLogConfig | None:
-    """The router's `httpAccessLog*` keys (present ones only); ParamError names the key."""
-    path = values.get("httpAccessLog")
-    others = [k for k in KEYS[1:] if values.get(k) is not None]
+def keys(protocol: str) -> tuple[str, ...]:
+    """The access-log keys of a router of `protocol` (Linkerd's names differ for h2)."""
+    return H2_KEYS if protocol == "h2" else KEYS
+
+
+def parse(values: dict[str, Any], protocol: str = "http") -> AccessLogConfig | None:
+    """The router's `httpAccessLog*` (h2: `h2AccessLog*`) keys (present ones only);
+    ParamError names the key."""
+    file_key, policy_key, append_key, count_key = keys(protocol)
+    path = values.get(file_key)
+    others = [k for k in (policy_key, append_key, count_key) if values.get(k) is not None]
     if path is None:
         if others:
-            raise ParamError(others[0], "set without httpAccessLog (the file to write)")
+            raise ParamError(others[0], f"set without {file_key} (the file to write)")
         return None
     if not isinstance(path, str) or not path:
-        raise ParamError("httpAccessLog", f"got {path!r}, expected a file path")
-    policy = values.get("httpAccessLogRollPolicy") or "never"
-    max_bytes = None
+        raise ParamError(file_key, f"got {path!r}, expected a file path")
+    policy = values.get(policy_key) or "never"
     if not isinstance(policy, str):
-        raise ParamError("httpAccessLogRollPolicy", f"got {policy!r}, expected a roll policy")
-    policy = policy.lower()
-    if policy not in ("never", "hourly", "daily", *WEEKDAYS):
-        m = _SIZE.fullmatch(policy)
-        if m is None:
-            raise ParamError("httpAccessLogRollPolicy", f"unknown policy {policy!r}, expected "
-                             "never, hourly, daily, a weekday (weekly) or a size such as "
-                             "100.megabytes")
-        max_bytes = int(m.group(1)) * _UNITS[m.group(2).rstrip("s")]
-        if max_bytes <= 0:
-            raise ParamError("httpAccessLogRollPolicy", "a size roll policy must be above 0")
-    append = values.get("httpAccessLogAppend", True)
+        raise ParamError(policy_key, f"got {policy!r}, expected a roll policy")
+    try:
+        policy, max_bytes = parse_roll_policy(policy)
+    except ValueError as e:
+        raise ParamError(policy_key, str(e)) from None
+    append = values.get(append_key, True)
     if append is None:
         append = True
     if not isinstance(append, bool):
-        raise ParamError("httpAccessLogAppend", f"got {append!r}, expected true or false")
-    count = values.get("httpAccessLogRotateCount", -1)
+        raise ParamError(append_key, f"got {append!r}, expected true or false")
+    count = values.get(count_key, -1)
     if count is None:
         count = -1
     if isinstance(count, bool) or not isinstance(count, int) or count < -1:
-        raise ParamError("httpAccessLogRotateCount", f"got {count!r}, expected -1 (keep all) "
+        raise ParamError(count_key, f"got {count!r}, expected -1 (keep all) "
                          "or the number of rolled files to keep")
     return AccessLogConfig(path, policy, append, count, max_bytes)
+
+
+def parse_roll_policy(text: str) -> tuple[str, int | None]:
+    """(policy, size in bytes or None) of twitter-util's Policy.parse names; ValueError
+    names what is expected. Shared with namerd's `h2AccessLogRollPolicy`."""
+    policy = text.strip().lower()
+    if policy in ("never", "hourly", "daily", *WEEKDAYS):
+        return policy, None
+    m = _SIZE.fullmatch(policy)
+    if m is None:
+        raise ValueError(f"unknown policy {text!r}, expected " + POLICY_EXPECTED)
+    max_bytes = int(m.group(1)) * _UNITS[m.group(2).rstrip("s")]
+    if max_bytes <= 0:
+        raise ValueError("a size roll policy must be above 0")
+    return policy, max_bytes
+
+
+POLICY_EXPECTED = ("never, hourly, daily, a weekday (weekly) or a size such as "
+                   "100.megabytes")
 
 
 def _text(value: bytes | str | None) -> str:
@@ -124,14 +149,16 @@ class AccessLog:
     # --- the loop side ------------------------------------------------------------
     def request(self, trace: Any, status: int, end_us: int) -> None:
         now_s = end_us // 1_000_000
+        version = trace.tel.version
         if now_s != self._stamp_s:
             self._stamp_s = now_s
+            # Linkerd: "z" (UTC) in the HTTP/1 line, "Z" (+0000) in the h2 one
             self._stamp = datetime.datetime.fromtimestamp(now_s, datetime.UTC).strftime(
-                "%d/%m/%Y:%H:%M:%S UTC")
+                "%d/%m/%Y:%H:%M:%S +0000" if version == "HTTP/2" else "%d/%m/%Y:%H:%M:%S UTC")
         length = trace.length
         host, referer, agent = trace.log_headers or (None, None, None)
         line = (f'{_text(host)} {trace.peer[0] or "-"} - - [{self._stamp}] '
-                f'"{_text(trace.method)} {_text(trace.uri)} HTTP/1.1" {status} '
+                f'"{_text(trace.method)} {_text(trace.uri)} {version}" {status} '
                 f'{length.decode("latin-1") if length else "-"} "{_text(referer)}" '
                 f'"{_text(agent)}"\n')
         if len(self.pending) >= MAX_PENDING:

@@ -67,8 +67,9 @@ class RouterTelemetry:
     """What one router feeds: tracers (zipkin, tracelog), recent requests, access log."""
 
     def __init__(self, label: str, propagator: str, zipkins: list[Any], tracelogs: list[Any],
-                 recents: list[Any], access_log: Any) -> None:
+                 recents: list[Any], access_log: Any, version: str = "HTTP/1.1") -> None:
         self.label = label
+        self.version = version  # the access log's protocol: HTTP/1.1, or HTTP/2 (h2 routers)
         self.b3 = propagator == "io.l5d.zipkin"
         self.zipkins = zipkins
         self.tracelogs = tracelogs
@@ -81,9 +82,11 @@ class RouterTelemetry:
         # something records every request, sampled or not (timestamps always taken)
         self.always = bool(tracelogs or recents or access_log is not None)
 
-    def begin(self, ex: Any) -> None:
-        """Server span start: the exchange's `trace`, the incoming context taken out."""
-        headers = ex.head.headers
+    def begin(self, ex: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        """Server span start: the exchange's `trace`, the incoming context taken out of
+        `headers` (the forwarded ones: `ex.head.headers` unless given, as h2 does)."""
+        if headers is None:
+            headers = ex.head.headers
         ctx_raw = sample_raw = None
         b3: dict[bytes, bytes] | None = None
         host = referer = agent = None
@@ -290,7 +293,10 @@ class RequestTrace:
                 "router.label": label}
         if status:
             tags["http.status_code"] = str(status)
-        if service is not None:
+        grpc = getattr(ex, "grpc_status", None)  # h2: the gRPC status of the trailers
+        if grpc is not None:
+            tags["grpc.status_code"] = str(grpc)
+        if service:
             tags["service"] = service
             tags["namer.path"] = service
         if client is not None:
@@ -335,7 +341,7 @@ class RequestTrace:
             "router": self.tel.label,
             "method": self.method[:32],
             "uri": self.uri[:_CLIP],
-            "service": service,
+            "service": service or None,
             "client": client,
             "endpoint": self.endpoint_text(),
             "status": status,
