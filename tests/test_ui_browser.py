@@ -77,13 +77,23 @@ async def inked_pixels(page: Page, selector: str) -> int:
 
 
 async def test_dashboard_numbers_move_with_traffic(page: Page, l5d: L5d,  # noqa: F811
+                                                   backends: Backends,  # noqa: F811
                                                    tmp_path: Path) -> None:
+    # Latency histograms count whole milliseconds: on a quiet machine every request to an
+    # instant backend records 0 ms and p99 reads "0 ms". A backend taking 20 ms makes the
+    # p99 a number the page must show.
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.02)
+        return web.Response(text="slow\n")
+
+    slow_port = await backends.start("slow", 200, handler=slow)
+    (l5d.disco / "slow").write_text(f"127.0.0.1 {slow_port}\n")
     await page.goto(l5d.url + "/?interval=500")
     await until(lambda: page.text_content("#status"), what="first poll")
     assert await stat(page, "outgoing", "requests") == "0"
     blank = await inked_pixels(page, "#router-outgoing .chart-rps")
 
-    async with traffic(l5d.proxy, ["world", "world", "world", "broken"]) as sent:
+    async with traffic(l5d.proxy, ["world", "slow", "world", "broken"]) as sent:
         first = int(await until(
             lambda: _nonzero(stat(page, "outgoing", "requests")), what="requests > 0"))
         second = int(await until(
@@ -92,8 +102,9 @@ async def test_dashboard_numbers_move_with_traffic(page: Page, l5d: L5d,  # noqa
         rps = await until(lambda: _nonzero(stat(page, "outgoing", "rps")), what="req/s")
         assert float(str(rps).rstrip("k")) > 0
         # Latency comes from the histogram snapshot (every second in this process).
-        p99 = await until(lambda: _ms(stat(page, "outgoing", "p99")), what="p99 latency")
-        assert p99 > 0
+        p99 = await until(lambda: _ms(stat(page, "outgoing", "p99"), at_least=15),
+                          what="p99 latency >= 15 ms (the slow backend's 20 ms)")
+        assert p99
         # 1 in 4 requests goes to a backend answering 503: the router's success rate is ~75%.
         sr = await stat(page, "outgoing", "sr")
         assert sr.endswith("%") and 50 < float(sr.rstrip("%")) < 95, sr
@@ -128,9 +139,12 @@ async def _above(coro: Awaitable[str], n: int) -> int | None:
     return int(v) if v.isdigit() and int(v) > n else None
 
 
-async def _ms(coro: Awaitable[str]) -> float | None:
+async def _ms(coro: Awaitable[str], at_least: float = 0) -> float | None:
     v = await coro
-    return float(v.split()[0]) if v.endswith("ms") and float(v.split()[0]) > 0 else None
+    if not v.endswith("ms"):
+        return None
+    n = float(v.split()[0])
+    return n if n > 0 and n >= at_least else None
 
 
 async def test_delegator_tree_follows_dtab_edits_and_shows_parse_errors(
