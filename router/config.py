@@ -906,7 +906,8 @@ def _server(obj: _Obj, protocol: str) -> ServerConfig:
                      expected="a port number (1-65535)"),
         ip=obj.ip("ip", "127.0.0.1"),
         clear_context=obj.bool("clearContext", False),
-        max_call_depth=obj.int("maxCallDepth", 1000, lo=1),
+        # Linkerd's defaults: http 1000, h2 10 (counted from the Via hops)
+        max_call_depth=obj.int("maxCallDepth", 10 if protocol == "h2" else 1000, lo=1),
         max_concurrent_requests=obj.int("maxConcurrentRequests", None, lo=1),
         tls=_tls(obj, "tls", parse_server_tls),
         session=parse_server_session(obj.child("serverSession")),

@@ -3,8 +3,9 @@
 `generated(dir)` runs grpcio-tools' protoc on tests/data/h2/helloworld.proto into
 `dir` and imports the modules (nothing generated is committed). `python -m
 tests.h2_grpc --port P --name v1 --gen DIR` serves the Greeter: every reply
-says which server sent it, echoes the l5d-* headers it received in its
-trailing metadata, and can fail with a given status or exit mid-stream.
+says which server sent it, echoes the l5d-* headers (and `via`, as
+`seen-via`) it received in its trailing metadata, and can fail with a given
+status or exit mid-stream.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def serve(port: int, name: str, gen_dir: str, fail_code: int = 0) -> None:
     def l5d_metadata(context: Any) -> tuple[tuple[str, str], ...]:
         md = tuple((k, v) for k, v in context.invocation_metadata()
                    if k.startswith("l5d-") and isinstance(v, str))
-        return md + (("server", name),)
+        via = tuple(("seen-via", v) for k, v in context.invocation_metadata() if k == "via")
+        return md + via + (("server", name),)
 
     class Greeter(pb2_grpc.GreeterServicer):  # type: ignore[misc,name-defined]
         def SayHello(self, request: Any, context: Any) -> Any:  # noqa: N802

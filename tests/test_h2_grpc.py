@@ -320,6 +320,96 @@ def test_total_timeout_ends_a_slow_call_with_deadline_exceeded(stubs, backend, l
         assert "exceeded 1500.milliseconds" in err.value.details()
 
 
+def test_l5d_ctx_deadline_is_read_tightened_passed_on_and_enforced(stubs, backend,
+                                                                    l5d_process) -> None:
+    """As on HTTP/1: the strictest incoming `l5d-ctx-deadline` wins, the service's
+    totalTimeoutMs tightens it, the next hop gets it; an expired one fails at once with
+    DEADLINE_EXCEEDED (the backend never sees it); a live one cuts a call still running."""
+    import threading
+    import time
+
+    pb2, pb2_grpc, _ = stubs
+    port, _ = backend("v1")
+    out_port, in_port, admin = free_port(), free_port(), free_port()
+    outgoing = grpc_router("outgoing", out_port, f"/svc => /$/inet/127.0.0.1/{in_port};")
+    incoming = grpc_router("incoming", in_port, f"/svc => /$/inet/127.0.0.1/{port};",
+                           "  service: {totalTimeoutMs: 20000}")
+    proc = l5d_process(h2_config(outgoing + incoming, admin), log_level="info")
+    with grpc.insecure_channel(f"127.0.0.1:{out_port}") as ch:
+        stub = pb2_grpc.GreeterStub(ch)
+        # no deadline from the caller: the incoming router's totalTimeoutMs makes one
+        before = time.time_ns()
+        _, call = stub.SayHello.with_call(pb2.HelloRequest(name="a"), timeout=TIMEOUT)
+        ts, dl = map(int, metadata_of(call)["l5d-ctx-deadline"].split())
+        assert before <= ts and ts + 20 * 10**9 == dl
+        # two from the caller: the strictest (latest timestamp, earliest deadline) goes on
+        now = time.time_ns()
+        sent = [f"{now - 10**9} {now + 9 * 10**9}", f"{now} {now + 12 * 10**9}"]
+        _, call = stub.SayHello.with_call(
+            pb2.HelloRequest(name="b"), timeout=TIMEOUT,
+            metadata=[("l5d-ctx-deadline", sent[0]), ("l5d-ctx-deadline", sent[1])])
+        ts, dl = map(int, metadata_of(call)["l5d-ctx-deadline"].split())
+        assert dl == now + 9 * 10**9 and ts >= now
+        served = _metrics(proc.admin_port)[f"rt/incoming/client/$/inet/127.0.0.1/{port}/requests"]
+        # expired: fails fast at the first hop with a gRPC status, nothing forwarded
+        with pytest.raises(grpc.RpcError) as err:
+            stub.SayHello(pb2.HelloRequest(name="c"), timeout=TIMEOUT, metadata=[
+                ("l5d-ctx-deadline", f"{now - 2 * 10**9} {now - 10**9}")])
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "expired" in err.value.details()
+        assert "l5d-ctx-deadline" in dict(err.value.trailing_metadata())["l5d-err"]
+        # live but short: a call still running when it passes ends with DEADLINE_EXCEEDED
+        release = threading.Event()
+
+        def held() -> Iterator[Any]:
+            yield pb2.HelloRequest(name="x")
+            release.wait(TIMEOUT)
+
+        soon = time.time_ns() + 500 * 10**6
+        got = []
+        try:
+            with pytest.raises(grpc.RpcError) as err:
+                for r in stub.Chat(held(), timeout=TIMEOUT, metadata=[
+                        ("l5d-ctx-deadline", f"{time.time_ns()} {soon}")]):
+                    got.append(r.message)
+        finally:
+            release.set()
+        assert got == ["v1: hi x"]
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "left of the request deadline (l5d-ctx-deadline)" in err.value.details()
+    m = _metrics(proc.admin_port)
+    assert m[f"rt/incoming/client/$/inet/127.0.0.1/{port}/requests"] == served + 1
+    assert m[f"rt/outgoing/server/127.0.0.1/{out_port}/failures/DeadlineExceeded"] == 1
+
+
+def test_via_on_requests_and_responses_bounds_a_routing_loop(stubs, backend,
+                                                             l5d_process) -> None:
+    """Linkerd's h2 ViaHeaderFilter: each hop appends `h2 linkerd` to the request's and the
+    response's `via`; maxCallDepth (h2 default 10) counts those hops, so a router whose
+    dtab sends calls back to itself answers the 11th with an error instead of looping."""
+    pb2, pb2_grpc, _ = stubs
+    port, _ = backend("v1")
+    out_port, in_port, loop_port, admin = free_port(), free_port(), free_port(), free_port()
+    outgoing = grpc_router("outgoing", out_port, f"/svc => /$/inet/127.0.0.1/{in_port};")
+    incoming = grpc_router("incoming", in_port, f"/svc => /$/inet/127.0.0.1/{port};")
+    loop = grpc_router("loop", loop_port, f"/svc => /$/inet/127.0.0.1/{loop_port};")
+    proc = l5d_process(h2_config(outgoing + incoming + loop, admin), log_level="info")
+    with grpc.insecure_channel(f"127.0.0.1:{out_port}") as ch:
+        stub = pb2_grpc.GreeterStub(ch)
+        _, call = stub.SayHello.with_call(pb2.HelloRequest(name="a"), timeout=TIMEOUT,
+                                          metadata=[("via", "1.1 upstream")])
+        assert metadata_of(call)["seen-via"] == "1.1 upstream, h2 linkerd, h2 linkerd"
+        assert dict(call.initial_metadata())["via"] == "h2 linkerd, h2 linkerd"
+    with grpc.insecure_channel(f"127.0.0.1:{loop_port}") as ch:
+        stub = pb2_grpc.GreeterStub(ch)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.SayHello(pb2.HelloRequest(name="l"), timeout=TIMEOUT)
+        assert "Maximum number of calls (10) has been exceeded" in err.value.details()
+    m = _metrics(proc.admin_port)
+    assert m[f"rt/loop/server/127.0.0.1/{loop_port}/requests"] == 12  # the caller's + 11 hops
+    assert m[f"rt/loop/server/127.0.0.1/{loop_port}/failures/MaxCallDepthExceeded"] == 1
+
+
 def test_h2_router_under_workers(stubs, backend, l5d_process) -> None:
     """`workers: 2`: each worker process serves the h2 router on the shared port."""
     pb2, pb2_grpc, _ = stubs

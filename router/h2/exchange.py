@@ -47,6 +47,7 @@ from router.http.errors import (
 )
 from router.http.headers import REQUEST_OWNED
 from router.http.proxy import _wait_addr, pick_leaf
+from router.policy import deadline as deadlines
 from router.policy.classifiers import RETRYABLE, SUCCESS
 from router.request import RequestHead
 from router.stats import record_all
@@ -61,6 +62,8 @@ _limited = LogLimiter(log, 10.0)
 _CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection",
                                   b"transfer-encoding", b"upgrade", b"http2-settings"})
 RESPONSE_BUFFER_BYTES = 16383  # Linkerd's retryBufferSize.responseBytes default
+VIA = b"h2 linkerd"  # Linkerd's h2 ViaHeaderFilter, appended on requests and responses
+MAX_DEADLINES = 16  # l5d-ctx-deadline values read per request (a client cannot make more)
 MAX_RETRIES = 25
 _REQID_PREFIX = os.urandom(4).hex().encode()
 _reqid = 0
@@ -126,6 +129,7 @@ class H2Exchange:
         self.may_retry = False
         self.fwd: Headers = []
         self.suffix: Headers = []
+        self.deadline: tuple[bytes, bytes] | None = None  # the l5d-ctx-deadline passed on
         self._tree: Any = None  # the bound tree, once known
         self._bound: Any = None  # the leaf picked from it
         self.trace: Any = None  # router/telemetry's RequestTrace, when the router has telemetry
@@ -140,6 +144,8 @@ class H2Exchange:
         user_dtabs: list[bytes] = []
         grpc = False
         hops = 0
+        vias: list[bytes] = []
+        deadline_values: list[bytes] = []
         for k, v in headers:
             if k[:1] == b":":
                 pseudo[k] = v
@@ -157,11 +163,19 @@ class H2Exchange:
                 if k == b"l5d-ctx-dtab":
                     ctx_dtabs.append(v)
                     continue
+                if k == b"l5d-ctx-deadline":  # read, tightened and passed on (_prepare)
+                    if len(deadline_values) < MAX_DEADLINES:
+                        deadline_values.append(v)
+                    continue
             elif k == b"content-type" and v[:16] == b"application/grpc":
                 grpc = True
-            elif k == b"via":
+            elif k == b"via":  # merged into one, this hop's appended (_attach)
                 hops += sum(1 for p in v.split(b",") if p.strip())
+                vias.append(v)
+                continue
             fwd.append((k, v))
+        self.via = b"%s, %s" % (b", ".join(vias), VIA) if vias else VIA
+        self.deadline_values = deadline_values
         self.grpc = grpc
         self.hops = hops
         self.pseudo = pseudo
@@ -288,13 +302,35 @@ class H2Exchange:
         if pol.active:
             pol.begin()
             self.resp_limit = self._response_buffer(rt, ident.path)
-        if pol.total_timeout_s is not None:  # totalTimeoutMs: all attempts and the body
-            self.total_timer = asyncio.get_running_loop().call_later(
-                pol.total_timeout_s, self._timed_out, pol.timeout_message,
-                "GlobalRequestTimeoutException")
+        if self.deadline_values or pol.total_timeout_s is not None:
+            self._arm_deadline(pol)
         self._local = local
         self._base = base = router.base_dtab
         self._full = base if local is None else base + local
+
+    def _arm_deadline(self, pol: Any) -> None:
+        """The stream's deadline, as HTTP/1's (router/policy/deadline.py): the strictest
+        incoming `l5d-ctx-deadline`, tightened by the service's totalTimeoutMs (all attempts
+        and the body), passed on; an expired one fails at once (gRPC: DEADLINE_EXCEEDED)."""
+        incoming = deadlines.parse(tuple(self.deadline_values)) if self.deadline_values else None
+        now_ns = time.time_ns()
+        dl = deadlines.combine(incoming, pol.total_timeout_s, now_ns)
+        if dl is None:
+            return
+        self.deadline = (deadlines.KEY, b"%d %d" % dl)
+        remaining = deadlines.remaining_s(dl, now_ns)
+        if remaining <= 0:
+            raise RouteError(503, deadlines.expired_message(-remaining * 1000),
+                             "DeadlineExceeded", f"service name: {self.service}")
+        total = pol.total_timeout_s
+        if total is not None and remaining >= total - 1e-6:
+            message = pol.timeout_message  # Finagle's sentence, exactly
+        else:  # the caller's deadline is the stricter one
+            message = (f"exceeded {remaining * 1000:.0f}.milliseconds left of the request "
+                       "deadline (l5d-ctx-deadline) while waiting for a response for the "
+                       "request, including retries (if applicable)")
+        self.total_timer = asyncio.get_running_loop().call_later(
+            remaining, self._timed_out, message, "GlobalRequestTimeoutException")
 
     def _response_buffer(self, rt: Any, name: Any) -> int:
         """The service's retryBufferSize.responseBytes, remembered per service (bounded)."""
@@ -406,7 +442,10 @@ class H2Exchange:
         if not headers[2][1]:
             del headers[2]
         headers += self.fwd
+        headers.append((b"via", self.via))
         headers += self.suffix
+        if self.deadline is not None:
+            headers.append(self.deadline)
         trace = self.trace
         if trace is None:
             headers.append((b"l5d-reqid", _next_reqid()))
@@ -468,6 +507,7 @@ class H2Exchange:
         status = 0
         out: Headers = []
         clear = self.server.clear_context
+        via: bytes | None = None
         for k, v in headers:
             if k == b":status":
                 try:
@@ -479,7 +519,11 @@ class H2Exchange:
                 continue
             elif k == b"l5d-success-class":
                 continue  # this hop sets its own
+            elif k == b"via":  # merged into one, this hop's appended
+                via = v if via is None else b"%s, %s" % (via, v)
+                continue
             out.append((k, v))
+        out.append((b"via", VIA if via is None else b"%s, %s" % (via, VIA)))
         self.resp_status = status
         if self.trace is not None:
             self.trace.response_head(status, None)  # h2: the length is the stream's
