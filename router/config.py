@@ -606,6 +606,7 @@ class ServiceConfig:
     # h2 only: Linkerd's retryBufferSize {requestBytes, responseBytes} (None: 16383 each)
     retry_buffer_request_bytes: int | None = None
     retry_buffer_response_bytes: int | None = None
+    classification_timeout_ms: int | None = None  # h2 only (None: Linkerd's 100)
 
 
 class PrefixPattern:
@@ -1031,15 +1032,14 @@ def _service_params(obj: _Obj, protocol: str = "http") -> ServiceConfig:
         # a classifier with params (gRPC status codes) is kept built; the others by name
         classifier = built if params else built.kind
         c.finish()
-    request_bytes = response_bytes = None
+    request_bytes = response_bytes = classification_ms = None
     if protocol == "h2":  # Linkerd's H2SvcConfig keys
         rb = obj.child("retryBufferSize")
         if rb is not None:
             request_bytes = rb.int("requestBytes", None, lo=0)
             response_bytes = rb.int("responseBytes", None, lo=0)
             rb.finish()
-        obj.int("classificationTimeoutMs", None, lo=1)
-        obj.warn_unacted("classificationTimeoutMs")
+        classification_ms = obj.int("classificationTimeoutMs", None, lo=1)
     cfg = ServiceConfig(
         total_timeout_ms=obj.int("totalTimeoutMs", None, lo=1),
         retries=retries,
@@ -1047,6 +1047,7 @@ def _service_params(obj: _Obj, protocol: str = "http") -> ServiceConfig:
         retries_set=retries_set,
         retry_buffer_request_bytes=request_bytes,
         retry_buffer_response_bytes=response_bytes,
+        classification_timeout_ms=classification_ms,
     )
     obj.finish()
     return cfg

@@ -410,6 +410,44 @@ def test_via_on_requests_and_responses_bounds_a_routing_loop(stubs, backend,
     assert m[f"rt/loop/server/127.0.0.1/{loop_port}/failures/MaxCallDepthExceeded"] == 1
 
 
+def test_classification_timeout_lets_a_held_stream_go_on(stubs, backend, l5d_process) -> None:
+    """A retrying gRPC classifier holds the response head until the trailers decide; a
+    conversation (bidi: the next request waits for the last reply) cannot end first, so
+    after classificationTimeoutMs the held reply goes on and the call is no longer
+    retryable (Linkerd's ClassifiedRetryFilter); a short call is still classified."""
+    import queue
+
+    pb2, pb2_grpc, _ = stubs
+    port, _ = backend("v1")
+    rport, admin = free_port(), free_port()
+    proc = l5d_process(h2_config(grpc_router(
+        "grpc", rport, f"/svc => /$/inet/127.0.0.1/{port};",
+        "  service:\n    responseClassifier: {kind: io.l5d.h2.grpc.default}\n"
+        "    classificationTimeoutMs: 200"), admin), log_level="info")
+    replies: queue.Queue[str] = queue.Queue()
+
+    def conversation() -> Iterator[Any]:
+        for i in range(3):
+            yield pb2.HelloRequest(name=str(i))
+            if replies.get(timeout=TIMEOUT) != f"v1: hi {i}":  # each turn waits for its reply
+                return
+
+    with grpc.insecure_channel(f"127.0.0.1:{rport}") as ch:
+        stub = pb2_grpc.GreeterStub(ch)
+        got = []
+        for r in stub.Chat(conversation(), timeout=TIMEOUT):
+            got.append(r.message)
+            replies.put(r.message)
+        assert got == ["v1: hi 0", "v1: hi 1", "v1: hi 2"]
+        assert stub.SayHello(pb2.HelloRequest(name="q"), timeout=TIMEOUT).message == \
+            "v1: hello q"
+    assert "classificationTimeoutMs" not in proc.log_path.read_text()  # no longer warned
+    m = _metrics(proc.admin_port)
+    svc = "rt/grpc/service/svc/helloworld.Greeter"
+    assert m[f"{svc}/retries/classification_timeout"] == 1
+    assert m[f"{svc}/success"] == 2
+
+
 def test_h2_router_under_workers(stubs, backend, l5d_process) -> None:
     """`workers: 2`: each worker process serves the h2 router on the shared port."""
     pb2, pb2_grpc, _ = stubs

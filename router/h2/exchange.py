@@ -11,8 +11,10 @@ Classification (router/policy/h2_classifiers.py) needs the gRPC status, which
 arrives in the trailers: the stats are recorded when the response ends. When
 the service may retry, the response head and up to the response retry buffer
 are held until the trailers say whether to retry (Linkerd's
-`retryBufferSize.responseBytes`, 16 KB); a response that outgrows it is sent on
-and can no longer be retried.
+`retryBufferSize.responseBytes`, 16 KB), for at most `classificationTimeoutMs`
+(100 ms); a response that outgrows the buffer or outlasts the timeout is sent
+on and can no longer be retried (`retries/response_stream_too_long`,
+`retries/classification_timeout`).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ _limited = LogLimiter(log, 10.0)
 _CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection",
                                   b"transfer-encoding", b"upgrade", b"http2-settings"})
 RESPONSE_BUFFER_BYTES = 16383  # Linkerd's retryBufferSize.responseBytes default
+CLASSIFICATION_TIMEOUT_MS = 100  # Linkerd's classificationTimeoutMs default
 VIA = b"h2 linkerd"  # Linkerd's h2 ViaHeaderFilter, appended on requests and responses
 MAX_DEADLINES = 16  # l5d-ctx-deadline values read per request (a client cannot make more)
 MAX_RETRIES = 25
@@ -104,6 +107,8 @@ class H2Exchange:
         self.replay_bytes = 0
         self.replay_limit = sconn.server.runtime.retry_buffer_bytes
         self.resp_limit = RESPONSE_BUFFER_BYTES
+        self.class_timeout_s = CLASSIFICATION_TIMEOUT_MS / 1000.0
+        self.class_timer: asyncio.TimerHandle | None = None  # holding the response head
         self.resp_status = 0
         self.resp_head: Headers | None = None  # held (may retry) or None once sent
         self.resp_held: list[bytes] = []
@@ -301,7 +306,7 @@ class H2Exchange:
         self.replay_limit = pol.buffer_limit  # retryBufferSize.requestBytes
         if pol.active:
             pol.begin()
-            self.resp_limit = self._response_buffer(rt, ident.path)
+            self.resp_limit, self.class_timeout_s = self._response_buffer(rt, ident.path)
         if self.deadline_values or pol.total_timeout_s is not None:
             self._arm_deadline(pol)
         self._local = local
@@ -332,15 +337,18 @@ class H2Exchange:
         self.total_timer = asyncio.get_running_loop().call_later(
             remaining, self._timed_out, message, "GlobalRequestTimeoutException")
 
-    def _response_buffer(self, rt: Any, name: Any) -> int:
-        """The service's retryBufferSize.responseBytes, remembered per service (bounded)."""
-        cache: dict[str, int] = rt.h2_response_buffers
+    def _response_buffer(self, rt: Any, name: Any) -> tuple[int, float]:
+        """The service's retryBufferSize.responseBytes and classificationTimeoutMs (in s),
+        remembered per service (bounded)."""
+        cache: dict[str, tuple[int, float]] = rt.h2_response_buffers
         n = cache.get(self.service)
         if n is None:
             service_config = getattr(rt.router, "service_config", None)
             cfg = service_config(name) if service_config is not None else None
-            n = getattr(cfg, "retry_buffer_response_bytes", None)
-            n = RESPONSE_BUFFER_BYTES if n is None else n
+            size = getattr(cfg, "retry_buffer_response_bytes", None)
+            ms = getattr(cfg, "classification_timeout_ms", None)
+            n = (RESPONSE_BUFFER_BYTES if size is None else size,
+                 (CLASSIFICATION_TIMEOUT_MS if ms is None else ms) / 1000.0)
             if len(cache) >= 10_000:
                 cache.clear()
             cache[self.service] = n
@@ -495,7 +503,8 @@ class H2Exchange:
             self.resp_held.append(data)
             self.resp_held_bytes += len(data)
             half.consumed(len(data))
-            if self.resp_held_bytes > self.resp_limit:
+            if self.resp_held_bytes > self.resp_limit:  # Linkerd: response_stream_too_long
+                self._count("response_stream_too_long")
                 self._release_head()
             return
         self.down.send_data(data)
@@ -543,9 +552,25 @@ class H2Exchange:
                 out.append((b"l5d-success-class", b"1.0" if self.ok else b"0.0"))
                 self.class_sent = True
         if self.may_retry and cls is None and self.replay is not None:
-            self.resp_head = out  # wait for the trailers (or the buffer to fill)
+            # wait for the trailers, for the buffer to fill or for classificationTimeoutMs
+            self.resp_head = out
+            self.class_timer = asyncio.get_running_loop().call_later(
+                self.class_timeout_s, self._classification_timed_out)
             return
         self._send_head(out)
+
+    def _classification_timed_out(self) -> None:
+        """classificationTimeoutMs passed before the response ended (Linkerd's
+        ClassifiedRetryFilter): it goes on to the caller as it is, no longer retryable."""
+        self.class_timer = None
+        if self.resp_head is not None and not self.finished:
+            self._count("classification_timeout")
+            self._release_head()
+
+    def _count(self, name: str) -> None:
+        """`rt/<router>/service/<svc>/retries/<name>`, as Linkerd's h2 retry filter counts."""
+        if self.svc_stats is not None:
+            self.svc_stats.scope.counter("retries", name).value += 1
 
     def _classify_head(self, status: int, trailers_only: Headers | None) -> int | None:
         pol = self.policy
@@ -577,6 +602,9 @@ class H2Exchange:
 
     def _release_head(self) -> None:
         """Stop holding the response for a retry: send what is held, stream the rest."""
+        if self.class_timer is not None:
+            self.class_timer.cancel()
+            self.class_timer = None
         head, self.resp_head = self.resp_head, None
         if head is None:
             return
@@ -738,6 +766,9 @@ class H2Exchange:
             record_all(group, self.resp_status, (now - self.start) * 1000.0, now, False)
         self._drop_up(failed=True)
         self.retries += 1
+        if self.class_timer is not None:
+            self.class_timer.cancel()
+            self.class_timer = None
         self.resp_head = None
         self.resp_held = []
         self.resp_held_bytes = 0
@@ -890,10 +921,10 @@ class H2Exchange:
             pol.completed(self.retries)
 
     def _cancel_timers(self) -> None:
-        for timer in (self.total_timer, self.attempt_timer):
+        for timer in (self.total_timer, self.attempt_timer, self.class_timer):
             if timer is not None:
                 timer.cancel()
-        self.total_timer = self.attempt_timer = None
+        self.total_timer = self.attempt_timer = self.class_timer = None
 
     def _close_halves(self) -> None:
         self._cancel_timers()
