@@ -328,14 +328,15 @@ class _Apply:
             if old is not None and old.config == rcfg and same_namers and same_telemetry:
                 self.routers.append(old)
                 continue
-            if rcfg.protocol != "http" or (old is not None and old.config.protocol != "http"):
+            if old is not None and old.config.protocol != rcfg.protocol:
                 where = rcfg.where
                 raise ConfigError(  # refused, not half applied: the old config keeps serving
-                    f"router {rcfg.label} ({rcfg.protocol}) changed: live reload applies to "
-                    "http routers only so far; restart l5d to apply it",
+                    f"router {rcfg.label} changed protocol ({old.config.protocol} -> "
+                    f"{rcfg.protocol}): live reload keeps a router's protocol; restart l5d "
+                    "to apply it, or give the new router another label and ports",
                     file=where.file if where else self.new.source,
                     line=where.line if where else None, key=where.key if where else "routers",
-                    expected="no change to this router, or a restart")
+                    expected="the router's protocol unchanged, or a restart")
             router = Router(rcfg, self.namers, self.linker.builtins, self.linker.metrics)
             if self.telemetry is not None:
                 router.telemetry = self.telemetry.for_router(rcfg)
@@ -357,6 +358,7 @@ class _Apply:
 
     async def start(self) -> None:
         """Start new namers and routers' background parts, bind new listeners."""
+        from router.h2 import H2Server, h2_runtime, start_h2_router
         from router.http import start_http_router
         from router.http.server import HttpServer, RouterRuntime
 
@@ -376,11 +378,13 @@ class _Apply:
             if not self.serve:
                 continue
             old = old_routers.get(router.label)
+            h2 = router.config.protocol == "h2"  # the same steps, h2's runtime and servers
             if old is None or old.handle is None:
-                router.handle = await start_http_router(router)
+                router.handle = await (start_h2_router if h2 else start_http_router)(router)
                 self.new_handles.append(router.handle)
                 continue
-            runtime = RouterRuntime(router)
+            runtime = h2_runtime(router) if h2 else RouterRuntime(router)
+            server_class: Any = H2Server if h2 else HttpServer
             pairs = list(zip(old.config.servers, old.handle.servers, strict=True))
             servers, replaced = [], []
             for scfg in router.config.servers:
@@ -389,7 +393,7 @@ class _Apply:
                 if hit is not None and pairs[hit][0] == scfg:
                     servers.append(pairs.pop(hit)[1])
                     continue
-                srv = HttpServer(runtime, scfg)
+                srv = server_class(runtime, scfg)
                 if hit is not None:  # same port, other settings: take over the socket
                     old_srv = pairs.pop(hit)[1]
                     await srv.start(sock=_socket_of(old_srv))
@@ -427,6 +431,10 @@ class _Apply:
         for old, router, runtime, servers, replaced, removed in self.swaps:
             handle, old_rt = old.handle, old.handle.runtime
             _carry_clients(old, router, old_rt, runtime, retire, self.grace_s)
+            if hasattr(old_rt, "h2_endpoints"):  # h2: one connection per endpoint, kept
+                from router.h2 import carry_endpoints
+
+                carry_endpoints(old_rt, runtime)
             for srv in (*servers, *replaced, *removed, *handle.retired):
                 srv.runtime = runtime
             for srv in replaced:

@@ -29,6 +29,9 @@ class H2RouterHandle:
     def __init__(self, runtime: Any, servers: list[H2Server]) -> None:
         self.runtime = runtime
         self.servers = servers
+        # servers a reload replaced on the same port: no longer listening, their
+        # connections finish with the settings they were accepted with (router/reload.py)
+        self.retired: list[H2Server] = []
 
     @property
     def clients(self) -> Any:
@@ -40,12 +43,13 @@ class H2RouterHandle:
 
     async def close(self, grace_s: float = 10.0) -> None:
         """GOAWAY every connection, let streams in flight finish for up to `grace_s`."""
-        for s in self.servers:
+        servers = [*self.servers, *self.retired]
+        for s in servers:
             s.stop_accepting()
         deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and any(s.busy for s in self.servers):
+        while time.monotonic() < deadline and any(s.busy for s in servers):
             await asyncio.sleep(0.02)
-        for s in self.servers:
+        for s in servers:
             if s.busy:
                 log.warning("%s: closing %d h2 streams still in flight", s.label, s.busy)
             s.close_all()
@@ -55,9 +59,9 @@ class H2RouterHandle:
         self.runtime.close()
 
 
-async def start_h2_router(router: Any) -> H2RouterHandle:
-    """Listen on each of `router.config.servers`; returns once all are bound."""
-    from router.http import start_servers
+def h2_runtime(router: Any) -> Any:
+    """The HTTP/1 routers' RouterRuntime with what h2 adds: its retry buffer default,
+    ALPN h2 for TLS clients, per-service response buffers, one connection per endpoint."""
     from router.http.server import RouterRuntime
 
     runtime = RouterRuntime(router)
@@ -65,11 +69,29 @@ async def start_h2_router(router: Any) -> H2RouterHandle:
     if kb is None or int(kb) == 5:  # unset: Linkerd's h2 default, not HTTP/1's
         runtime.retry_buffer_bytes = H2_RETRY_BUFFER_BYTES
     runtime.clients.alpn = ("h2",)
-    runtime.h2_response_buffers = {}  # service -> retryBufferSize.responseBytes
+    # service -> (retryBufferSize.responseBytes, classificationTimeoutMs in s)
+    runtime.h2_response_buffers = {}
     runtime.h2_endpoints = H2Endpoints(router.label, client_limits(router))
+    return runtime
+
+
+def carry_endpoints(old_runtime: Any, runtime: Any) -> None:
+    """A reload: the new runtime keeps the old one's backend connections (the clients and
+    their endpoints carry over, router/reload.py); new connections use the new limits."""
+    ends = old_runtime.h2_endpoints
+    ends.limits = runtime.h2_endpoints.limits
+    runtime.h2_endpoints.close()
+    runtime.h2_endpoints = ends
+
+
+async def start_h2_router(router: Any) -> H2RouterHandle:
+    """Listen on each of `router.config.servers`; returns once all are bound."""
+    from router.http import start_servers
+
+    runtime = h2_runtime(router)
     servers = [H2Server(runtime, cfg) for cfg in router.config.servers]
     await start_servers(runtime, servers)
     return H2RouterHandle(runtime, servers)
 
 
-__all__ = ["H2RouterHandle", "start_h2_router"]
+__all__ = ["H2RouterHandle", "H2Server", "carry_endpoints", "h2_runtime", "start_h2_router"]

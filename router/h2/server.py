@@ -65,14 +65,19 @@ class H2Server:
             self.tls = ServerTlsState(tls_cfg, f"{self.label} server {self.ip}:{self.port}",
                                       alpn=("h2",))
 
-    async def start(self) -> None:
+    async def start(self, sock: Any = None) -> None:
+        """Listen; `sock` is an already listening socket to accept from instead (a reload
+        taking over a port: router/reload.py)."""
         loop = asyncio.get_running_loop()
         factory: Any = lambda: H2ServerConnection(self)  # noqa: E731
         if self.tls is not None:
             factory = self.tls.protocol_factory(factory)
-        self.aserver = await loop.create_server(
-            factory, self.ip, self.port, reuse_address=True, backlog=1024,
-            reuse_port=getattr(self.runtime.router, "reuse_port", False) or None)
+        if sock is not None:
+            self.aserver = await loop.create_server(factory, sock=sock, backlog=1024)
+        else:
+            self.aserver = await loop.create_server(
+                factory, self.ip, self.port, reuse_address=True, backlog=1024,
+                reuse_port=getattr(self.runtime.router, "reuse_port", False) or None)
         if self.port == 0:
             self.port = self.aserver.sockets[0].getsockname()[1]
         self.stats = ServerStats(self.runtime.router.metrics, self.ip, self.port)
@@ -112,7 +117,9 @@ class H2Server:
         for c in list(self.connections):
             c.go_away()
 
-    def close_all(self) -> None:
+    def close_all(self, grace_ms: float | None = None) -> None:
+        """Abort every connection (streams were told to go away by `stop_accepting`;
+        `grace_ms` is router.http.drain's, unused here)."""
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
