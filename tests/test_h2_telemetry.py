@@ -23,7 +23,7 @@ import pytest
 
 from tests.conftest import REPO, _start_process
 from tests.h2_grpc import generated
-from tests.test_tracing_e2e import chain, trace_of
+from tests.test_tracing_e2e import chain, new_trace, trace_of
 from tests.util import free_port, port_open, stop_process, wait_until
 from tests.zipkin_collector import HttpCollector
 
@@ -105,16 +105,6 @@ def start_mesh(l5d_process: Callable[..., Any], greeter: int, collector: HttpCol
     proc = l5d_process(mesh_config(out, incoming, admin, greeter, collector.port, access_log,
                                    **kw), log_level="info")
     return proc, out, incoming, access_log
-
-
-def new_trace(collector: HttpCollector, before: set[str]) -> str:
-    def new() -> set[str]:
-        return {s["traceId"] for s in collector.snapshot()} - before
-
-    wait_until(lambda: bool(new()), 20, "a new trace at the collector")
-    ids = new()
-    assert len(ids) == 1, ids
-    return ids.pop()
 
 
 def test_grpc_call_through_two_h2_routers_is_one_trace(

@@ -168,6 +168,11 @@ def chain(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def latest_trace(mesh: Mesh, before: set[str], collector: Any) -> str:
+    return new_trace(collector, before)
+
+
+def new_trace(collector: Any, before: set[str]) -> str:
+    """The one trace id the collector has received beyond `before` (waits for it)."""
     def new() -> set[str]:
         return {s["traceId"] for s in collector.snapshot()} - before
 

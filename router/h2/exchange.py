@@ -327,13 +327,7 @@ class H2Exchange:
         if remaining <= 0:
             raise RouteError(503, deadlines.expired_message(-remaining * 1000),
                              "DeadlineExceeded", f"service name: {self.service}")
-        total = pol.total_timeout_s
-        if total is not None and remaining >= total - 1e-6:
-            message = pol.timeout_message  # Finagle's sentence, exactly
-        else:  # the caller's deadline is the stricter one
-            message = (f"exceeded {remaining * 1000:.0f}.milliseconds left of the request "
-                       "deadline (l5d-ctx-deadline) while waiting for a response for the "
-                       "request, including retries (if applicable)")
+        message = deadlines.timer_message(remaining, pol.total_timeout_s, pol.timeout_message)
         self.total_timer = asyncio.get_running_loop().call_later(
             remaining, self._timed_out, message, "GlobalRequestTimeoutException")
 

@@ -57,3 +57,14 @@ def remaining_s(deadline: tuple[int, int], now_ns: int | None = None) -> float:
 def expired_message(overdue_ms: float) -> str:
     return (f"request deadline (l5d-ctx-deadline) expired {overdue_ms:.0f} ms ago; "
             "not forwarded")
+
+
+def timer_message(remaining: float, total_timeout_s: float | None, timeout_message: str
+                  ) -> str:
+    """What a request cut by its deadline is told: Finagle's totalTimeoutMs sentence when
+    the local timeout is the stricter bound, else the caller's deadline named."""
+    if total_timeout_s is not None and remaining >= total_timeout_s - 1e-6:
+        return timeout_message
+    return (f"exceeded {remaining * 1000:.0f}.milliseconds left of the request deadline "
+            "(l5d-ctx-deadline) while waiting for a response for the request, "
+            "including retries (if applicable)")
