@@ -7,7 +7,9 @@ h2 AccessLogger format (finagle/h2 AccessLogger.scala):
 written when the call ends (a stream when it closes), with the HTTP/2 status
 (200: gRPC's own status travels in trailers, as in Linkerd's log). Keys, as Linkerd's
 MeshIfaceConfig: `h2AccessLog` (the file), `h2AccessLogRollPolicy` (`never`,
-`hourly`, `daily`, or a size such as `100.megabytes`; Linkerd falls back to never on a
+`hourly`, `daily`, a weekday (weekly), or a size such as `100.megabytes`: the
+policies of the routers' access logs, read by the same
+`router.telemetry.access_log.parse_roll_policy`; Linkerd falls back to never on a
 policy it cannot read, we refuse it at its line), `h2AccessLogAppend` (true),
 `h2AccessLogRotateCount` (-1: keep every rotated file).
 """
@@ -16,14 +18,11 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
-import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
-_SIZE = re.compile(r"(\d+)\.(bytes?|kilobytes?|megabytes?|gigabytes?)")
-_UNITS = {"byte": 1, "kilobyte": 1 << 10, "megabyte": 1 << 20, "gigabyte": 1 << 30}
-POLICY_EXPECTED = "never, hourly, daily, or a size such as 100.megabytes"
+from router.telemetry.access_log import POLICY_EXPECTED, WEEKDAYS, parse_roll_policy
 
 
 @dataclass(frozen=True)
@@ -32,14 +31,7 @@ class AccessLogConfig:
     roll_policy: str = "never"
     append: bool = True
     rotate_count: int = -1
-
-
-def parse_roll_policy(text: str) -> str:
-    """The policy normalised; ValueError when it is not one Linkerd's Policy.parse reads."""
-    policy = text.strip().lower()
-    if policy in ("never", "hourly", "daily") or _SIZE.fullmatch(policy):
-        return policy
-    raise ValueError(f"roll policy {text!r} is not one of: {POLICY_EXPECTED}")
+    max_bytes: int | None = None  # a size roll policy
 
 
 def parse(obj: Any) -> AccessLogConfig | None:
@@ -51,27 +43,26 @@ def parse(obj: Any) -> AccessLogConfig | None:
     if not path:
         return None
     try:
-        policy = parse_roll_policy(policy)
+        policy, max_bytes = parse_roll_policy(policy)
     except ValueError as e:
         raise obj.err("h2AccessLogRollPolicy", str(e), POLICY_EXPECTED) from None
-    return AccessLogConfig(path, policy, append, count)
+    return AccessLogConfig(path, policy, append, count, max_bytes)
 
 
 def open_logger(cfg: AccessLogConfig, name: str) -> logging.Logger:
     """A logger of its own (not propagated) writing bare lines to the file."""
     backups = cfg.rotate_count if cfg.rotate_count >= 0 else 1_000_000
     mode = "a" if cfg.append else "w"
-    size = _SIZE.fullmatch(cfg.roll_policy)
     handler: logging.Handler
-    if size:
-        unit = size.group(2).rstrip("s")
+    policy = cfg.roll_policy
+    if cfg.max_bytes is not None:
         handler = logging.handlers.RotatingFileHandler(
-            cfg.path, mode=mode, maxBytes=int(size.group(1)) * _UNITS[unit],
-            backupCount=backups)
-    elif cfg.roll_policy in ("hourly", "daily"):
+            cfg.path, mode=mode, maxBytes=cfg.max_bytes, backupCount=backups)
+    elif policy in ("hourly", "daily", *WEEKDAYS):
+        when = ("H" if policy == "hourly" else "midnight" if policy == "daily"
+                else f"W{WEEKDAYS.index(policy)}")  # logging's W0 is Monday, as WEEKDAYS
         handler = logging.handlers.TimedRotatingFileHandler(
-            cfg.path, when="H" if cfg.roll_policy == "hourly" else "midnight",
-            backupCount=backups if cfg.rotate_count >= 0 else 0)
+            cfg.path, when=when, backupCount=backups if cfg.rotate_count >= 0 else 0)
         if not cfg.append:
             open(cfg.path, "w").close()  # noqa: SIM115 - truncate, as append: false asks
     else:
