@@ -98,6 +98,11 @@ def threads_json() -> dict[str, Any]:
     return {"tasks": tasks, "threads": threads}
 
 
+def started_at() -> float:
+    """When this process started (unix time): its admin's notion of uptime."""
+    return _STARTED
+
+
 def server_info() -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from router.admin import delegator, diagnostics, metrics_json, prometheus
+from router.admin import delegator, diagnostics, metrics_json, prometheus, workers
 from router.admin.history import HISTORY_S, WINDOW_S, history_of
 from router.admin.security import Security, setting
 from router.metrics import Metrics, snapshot_interval, snapshot_loop
@@ -149,8 +149,7 @@ def build_app(linker: Any) -> web.Application:
         out = list(ENDPOINTS)
         out += [(f"/namer_state/{prefix}.json", f"state of namer /{prefix}")
                 for prefix in sorted(_namer_states(linker))]
-        if hasattr(linker, "workers_state"):
-            out.append(("/workers.json", "data-path workers: pids, states, restarts"))
+        out.append(workers.ENDPOINT)
         if getattr(getattr(linker, "telemetry", None), "recents", None):
             out += [("/requests", "recent requests (io.l5d.recentRequests); JSON: /requests.json")]
         out += [(path, "prometheus exposition") for path, _ in prometheus_telemeters(
@@ -295,11 +294,7 @@ def build_app(linker: Any) -> web.Application:
     app.router.add_get(r"/namer_state/{prefix:.+}.json", namer_state)
     app.router.add_get(r"/{router}/interpreter_state/{kind}/{ns}.json", interpreter_state)
     app.router.add_route("*", "/admin/shutdown", shutdown)
-    if hasattr(linker, "workers_state"):
-        async def workers(_: web.Request) -> web.Response:
-            return web.json_response(linker.workers_state())
-
-        app.router.add_get("/workers.json", workers)
+    workers.add_routes(app, linker)
     app.router.add_route("*", "/admin/reload", reload)
     app.router.add_get("/admin/reload.json", reload_json)
     app.router.add_get("/admin/metrics/history.json", history_json)

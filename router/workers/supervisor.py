@@ -206,19 +206,41 @@ class WorkerSlot:
         self.proc: asyncio.subprocess.Process | None = None
         self.conn: _Conn | None = None
         self.pid: int | None = None
-        self.state = "starting"
-        self.started_at = 0.0
+        self.state = "starting"  # serving, draining, restarting, exited
+        self.started_at = 0.0  # monotonic, when the current process was spawned
+        self.started_wall = 0.0
         self.restarts = 0
         self.last_exit: int | None = None
+        self.last_exit_at: float | None = None
         self.ready: asyncio.Future[None] | None = None
         self.drained = False
         self.retired = False  # replaced (a config roll): its exit is not a crash
 
+    def exited(self, code: int | None) -> None:
+        self.last_exit = code
+        self.last_exit_at = time.time()
+
     def state_json(self) -> dict[str, Any]:
+        """One row of `/workers.json`: uptime is the current process's, while it lives."""
+        alive = self.state in ("starting", "serving", "draining")
         return {"worker": self.index, "pid": self.pid, "state": self.state,
-                "restarts": self.restarts, "lastExit": self.last_exit,
-                "uptimeSecs": round(time.monotonic() - self.started_at, 1)
-                if self.state == "serving" else None}
+                "restarts": self.restarts,
+                "uptimeSecs": round(time.monotonic() - self.started_at, 1) if alive else None,
+                "startedAt": round(self.started_wall, 3) if self.started_wall else None,
+                "lastExit": self.last_exit, "lastExitReason": exit_reason(self.last_exit),
+                "lastExitAt": round(self.last_exit_at, 3) if self.last_exit_at else None}
+
+
+def exit_reason(code: int | None) -> str | None:
+    """A process's exit code as people read it: `exit status 1`, `killed by SIGKILL`."""
+    if code is None:
+        return None
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"
 
 
 class Supervisor:
@@ -332,7 +354,7 @@ class Supervisor:
         slot.pid = slot.proc.pid
         slot.state = "starting"
         slot.drained = False
-        slot.started_at = time.monotonic()
+        slot.started_at, slot.started_wall = time.monotonic(), time.time()
         channel = await Channel.open(parent, f"worker {slot.index}")
         conn = slot.conn = _Conn(self, slot, channel)
         loop = asyncio.get_running_loop()
@@ -369,7 +391,7 @@ class Supervisor:
             conn.close()
         proc = slot.proc
         code = await proc.wait() if proc is not None else None
-        slot.last_exit = code
+        slot.exited(code)
         if slot.ready is not None and not slot.ready.done():
             slot.ready.set_exception(StartError(
                 f"worker {slot.index} exited with {code} before serving"))
@@ -558,7 +580,9 @@ class Supervisor:
         return [s for s in self.slots if s.conn is not None and s.state == "serving"]
 
     def workers_state(self) -> dict[str, Any]:
-        return {"supervisor": {"pid": os.getpid()}, "workers": [s.state_json() for s in self.slots]}
+        """`/workers.json` (router/admin/workers.py has the one-process shape)."""
+        return {"count": self.count, "supervisor": {"pid": os.getpid()},
+                "workers": [s.state_json() for s in self.slots]}
 
 
 class SupervisorView:

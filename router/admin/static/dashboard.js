@@ -4,7 +4,8 @@
 // (windowSecs, said on the page): requests/s, success rate and p50/p99 latency.
 // Per router: totals, charts, services, clients; a client row expands to its charts and
 // the load balancer's view of each endpoint (/client_state.json). Services and clients
-// that expire after the idle TTL leave the samples, and the tables.
+// that expire after the idle TTL leave the samples, and the tables. Under `workers: N`
+// a table of the data-path processes (/workers.json) sits above the routers.
 "use strict";
 (function () {
   const params = new URLSearchParams(location.search);
@@ -14,6 +15,7 @@
   const root = document.getElementById("routers");
   const status = document.getElementById("status");
   const reloadEl = document.getElementById("reload");
+  const workersEl = document.getElementById("workers");
   const fmt = L5DCharts.fmt;
   let samples = [];               // [{t, routers: {label: {total, servers, services, clients}}}]
   let windowS = 10, historyS = 300;
@@ -159,6 +161,38 @@
     reloadEl.classList.toggle("bad", !!st.lastError);
   }
 
+  function duration(s) {
+    if (s === null || s === undefined) return "–";
+    if (s < 60) return s.toFixed(0) + " s";
+    if (s < 3600) return Math.floor(s / 60) + " min " + Math.floor(s % 60) + " s";
+    return Math.floor(s / 3600) + " h " + Math.floor(s % 3600 / 60) + " min";
+  }
+
+  function renderWorkers(st) {
+    if (!st) return;
+    if (!st.supervisor) {  // workers: 1
+      const w = st.workers[0] || {};
+      workersEl.className = "single";
+      workersEl.innerHTML = `1 worker: this process (pid <span class="mono">${esc(w.pid)}</span>) serves every router`;
+      return;
+    }
+    const serving = st.workers.filter(w => w.state === "serving").length;
+    const rows = st.workers.map(w => {
+      const exit = w.lastExitReason
+        ? esc(w.lastExitReason) + (w.lastExitAt ? " at " + new Date(w.lastExitAt * 1000).toLocaleTimeString() : "")
+        : "–";
+      return `<tr class="worker state-${esc(w.state)}${w.state === "serving" ? "" : " unhealthy"}" data-worker="${esc(w.worker)}">` +
+        `<td>${esc(w.worker)}</td><td class="mono pid">${esc(w.pid === null ? "–" : w.pid)}</td>` +
+        `<td class="state">${esc(w.state)}</td><td class="num restarts">${esc(w.restarts)}</td>` +
+        `<td class="num uptime">${duration(w.uptimeSecs)}</td><td class="exit">${exit}</td></tr>`;
+    }).join("");
+    workersEl.className = "many";
+    workersEl.innerHTML = `<h3>Workers <small>${serving} of ${st.count} serving · supervisor pid ` +
+      `<span class="mono">${esc(st.supervisor.pid)}</span></small></h3><div class="table-wrap"><table class="workers">` +
+      `<thead><tr><th>worker</th><th>pid</th><th>state</th><th class="num">restarts</th><th class="num">uptime</th><th>last exit</th></tr></thead>` +
+      `<tbody>${rows}</tbody></table></div>`;
+  }
+
   function render() {
     const now = samples.length ? samples[samples.length - 1].t : Date.now() / 1000;
     const labels = new Set(data.routers.map(r => r.label));
@@ -193,6 +227,10 @@
       try {
         const r = await fetch("/admin/reload.json", {cache: "no-store"});
         if (r.ok) renderReload(await r.json());
+      } catch (e) { /* shown next time */ }
+      try {
+        const r = await fetch("/workers.json", {cache: "no-store"});
+        if (r.ok) renderWorkers(await r.json());
       } catch (e) { /* shown next time */ }
       render();
       status.textContent = "updated " + new Date().toLocaleTimeString();

@@ -1,0 +1,97 @@
+"""The admin of `workers: 2` as people read it: `/workers.json` and the dashboard's
+workers table (headless Chromium) follow a killed worker's replacement, `workers: 1`
+says it is one process.
+
+Real processes on real ports; which worker holds a connection comes from the kernel's
+socket table (tests/workers_util.py).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path as FsPath
+from typing import Any
+
+from playwright.async_api import Page
+
+from tests.test_ui_browser import browser, page, until  # noqa: F401 (fixtures)
+from tests.test_workers import Backend, backend, config, get_json  # noqa: F401
+
+
+async def worker_rows(pg: Page) -> list[dict[str, str]]:
+    return await pg.eval_on_selector_all("#workers tr.worker", """rows => rows.map(r => ({
+        worker: r.dataset.worker, pid: r.querySelector('.pid').textContent,
+        state: r.querySelector('.state').textContent,
+        restarts: r.querySelector('.restarts').textContent,
+        exit: r.querySelector('.exit').textContent}))""")
+
+
+async def test_dashboard_shows_each_worker_and_a_replaced_one(
+    page: Page, tmp_path: FsPath, backend: Backend,  # noqa: F811
+    l5d_process: Callable[..., Any],
+) -> None:
+    text, port, admin = config(tmp_path, backend.port)
+    proc = l5d_process(text, log_level="info")
+    state = get_json(admin, "/workers.json")
+    assert state["count"] == 2 and state["supervisor"] == {"pid": proc.proc.pid}
+    for w in state["workers"]:
+        assert w["state"] == "serving" and w["restarts"] == 0 and w["lastExit"] is None
+        assert w["uptimeSecs"] >= 0 and w["startedAt"] > 0
+    pids = {w["worker"]: w["pid"] for w in state["workers"]}
+    assert sorted(pids) == [0, 1]
+
+    await page.goto(f"http://127.0.0.1:{admin}/?interval=200")
+
+    async def rows_serving() -> Any:
+        rows = await worker_rows(page)
+        return rows if [r["state"] for r in rows] == ["serving", "serving"] else None
+
+    rows = await until(rows_serving, 15, "two serving workers on the dashboard")
+    assert {int(r["worker"]): int(r["pid"]) for r in rows} == pids  # type: ignore[union-attr]
+    head = await page.text_content("#workers h3") or ""
+    assert "2 of 2 serving" in head and f"supervisor pid {proc.proc.pid}" in head
+
+    os.kill(pids[0], signal.SIGKILL)
+
+    def replaced() -> Any:
+        w = get_json(admin, "/workers.json")["workers"][0]
+        return w if w["state"] == "serving" and w["pid"] != pids[0] else None
+
+    await until(lambda: _async(replaced), 30, "worker 0 replaced")
+    w0 = get_json(admin, "/workers.json")["workers"][0]
+    assert w0["restarts"] == 1 and w0["lastExit"] == -signal.SIGKILL
+    assert w0["lastExitReason"] == "killed by SIGKILL" and w0["lastExitAt"] > 0
+
+    async def row_replaced() -> Any:
+        rows = await worker_rows(page)
+        r0 = next((r for r in rows if r["worker"] == "0"), None)
+        return r0 if r0 and r0["pid"] == str(w0["pid"]) and r0["state"] == "serving" else None
+
+    r0 = await until(row_replaced, 15, "the dashboard's row for the new worker 0")
+    assert r0["restarts"] == "1" and r0["exit"].startswith("killed by SIGKILL")  # type: ignore[index]
+    r1 = next(r for r in await worker_rows(page) if r["worker"] == "1")
+    assert r1["pid"] == str(pids[1]) and r1["restarts"] == "0" and r1["exit"] == "–"
+    await page.screenshot(path=str(tmp_path / "dashboard-workers.png"), full_page=True)
+
+
+async def _async(fn: Callable[[], Any]) -> Any:
+    return fn()
+
+
+async def test_one_worker_says_it_is_one_process(
+    page: Page, tmp_path: FsPath, backend: Backend,  # noqa: F811
+    l5d_process: Callable[..., Any],
+) -> None:
+    text, _port, admin = config(tmp_path, backend.port, workers=1)
+    proc = l5d_process(text, log_level="info")
+    state = get_json(admin, "/workers.json")
+    assert state["count"] == 1 and state["supervisor"] is None
+    assert state["note"].startswith("workers: 1: this process serves every router itself")
+    [w] = state["workers"]
+    assert w["pid"] == proc.proc.pid and w["state"] == "serving" and w["restarts"] == 0
+    await page.goto(f"http://127.0.0.1:{admin}/?interval=200")
+    line = await until(lambda: page.text_content("#workers.single"), 15, "the workers line")
+    assert line == f"1 worker: this process (pid {proc.proc.pid}) serves every router"
+    assert await page.query_selector("#workers table") is None
