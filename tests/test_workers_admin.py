@@ -1,6 +1,6 @@
 """The admin of `workers: 2` as people read it: `/workers.json` and the dashboard's
 workers table (headless Chromium) follow a killed worker's replacement, `workers: 1`
-says it is one process.
+says it is one process, and `/requests.json` merges the workers' recent requests.
 
 Real processes on real ports; which worker holds a connection comes from the kernel's
 socket table (tests/workers_util.py).
@@ -17,7 +17,12 @@ from typing import Any
 from playwright.async_api import Page
 
 from tests.test_ui_browser import browser, page, until  # noqa: F401 (fixtures)
-from tests.test_workers import Backend, backend, config, get_json  # noqa: F401
+from tests.test_workers import Backend, backend, config, conns_on_every_worker, get_json  # noqa: F401
+
+RECENT = """- kind: io.l5d.recentRequests
+  sampleRate: 1.0
+  capacity: 10
+"""
 
 
 async def worker_rows(pg: Page) -> list[dict[str, str]]:
@@ -95,3 +100,49 @@ async def test_one_worker_says_it_is_one_process(
     line = await until(lambda: page.text_content("#workers.single"), 15, "the workers line")
     assert line == f"1 worker: this process (pid {proc.proc.pid}) serves every router"
     assert await page.query_selector("#workers table") is None
+
+
+async def test_recent_requests_of_both_workers_merged_newest_first(
+    page: Page, tmp_path: FsPath, backend: Backend,  # noqa: F811
+    l5d_process: Callable[..., Any],
+) -> None:
+    text, port, admin = config(tmp_path, backend.port)
+    proc = l5d_process(text + RECENT, log_level="info")
+    index = {w["pid"]: w["worker"] for w in get_json(admin, "/workers.json")["workers"]}
+    conns = conns_on_every_worker(port, list(index))
+    # one connection on each worker, requests alternating between them: 12 in all
+    a = next(c for c in conns if index[c.pid] == 0)
+    b = next(c for c in conns if index[c.pid] == 1)
+    sent: list[tuple[str, int]] = []
+    for i in range(6):
+        for c in (a, b):
+            uri = f"/w{index[c.pid]}/{i}"
+            assert c.get(uri) == 200
+            sent.append((uri, index[c.pid]))
+    served = {uri: w for uri, w in sent}
+
+    reqs = get_json(admin, "/requests.json")["requests"]
+    assert "workersNotRead" not in get_json(admin, "/requests.json")
+    mine = [r for r in reqs if r["uri"] in served]  # conns_on_every_worker's "/" left out
+    # as many as one process keeps (capacity 10), newest first, each with its worker
+    assert len(reqs) == 10
+    assert [r["timestamp"] for r in reqs] == sorted((r["timestamp"] for r in reqs), reverse=True)
+    assert all(r["worker"] == served[r["uri"]] for r in mine)
+    for w in (0, 1):  # each worker's own order is exact: newest first
+        theirs = [r["uri"] for r in mine if r["worker"] == w]
+        assert theirs == [u for u, x in reversed(sent) if x == w][:len(theirs)]
+    # the newest ones are there from both workers (the oldest fell out past capacity)
+    assert {r["uri"] for r in mine} >= {u for u, _ in sent[4:]}
+    assert {r["worker"] for r in mine} == {0, 1}
+    assert proc.proc.poll() is None
+    for c in conns:
+        c.http.close()
+
+    # the /requests page shows them with a worker column
+    await page.goto(f"http://127.0.0.1:{admin}/requests")
+    await until(lambda: page.eval_on_selector_all("#requests tbody tr", "rs => rs.length === 10"),
+                15, "ten rows on /requests")
+    assert await page.text_content("#requests thead th.worker") == "worker"
+    last = await page.eval_on_selector_all("#requests tbody tr",
+                                           "rs => rs.map(r => r.lastElementChild.textContent)")
+    assert set(last) == {"0", "1"}

@@ -303,7 +303,7 @@ def build_app(linker: Any) -> web.Application:
     if telemetry is not None and telemetry.recents:  # io.l5d.recentRequests
         from router.telemetry.recent import add_routes
 
-        add_routes(app, telemetry, workers=hasattr(linker, "workers_state"))
+        add_routes(app, telemetry, fetch=getattr(linker, "recent_requests", None))
 
     for path, prefix in prometheus_telemeters(
         setting(getattr(linker, "config", None), "telemetry", None)

@@ -9,6 +9,7 @@ client, endpoint, status, latency, trace id, source; newest first.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
@@ -48,27 +49,19 @@ class RecentRequests:
         return list(reversed(self.entries))
 
 
-def add_routes(app: Any, telemetry: Any, workers: bool = False) -> None:
+def add_routes(app: Any, telemetry: Any,
+               fetch: Callable[[], Awaitable[dict[str, Any]]] | None = None) -> None:
     """`/requests` and `/requests.json` on the admin (aiohttp), when the telemeter is set.
-    Under `workers:` the requests are in the workers, not here: both answer 501 saying so
-    rather than an empty list."""
+    Under `workers:` the requests are in the workers: `fetch` (the supervisor's
+    `recent_requests`) merges theirs, each entry with the `worker` that served it."""
     from aiohttp import web
-
-    if workers:
-        text = ("io.l5d.recentRequests keeps the requests of the process that served them; "
-                "with workers: above 1 they are in the workers and not shown here\n")
-
-        async def unavailable(_: web.Request) -> web.Response:
-            return web.Response(status=501, text=text)
-
-        app.router.add_get("/requests", unavailable)
-        app.router.add_get("/requests.json", unavailable)
-        return
 
     async def page(_: web.Request) -> web.Response:
         return web.Response(text=PAGE.read_text(encoding="utf-8"), content_type="text/html")
 
     async def as_json(_: web.Request) -> web.Response:
+        if fetch is not None:
+            return web.json_response(await fetch())
         out: list[dict[str, Any]] = []
         for recent in telemetry.recents:
             out += recent.snapshot()

@@ -8,7 +8,8 @@ request path of a worker never awaits this socket. The messages:
 worker -> supervisor: `ready {pid}`, `bind {id, router, dtab, path}`,
 `unbind {id}`, `reply {rid, data}`, `failed {error}` (it could not start).
 supervisor -> worker: `start {worker, config, source}`, `bound {id, state}`,
-`addr {router, id, addr}`, `metrics {rid}`, `drain {grace_ms}`.
+`addr {router, id, addr}`, `metrics|clients|servers|requests {rid}` (answered by a
+`reply`), `drain {grace_ms}`.
 """
 
 from __future__ import annotations

@@ -528,6 +528,18 @@ class Supervisor:
             self.stopped.set()
 
     # -- the admin's view
+    async def _ask(self, op: str) -> list[tuple[WorkerSlot, Any]]:
+        """Ask every serving worker (`op`); each answer or the exception it raised."""
+        slots = self._serving()
+        results = await asyncio.gather(
+            *(s.conn.channel.request({"op": op}, PULL_TIMEOUT_S)  # type: ignore[union-attr]
+              for s in slots), return_exceptions=True)
+        out = list(zip(slots, results, strict=True))
+        for slot, res in out:
+            if isinstance(res, BaseException):
+                log.warning("worker %d did not answer %s: %r", slot.index, op, res)
+        return out
+
     async def refresh_metrics(self) -> None:
         """Pull every serving worker's registry and merge. Callers that arrive together
         share a pull, but only one that began after they asked: what a reader gets
@@ -537,26 +549,13 @@ class Supervisor:
             if self._pulled_at > asked:
                 return
             self._pulled_at = time.monotonic()  # when this pull began
-            slots = self._serving()
-            results = await asyncio.gather(
-                *(s.conn.channel.request({"op": "metrics"}, PULL_TIMEOUT_S)  # type: ignore
-                  for s in slots), return_exceptions=True)
-            exports = []
-            for slot, res in zip(slots, results, strict=True):
-                if isinstance(res, BaseException):
-                    log.warning("worker %d metrics not read: %r", slot.index, res)
-                    continue
-                exports.append((slot.index, res))
-            self.metrics.update(exports)
+            self.metrics.update([(slot.index, res) for slot, res in await self._ask("metrics")
+                                 if not isinstance(res, BaseException)])
 
     async def client_state(self) -> dict[str, Any]:
         """Every worker's clients (the same bound ids in each: the first one's wins)."""
-        slots = self._serving()
-        results = await asyncio.gather(
-            *(s.conn.channel.request({"op": "clients"}, PULL_TIMEOUT_S)  # type: ignore
-              for s in slots), return_exceptions=True)
         out: dict[str, Any] = {}
-        for res in results:
+        for _slot, res in await self._ask("clients"):
             if isinstance(res, dict):
                 for k, v in res.items():
                     out.setdefault(k, v)
@@ -566,15 +565,29 @@ class Supervisor:
         """Each worker's servers (with its number), then the supervisor's admin."""
         from router.tls.runtime import servers_state
 
-        slots = self._serving()
-        results = await asyncio.gather(
-            *(s.conn.channel.request({"op": "servers"}, PULL_TIMEOUT_S)  # type: ignore
-              for s in slots), return_exceptions=True)
         out: list[dict[str, Any]] = []
-        for slot, res in zip(slots, results, strict=True):
+        for slot, res in await self._ask("servers"):
             if isinstance(res, list):
                 out += [{**entry, "worker": slot.index} for entry in res]
         return out + servers_state(view)
+
+    async def recent_requests(self) -> dict[str, Any]:
+        """io.l5d.recentRequests over the workers: each one keeps the requests it served;
+        merged newest first, each with its `worker`, as many as one process would keep.
+        Workers that did not answer are named (`workersNotRead`), not left out silently."""
+        entries: list[dict[str, Any]] = []
+        unread: list[int] = []
+        for slot, res in await self._ask("requests"):
+            if isinstance(res, list):
+                entries += [{**e, "worker": slot.index} for e in res]
+            else:
+                unread.append(slot.index)
+        entries.sort(key=lambda e: e.get("timestamp", 0), reverse=True)
+        recents = getattr(self.linker.telemetry, "recents", None) or []
+        out: dict[str, Any] = {"requests": entries[:sum(r.capacity for r in recents)]}
+        if unread:
+            out["workersNotRead"] = unread
+        return out
 
     def _serving(self) -> list[WorkerSlot]:
         return [s for s in self.slots if s.conn is not None and s.state == "serving"]
@@ -615,6 +628,9 @@ class SupervisorView:
 
     def workers_state(self) -> dict[str, Any]:
         return self._sup.workers_state()
+
+    async def recent_requests(self) -> dict[str, Any]:
+        return await self._sup.recent_requests()
 
 
 async def serve(config: LinkerConfig, *, ready: asyncio.Event | None = None,

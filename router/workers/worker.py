@@ -48,7 +48,8 @@ class Worker:
         from router.telemetry import Telemetry
 
         # tracing and access logs run in each worker (the requests are here); spans and
-        # lines go out from each one, recentRequests stays per worker
+        # lines go out from each one, recentRequests is kept here and merged by the
+        # supervisor's /requests.json (`requests`)
         self.telemetry = Telemetry(config, self.metrics)
         for r in self.routers:
             r.telemetry = self.telemetry.for_router(r.config)
@@ -94,6 +95,12 @@ class Worker:
         from router.tls.runtime import servers_state
 
         self.channel.send({"op": "reply", "rid": msg["rid"], "data": servers_state(self)})
+
+    def on_requests(self, msg: dict[str, Any]) -> None:
+        out: list[dict[str, Any]] = []
+        for recent in self.telemetry.recents:  # io.l5d.recentRequests: this worker's
+            out += recent.snapshot()
+        self.channel.send({"op": "reply", "rid": msg["rid"], "data": out})
 
     def on_drain(self, msg: dict[str, Any]) -> None:
         self.drain(int(msg.get("grace_ms", self.config.admin.shutdown_grace_ms)))
@@ -152,7 +159,8 @@ async def run(fd: int) -> int:
     serving = loop.create_task(channel.serve({
         "bound": worker.hub.on_bound, "addr": worker.hub.on_addr,
         "metrics": worker.on_metrics, "clients": worker.on_clients,
-        "servers": worker.on_servers, "drain": worker.on_drain,
+        "servers": worker.on_servers, "requests": worker.on_requests,
+        "drain": worker.on_drain,
     }))
     done = loop.create_task(worker.done.wait())
     await asyncio.wait([serving, done], return_when=asyncio.FIRST_COMPLETED)
