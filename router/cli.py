@@ -20,10 +20,14 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
 
 import uvloop
 
 from router.config import ConfigError, LinkerConfig, labelled, load, load_all
+
+if TYPE_CHECKING:
+    from router.reload import Reloader
 
 log = logging.getLogger("l5d")
 
@@ -61,32 +65,55 @@ def validate(path: str) -> list[tuple[str, LinkerConfig]]:
     return configs
 
 
+class Process(Protocol):
+    """What `run` serves: a `Linker` (one process) or a `Supervisor` (`workers:` above 1)."""
+
+    async def start(self) -> None: ...
+    async def shutdown(self, grace_ms: int | None = None) -> None: ...
+    async def wait(self) -> None: ...
+
+
 async def serve(config: LinkerConfig, *, ready: asyncio.Event | None = None,
                 path: str | None = None, watch: bool = True) -> int:
     """Run until SIGTERM/SIGINT. With `path`, SIGHUP (and, with `watch`, a change of the
-    file) reloads it; with `workers:` above 1 the supervisor reloads and replaces its
-    workers one by one."""
-    if config.workers > 1:  # a supervisor and its data-path workers
-        from router.workers.supervisor import serve as serve_workers
-
-        level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
-        return await serve_workers(config, ready=ready, log_level=level, path=path,
-                                   watch=watch)
+    file) reloads it; with `workers:` above 1 a supervisor and its data-path workers run
+    instead of one Linker, and a reload replaces the workers one by one."""
     from router.reload import Reloader
 
-    linker = build_linker(config)
+    process: Process
+    if config.workers > 1:
+        from router.workers.supervisor import Supervisor
+
+        level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
+        sup = Supervisor(config, log_level=level)
+        # the control plane's Linker keeps the reload status; applying rolls the workers
+        reloader = Reloader(sup.linker, path, apply=sup.reload_config)
+        process = sup
+    else:
+        linker = build_linker(config)
+        reloader = Reloader(linker, path)
+        process = linker
+    return await run(process, reloader, ready=ready, watch=watch)
+
+
+async def run(process: Process, reloader: Reloader, *, ready: asyncio.Event | None = None,
+              watch: bool = True) -> int:
+    """Start `process` with SIGHUP reloading and SIGTERM/SIGINT draining it (for the
+    admin's shutdownGraceMs), and wait until it has stopped."""
     loop = asyncio.get_running_loop()
-    reloader = Reloader(linker, path)
     reloader.install_sighup(loop)
+    stopping: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak references
 
     def on_signal(signame: str) -> None:
         log.info("%s received", signame)
-        loop.create_task(linker.shutdown())
+        task = loop.create_task(process.shutdown())
+        stopping.add(task)
+        task.add_done_callback(stopping.discard)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
     try:
-        await linker.start()
+        await process.start()
     except OSError as e:
         log.error("cannot start: %s", e)
         return EXIT_START
@@ -94,7 +121,7 @@ async def serve(config: LinkerConfig, *, ready: asyncio.Event | None = None,
         reloader.watch()
     if ready is not None:
         ready.set()
-    await linker.wait()
+    await process.wait()
     log.info("stopped")
     return 0
 

@@ -303,6 +303,48 @@ def test_sigterm_drains_every_worker(tmp_path: FsPath, backend: Backend,
         wait_until(lambda pid=pid: not os.path.exists(f"/proc/{pid}"), 5, f"worker {pid} gone")
 
 
+def test_sighup_reloads_every_worker_and_sigterm_stops_them(tmp_path: FsPath,
+                                                            backend: Backend) -> None:
+    """`l5d CONFIG --no-watch` with `workers: 2`: the signal set-up the one-process router
+    has (router/cli.py: run) serves the supervisor too: SIGHUP reloads (the workers are
+    replaced), SIGINT/SIGTERM drain and exit 0."""
+    from tests.conftest import _start_process, _wait_ports
+
+    text, port, admin = config(tmp_path, backend.port, grace_ms=1000)
+    path = tmp_path / "l5d.yaml"
+    path.write_text(text)
+    log_path = tmp_path / "l5d.log"
+    proc = _start_process([sys.executable, "-m", "router.cli", str(path), "--no-watch",
+                           "--log-level", "info"], log_path, tmp_path)
+    try:
+        _wait_ports(proc, [port, admin], log_path)
+        before = sorted(w["pid"] for w in get_json(admin, "/workers.json")["workers"])
+        path.write_text(text.replace("dtab: /svc => /#/io.l5d.fs;",
+                                     "dtab: /svc => /#/io.l5d.fs; /svc/other => /svc/web;"))
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "reloaded (SIGHUP): version 2" in log_path.read_text(), 30,
+                   "the SIGHUP reload")
+        after = get_json(admin, "/workers.json")["workers"]
+        assert [w["state"] for w in after] == ["serving", "serving"]
+        assert set(before).isdisjoint(w["pid"] for w in after)
+        assert get_json(admin, "/admin/reload.json")["version"] == 2
+        c = Conn(port)
+        c.http.request("GET", "/", headers={"Host": "other"})  # the new dtab's name
+        resp = c.http.getresponse()
+        resp.read()
+        assert resp.status == 200
+        c.http.close()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+        log = log_path.read_text()
+        assert "SIGINT received" in log and "draining (grace 1000 ms)" in log
+        assert log.rstrip().endswith("l5d: stopped"), log[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_a_taken_port_stops_start_with_nothing_serving(tmp_path: FsPath,
                                                        backend: Backend) -> None:
     import socket

@@ -13,7 +13,9 @@ A worker that exits unasked is restarted (after a backoff that grows while it
 keeps dying young) and the others keep serving. SIGTERM/SIGINT or the admin's
 `/admin/shutdown` drain every worker for `shutdownGraceMs`, then stop the admin
 and the namers. `/admin/metrics.json` and Prometheus pull each worker's registry
-and merge it (`merge.py`); `/workers.json` lists the workers' pids and states.
+and merge it (`merge.py`), `/requests.json` merges their recent requests, and
+`/workers.json` lists the workers' pids and states. The signals and the reloader are
+set up by `router/cli.py: run`, as for one process.
 """
 
 from __future__ import annotations
@@ -631,35 +633,3 @@ class SupervisorView:
 
     async def recent_requests(self) -> dict[str, Any]:
         return await self._sup.recent_requests()
-
-
-async def serve(config: LinkerConfig, *, ready: asyncio.Event | None = None,
-                log_level: str = "info", path: str | None = None, watch: bool = True) -> int:
-    """`l5d CONFIG` with `workers:` above 1 (router/cli.py hands over here). SIGHUP, a
-    change of `path` (with `watch`) and `POST /admin/reload` reload every worker."""
-    from router.cli import EXIT_START
-    from router.reload import Reloader
-
-    sup = Supervisor(config, log_level=log_level)
-    loop = asyncio.get_running_loop()
-    reloader = Reloader(sup.linker, path, apply=sup.reload_config)
-    reloader.install_sighup(loop)
-
-    def on_signal(signame: str) -> None:
-        log.info("%s received", signame)
-        loop.create_task(sup.shutdown())
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig.name)
-    try:
-        await sup.start()
-    except OSError as e:
-        log.error("cannot start: %s", e)
-        return EXIT_START
-    if watch:
-        reloader.watch()
-    if ready is not None:
-        ready.set()
-    await sup.wait()
-    log.info("stopped")
-    return 0
