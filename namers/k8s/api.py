@@ -37,13 +37,17 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from namers.k8s import pieces
+
 log = logging.getLogger("l5d.k8s")
 
 DEFAULT_PROXY_HOST = "localhost"
 DEFAULT_PROXY_PORT = 8001
-# Lines (watch events) above this are json-decoded in a thread so the loop keeps
-# running; the GIL switch interval (5 ms) bounds how long the loop waits meanwhile.
-OFFLOOP_DECODE_BYTES = 256 * 1024
+# Bodies and watch lines above this are json-decoded in pieces (pieces.py), a loop turn
+# each, rather than in one json.loads (~1 ms per 100 KB here; a thread does not help:
+# the C decoder holds the GIL throughout).
+PIECES_BYTES = 128 * 1024
+READ_CHUNK = 64 * 1024  # bytes taken from the stream at once (a loop turn's worth of copying)
 MAX_EVENT_BYTES = 64 * 1024 * 1024  # a watch line longer than this is an error, not a buffer
 LIST_PAGE = 500
 # Pages of big objects are smaller, so a list never holds much more than a few MB of
@@ -196,9 +200,9 @@ def _identity(headers: Any) -> str | None:
 
 
 async def decode(line: bytes) -> Any:
-    """json.loads, in a thread for a large line (the loop must not stall for it)."""
-    if len(line) >= OFFLOOP_DECODE_BYTES:
-        return await asyncio.get_running_loop().run_in_executor(None, json.loads, line)
+    """json.loads; a large line in pieces, so the loop never stalls long for it."""
+    if len(line) >= PIECES_BYTES:
+        return await pieces.run(pieces.loads_pieces(line.decode("utf-8")))
     return json.loads(line)
 
 
@@ -354,14 +358,24 @@ class K8sApi:
                 self.identity = identity
             if on_open is not None:
                 on_open()
-            buf = b""
-            async for chunk in raw.content.iter_any():
-                buf += chunk
+            # A line's chunks are joined once it is complete (not `buf += chunk`: a
+            # 1 MB event arrives in ~20 chunks, each would copy all before it).
+            pending: list[bytes] = []
+            size = 0
+            async for chunk in raw.content.iter_chunked(READ_CHUNK):
                 if b"\n" not in chunk:
-                    if len(buf) > MAX_EVENT_BYTES:
+                    pending.append(chunk)
+                    size += len(chunk)
+                    if size > MAX_EVENT_BYTES:
                         raise ValueError(f"{url}: a watch event over {MAX_EVENT_BYTES} bytes")
                     continue
-                *lines, buf = buf.split(b"\n")
+                first, *lines, rest = chunk.split(b"\n")
+                if pending:
+                    pending.append(first)
+                    first = b"".join(pending)
+                lines.insert(0, first)
+                pending = [rest] if rest else []
+                size = len(rest)
                 for line in lines:
                     if not line.strip():
                         continue

@@ -24,12 +24,13 @@ Why this shape:
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
 from dtab.addr import Address
+from namers.k8s.pieces import PIECE_STEPS, _note
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
@@ -59,9 +60,11 @@ def _meta(node: str | None, zone: str | None, hints: tuple[str, ...] | None,
 
 
 class EndpointRecord:
-    """One endpoint address of a group."""
+    """One endpoint address of a group. `addr` is its last Address (for one port), which
+    a later decode of the same endpoint reuses: unchanged endpoints keep the identical
+    Address across updates, so set comparisons and the balancer's diff stay in C."""
 
-    __slots__ = ("ip", "ready", "serving", "terminating", "meta")
+    __slots__ = ("ip", "ready", "serving", "terminating", "meta", "addr")
 
     def __init__(self, ip: str, ready: bool, serving: bool, terminating: bool,
                  meta: Mapping[str, Any]) -> None:
@@ -70,6 +73,13 @@ class EndpointRecord:
         self.serving = serving
         self.terminating = terminating
         self.meta = meta
+        self.addr: Address | None = None
+
+    def address(self, port: int) -> Address:
+        a = self.addr
+        if a is None or a.port != port:
+            a = self.addr = Address(self.ip, port, meta=self.meta)
+        return a
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, EndpointRecord) and self.ip == other.ip
@@ -123,27 +133,57 @@ class EndpointGroup:
         cached = self._cache.get(target)
         if cached is not None:
             return cached
+        gen = self.addrs_pieces(target, len(self.endpoints) + 1)
+        try:
+            while True:
+                next(gen)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    def _number(self, target: int | str) -> int | None:
         if isinstance(target, int):
-            number: int | None = target
-        else:
-            number = next((p for n, p in self.ports if n == target), None)
+            return target
+        return next((p for n, p in self.ports if n == target), None)
+
+    def addrs_pieces(self, target: int | str, piece: int = PIECE_STEPS
+                     ) -> Generator[None, None, PortAddrs]:
+        """`addrs`, `piece` endpoints at a time (a 10,000-endpoint Endpoints subset)."""
+        cached = self._cache.get(target)
+        if cached is not None:
+            return cached
+        number = self._number(target)
         if number is None:
             out = PortAddrs(_NO_ADDRS, _NO_ADDRS, 0, False)
         else:
-            ready: list[Address] = []
-            fallback: list[Address] = []
+            # Sets built as we go: frozenset(set) then copies the stored hashes instead
+            # of calling Address.__hash__ (Python) again for every endpoint.
+            ready: set[Address] = set()
+            fallback: set[Address] = set()
             not_ready = 0
-            for e in self.endpoints:
-                if e.ready:
-                    ready.append(Address(e.ip, number, meta=e.meta))
-                else:
-                    not_ready += 1
-                    if e.serving and e.terminating:
-                        fallback.append(Address(e.ip, number, meta=e.meta))
+            eps = self.endpoints
+            for start in range(0, len(eps), piece):
+                for e in eps[start:start + piece]:
+                    if e.ready:
+                        ready.add(e.address(number))
+                    else:
+                        not_ready += 1
+                        if e.serving and e.terminating:
+                            fallback.add(e.address(number))
+                if start + piece < len(eps):
+                    _note(piece, 0)
+                    yield
             out = PortAddrs(frozenset(ready), frozenset(fallback), not_ready, True)
         if len(self._cache) < 16:
             self._cache[target] = out
         return out
+
+    def warm_pieces(self, piece: int = PIECE_STEPS) -> Generator[None, None, None]:
+        """Build the address sets of every port this group names (by name and number:
+        the same sets), so resolving it later is a cache hit, not a long block."""
+        for name, number in self.ports:
+            pa = yield from self.addrs_pieces(number, piece)
+            if name and len(self._cache) < 16:
+                self._cache[name] = pa
 
 
 class EndpointSet:
@@ -223,6 +263,62 @@ def endpoints_groups(obj: Mapping[str, Any]) -> dict[str, EndpointGroup]:
                                                                      None, False))
                  for a in subset.get("notReadyAddresses") or () if a.get("ip")]
         out[f"{name}#{i}"] = EndpointGroup(_ports(subset.get("ports")), tuple(recs))
+    return out
+
+
+def endpoints_size(obj: Mapping[str, Any]) -> int:
+    """How many addresses an Endpoints object lists."""
+    return sum(len(sub.get("addresses") or ()) + len(sub.get("notReadyAddresses") or ())
+               for sub in obj.get("subsets") or ())
+
+
+def endpoints_groups_pieces(
+    obj: Mapping[str, Any], previous: Mapping[str, EndpointGroup] | None = None,
+    piece: int = PIECE_STEPS,
+) -> Generator[None, None, dict[str, EndpointGroup]]:
+    """`endpoints_groups` for a large object, `piece` addresses at a time, its groups'
+    address sets built too (`warm_pieces`). The object's address lists are emptied as
+    they are read (callers drop the object after). An endpoint the previous state of this
+    object had unchanged (ip, readiness, node) is that state's record, with its
+    Address: a 1% change leaves 99% of the Address objects identical."""
+    name = (obj.get("metadata") or {}).get("name", "")
+    index: dict[str, EndpointRecord] = {}
+    n = 0
+    for g in (previous or {}).values():
+        for e in g.endpoints:
+            index[e.ip] = e
+            n += 1
+            if n % piece == 0:
+                _note(piece, 0)
+                yield
+    out: dict[str, EndpointGroup] = {}
+    for i, subset in enumerate(obj.get("subsets") or ()):
+        recs: list[EndpointRecord] = []
+        for ready, field in ((True, "addresses"), (False, "notReadyAddresses")):
+            raw = subset.get(field)
+            if not isinstance(raw, list):
+                continue
+            # Consumed as we go: the decoded dicts of a piece are freed with it (freeing
+            # a 10,000-address tree at once is itself a 4 ms block here).
+            while raw:
+                for a in raw[:piece]:
+                    ip = a.get("ip")
+                    if not ip:
+                        continue
+                    meta = _meta(a.get("nodeName"), None, None, False)
+                    old = index.get(ip)
+                    if (old is not None and old.ready is ready and old.serving is ready
+                            and not old.terminating and old.meta == meta):
+                        recs.append(old)
+                    else:
+                        recs.append(EndpointRecord(ip, ready, ready, False, meta))
+                del raw[:piece]
+                if raw:
+                    _note(piece, 0)
+                    yield
+        group = EndpointGroup(_ports(subset.get("ports")), tuple(recs))
+        yield from group.warm_pieces(piece)
+        out[f"{name}#{i}"] = group
     return out
 
 

@@ -39,7 +39,11 @@ Updates are applied in batches: events change the channels' objects, and one
 callback `COALESCE_S` (10 ms) later publishes each changed channel once (a burst
 of updates to one service coalesces into its latest state; publishing a long
 list of changed channels is itself sliced into 5 ms turns). Event handling yields to the
-loop every couple of milliseconds; large events are decoded off the loop.
+loop every couple of milliseconds. A large object (a list page or watch line over 128 KB,
+an Endpoints object of more than `PIECE_STEPS` addresses) is decoded and converted in
+pieces, one per loop turn (pieces.py), reusing the records and Addresses of its
+unchanged endpoints; the feed applies its events in order, so the latest state still
+wins the publish.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,14 +60,18 @@ import aiohttp
 
 from dtab.bounded import LogLimiter, clip
 from dtab.observable import Var
+from namers.k8s import pieces
 from namers.k8s.api import ApiError, ApiTarget, K8sApi
 from namers.k8s.endpoints import (
     SERVICE_NAME_LABEL,
     EndpointGroup,
     EndpointSet,
     endpoints_groups,
+    endpoints_groups_pieces,
+    endpoints_size,
     slice_group,
 )
+from namers.k8s.pieces import PIECE_STEPS
 
 log = logging.getLogger("l5d.k8s")
 
@@ -149,6 +157,21 @@ def _slim(obj: dict[str, Any]) -> dict[str, Any]:
         if isinstance(ann, dict):
             ann.pop("kubectl.kubernetes.io/last-applied-configuration", None)
     return obj
+
+
+def is_big(kind: str, obj: dict[str, Any]) -> bool:
+    """An object whose decode is done in pieces (`decode_object_pieces`): an Endpoints
+    object of more than a piece of addresses. (A slice holds at most 1,000, 100 by
+    default: one slice is one piece of work.)"""
+    return kind == "endpoints" and endpoints_size(obj) > PIECE_STEPS
+
+
+def decode_object_pieces(kind: str, obj: dict[str, Any], previous: Any
+                         ) -> Generator[None, None, Any]:
+    """`decode_object` of a big object, a bounded piece of work per step; `previous` is
+    what the channel held for this object (its unchanged endpoints are reused)."""
+    assert kind == "endpoints"
+    return endpoints_groups_pieces(obj, previous if isinstance(previous, dict) else None)
 
 
 def decode_object(kind: str, obj: dict[str, Any]) -> Any:
@@ -402,8 +425,14 @@ class Feed:
             name = meta.get("name", "")
             rv = _rv_int(meta.get("resourceVersion"))
             old = ch.objects.get(name)
-            decoded = old[1] if old is not None and old[0] is not None and old[0] == rv \
-                else decode_object(self.kind, obj)  # unchanged: keep its caches
+            if old is not None and old[0] is not None and old[0] == rv:
+                decoded = old[1]  # unchanged: keep its caches
+            elif is_big(self.kind, obj):
+                decoded = await pieces.run(decode_object_pieces(
+                    self.kind, obj, old[1] if old is not None else None))
+                started = loop.time()
+            else:
+                decoded = decode_object(self.kind, obj)
             objects_for(ch)[name] = (rv, decoded)
             if loop.time() - started > YIELD_EVERY:
                 await asyncio.sleep(0)
@@ -477,7 +506,15 @@ class Feed:
             ):
                 n += 1
                 self.events += 1
-                self._event(ev)
+                big = self._event(ev)
+                if big is not None:  # a big object: decoded in pieces, then applied
+                    ch, name, rv, obj = big
+                    old = ch.objects.get(name)
+                    decoded = await pieces.run(decode_object_pieces(
+                        self.kind, obj, old[1] if old is not None else None))
+                    ch.upsert(name, rv, decoded)
+                    await asyncio.sleep(0)  # the next event's read is another loop turn
+                    yielded = loop.time()
                 if loop.time() - yielded > YIELD_EVERY:
                     await asyncio.sleep(0)
                     yielded = loop.time()
@@ -487,7 +524,10 @@ class Feed:
                 self._attempt = 0
         return n, lived
 
-    def _event(self, ev: dict[str, Any]) -> None:
+    def _event(self, ev: dict[str, Any]
+               ) -> tuple[Channel, str, int | None, dict[str, Any]] | None:
+        """Apply one event; a big object's upsert is returned for the caller to decode
+        in pieces and apply (`decode_object_pieces`)."""
         etype = ev.get("type")
         obj = ev.get("object") or {}
         meta = obj.get("metadata") or {}
@@ -510,9 +550,11 @@ class Feed:
         name = meta.get("name", "")
         if etype == "DELETED":
             ch.remove(name, rv)
-            return
-        decoded = decode_object(self.kind, obj)
-        ch.upsert(name, rv, decoded)
+            return None
+        if is_big(self.kind, obj):
+            return ch, name, rv, obj
+        ch.upsert(name, rv, decode_object(self.kind, obj))
+        return None
 
     async def _run(self) -> None:
         while True:

@@ -1,0 +1,195 @@
+"""Large API objects decoded in bounded pieces, so the event loop is never held long.
+
+A 10,000-address Endpoints object is ~1.3 MB of JSON. `json.loads` of it holds the
+loop for 40+ ms on this project's machine, and a thread does not help: the C decoder
+never releases the GIL, so the loop waits for it all the same. Turning the dicts into
+records and Addresses costs as much again. So, for large objects only, both are
+generators that do a bounded amount of work between two `yield`s, and `run()` drives
+one on the loop, one piece per loop turn (other callbacks run in between).
+
+`loads_pieces(text)` walks containers in Python and hands each value that fits in a
+window (at most `MAX_WINDOW` characters; sized from its previous sibling) to the C
+scanner whole: an address of an Endpoints subset is one C call, the subsets list and
+the object around it are walked here. A piece is at most `PIECE_CHARS` characters of
+C decoding or `PIECE_STEPS` values, whichever comes first. The result is what
+`json.loads` returns (same scanner; duplicate keys: the last wins).
+
+`stats` counts pieces and the largest one (values, characters), for tests and the bench.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import Generator
+from json.decoder import JSONDecodeError, scanstring
+from json.scanner import make_scanner
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+PIECE_CHARS = 32 * 1024  # ~1 ms of C decoding on a slow core
+PIECE_STEPS = 250  # values (or records) per piece: ~1 ms
+MAX_WINDOW = 16 * 1024  # a value bigger than this is walked, not decoded in one C call
+FIRST_WINDOW = 256
+
+_scan = make_scanner(json.JSONDecoder())  # the C scanner: (value, end) at an index
+_ws = re.compile(r"[ \t\n\r]*").match
+
+
+class Stats:
+    """What `run()` has done: pieces driven, the largest piece's values and characters."""
+
+    __slots__ = ("pieces", "runs", "max_steps", "max_chars", "max_cpu")
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.pieces = self.runs = self.max_steps = self.max_chars = 0
+        self.max_cpu = 0.0  # seconds of the thread's CPU in one step of run()
+
+
+stats = Stats()
+
+
+def _note(steps: int, chars: int) -> None:
+    stats.pieces += 1
+    if steps > stats.max_steps:
+        stats.max_steps = steps
+    if chars > stats.max_chars:
+        stats.max_chars = chars
+
+
+async def run(gen: Generator[None, None, T]) -> T:
+    """Drive a pieces generator on the loop: one piece, then let other callbacks run."""
+    stats.runs += 1
+    clock = time.thread_time
+    try:
+        while True:
+            await asyncio.sleep(0)  # first: whatever ran before us in this turn is enough
+            t0 = clock()
+            try:
+                next(gen)
+            finally:
+                took = clock() - t0
+                if took > stats.max_cpu:
+                    stats.max_cpu = took
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+def run_now(gen: Generator[None, None, T]) -> T:
+    """Drive a pieces generator to the end at once (callers off the loop, tests)."""
+    try:
+        while True:
+            next(gen)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+def _c_value(text: str, i: int, window: int) -> tuple[Any, int] | None:
+    """The container at `i` decoded by the C scanner if it closes within MAX_WINDOW
+    characters (tried in growing windows), else None. A window is a prefix of the
+    text, and a container that closes inside a prefix parses the same in the whole."""
+    n = len(text)
+    w = window
+    while True:
+        if n - i <= w:
+            try:
+                return _scan(text, i)  # type: ignore[no-any-return]
+            except (StopIteration, ValueError, RecursionError):
+                return None  # malformed: the walk says where
+        try:
+            v, j = _scan(text[i:i + w], 0)
+            return v, i + j
+        except (StopIteration, ValueError, RecursionError):
+            pass
+        if w >= MAX_WINDOW:
+            return None
+        w = min(MAX_WINDOW, w * 4)
+
+
+def loads_pieces(text: str) -> Generator[None, None, Any]:
+    """`json.loads(text)`, a piece at a time (see the module docstring)."""
+    stack: list[Any] = []  # open containers
+    keys: list[Any] = []  # per open dict: the key its next value goes to
+    hints: list[int] = []  # per open container: a window for its next child
+    i = _ws(text, 0).end()
+    steps = 0
+    mark = i
+    while True:
+        # -- a value at i ------------------------------------------------------------
+        c = text[i:i + 1]
+        if c == "{" or c == "[":
+            got = _c_value(text, i, hints[-1] if hints else FIRST_WINDOW)
+            if got is None:  # big: walk it
+                container: Any = {} if c == "{" else []
+                i = _ws(text, i + 1).end()
+                close = "}" if c == "{" else "]"
+                if text[i:i + 1] == close:
+                    value, i = container, i + 1
+                else:
+                    stack.append(container)
+                    hints.append(FIRST_WINDOW)
+                    if c == "{":
+                        key, i = _key(text, i)
+                        keys.append(key)
+                    else:
+                        keys.append(None)
+                    continue
+            else:
+                value, j = got
+                if hints:
+                    hints[-1] = max(64, 2 * (j - i))
+                i = j
+        else:
+            try:
+                value, i = _scan(text, i)
+            except StopIteration:
+                raise JSONDecodeError("Expecting value", text, i) from None
+        steps += 1
+        if steps >= PIECE_STEPS or i - mark >= PIECE_CHARS:
+            _note(steps, i - mark)
+            yield
+            steps, mark = 0, i
+        # -- attach it to its container; close the containers that end here ---------
+        while True:
+            if not stack:
+                end = _ws(text, i).end()
+                if end != len(text):
+                    raise JSONDecodeError("Extra data", text, end)
+                _note(steps, i - mark)
+                return value
+            top = stack[-1]
+            if type(top) is list:
+                top.append(value)
+            else:
+                top[keys[-1]] = value
+            i = _ws(text, i).end()
+            ch = text[i:i + 1]
+            if ch == ",":
+                i = _ws(text, i + 1).end()
+                if type(top) is dict:
+                    keys[-1], i = _key(text, i)
+                break
+            if ch == ("]" if type(top) is list else "}"):
+                value = stack.pop()
+                keys.pop()
+                hints.pop()
+                i += 1
+                continue
+            raise JSONDecodeError("Expecting ',' delimiter", text, i)
+
+
+def _key(text: str, i: int) -> tuple[str, int]:
+    """A dict key at `i`, then the colon: (key, index of its value)."""
+    if text[i:i + 1] != '"':
+        raise JSONDecodeError("Expecting property name enclosed in double quotes", text, i)
+    key, i = scanstring(text, i + 1)
+    i = _ws(text, i).end()
+    if text[i:i + 1] != ":":
+        raise JSONDecodeError("Expecting ':' delimiter", text, i)
+    return key, _ws(text, i + 1).end()
