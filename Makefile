@@ -3,20 +3,34 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+# The compiled hot modules (router/_native.py: COMPILED; each .py has a .pxd beside it):
+# rebuilt in place whenever a source or declaration changed, so make never runs a stale one.
+NATIVE_PXD := $(wildcard router/*.pxd router/*/*.pxd)
+NATIVE_SRC := $(NATIVE_PXD) $(NATIVE_PXD:.pxd=.py) setup.py router/_native.py
+BUILT  := $(VENV)/.built-stamp
+# The data-path tests, run a second time on the pure-Python reference (L5D_PURE_PYTHON=1).
+PURE_TESTS := tests/test_http_*.py tests/test_policy*.py tests/test_e2e_router.py \
+              tests/test_native.py
 CONFIG ?= configs/local.yaml
 
 # Debian packages the tests and the benchmark drive for real.
 APT_PACKAGES := nginx-light wrk chromium prometheus curl openssl nghttp2-client
 APT_BINARIES := nginx wrk chromium prometheus promtool curl openssl h2load
 
-.PHONY: run run-tls test bench bench-k8s soak lint system-deps venv clean proto
+.PHONY: run run-tls test bench bench-k8s soak lint system-deps venv build clean proto
 
-venv: $(STAMP)
+venv: $(BUILT)
+
+build: $(BUILT)
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	touch $@
+
+$(BUILT): $(STAMP) $(NATIVE_SRC)
+	$(PY) setup.py -q build_ext --inplace -j 2
 	touch $@
 
 system-deps:
@@ -27,28 +41,29 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
 	fi
 
-run: $(STAMP)
+run: $(BUILT)
 	$(PY) -m router.demo.run $(CONFIG)
 
 # The TLS mesh locally: outgoing :4140 -> TLS -> incoming :4141 (configs/mesh-tls-local.yaml).
-run-tls: $(STAMP)
+run-tls: $(BUILT)
 	$(PY) -m router.tls.demo_certs .run/tls
 	$(PY) -m router.demo.run configs/mesh-tls-local.yaml
 
-test: $(STAMP) system-deps
+test: $(BUILT) system-deps
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
+	L5D_PURE_PYTHON=1 $(PY) -m pytest -q $(PURE_TESTS)
 
-bench: $(STAMP) system-deps
+bench: $(BUILT) system-deps
 	$(PY) bench/run.py $(if $(WORKERS),--workers $(WORKERS))
 	$(PY) bench/h2_bench.py
 
 # io.l5d.k8s at cluster scale (issue 15): a real router against the fake API server.
-bench-k8s: $(STAMP)
+bench-k8s: $(BUILT)
 	flock /tmp/l5d-bench.lock $(PY) bench/k8s_scale.py
 
 # Longer hostile-input runs than `make test` affords: the malformed-HTTP corpus 20 times.
-soak: $(STAMP) system-deps
+soak: $(BUILT) system-deps
 	L5D_CORPUS_ROUNDS=20 $(PY) -m pytest -q -s tests/test_http_corpus.py
 	HYPOTHESIS_PROFILE=soak $(PY) -m pytest -q tests/test_fuzz_dtab.py tests/test_dtab_roundtrip.py
 	flock /tmp/l5d-bench.lock $(PY) bench/floods.py
@@ -61,4 +76,6 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache build
+	find router -name '*.so' -delete -o -name '*.c' -delete
+	rm -f router/_native_build.json

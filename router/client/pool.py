@@ -101,7 +101,7 @@ def _response_code(name: bytes) -> int:
     return code
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection:  # an asyncio.Protocol (not a subclass: compiled, pool.pxd)
     """One TCP connection to a backend, reused across exchanges while it keeps alive."""
 
     __slots__ = ("endpoint", "transport", "parser", "sink", "closed", "_headers",
