@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
 
-from tests.fake_apiserver import FakeApiServer, endpoint_slice  # noqa: E402
+from tests.fake_apiserver import FakeApiServer, endpoint_slice, endpoints  # noqa: E402
 from tests.util import stop_process  # noqa: E402
 
 SLICE = 100  # endpoints per slice: the EndpointSlice controller's default
@@ -287,14 +287,45 @@ async def run_sizes(tmp: Path, backend: Backend, sizes: list[int], services: int
     return out
 
 
-async def run_churn(tmp: Path, backend: Backend, n: int, secs: float, rate: float) -> list[str]:
+_BASE_ENDPOINTS: dict[tuple[str, int, int], dict[str, Any]] = {}
+
+
+def endpoints_for(service: str, n: int, port: int, *, moved: int | None = None,
+                  gen: int = 0) -> dict[str, Any]:
+    """One Endpoints object of `n` addresses; the SLICE addresses of block `moved` are
+    shifted by `gen` (what an update of 1% of a big Endpoints object looks like). Built
+    from one cached base object (its address dicts shared, never mutated), so this
+    process can write 20 of them a second."""
+    key = (service, n, port)
+    base = _BASE_ENDPOINTS.get(key)
+    if base is None:
+        base = _BASE_ENDPOINTS[key] = endpoints(
+            service, [(addr_of(i), f"node-{i % 50}") for i in range(n)], {"http": port})
+    subset = base["subsets"][0]
+    addresses = list(subset["addresses"])
+    if moved is not None:
+        for i in range(moved * SLICE, min(n, (moved + 1) * SLICE)):
+            addresses[i] = dict(addresses[i], ip=addr_of(i, 40 + gen % 2))
+    return {"metadata": dict(base["metadata"]),
+            "subsets": [{"ports": subset["ports"], "addresses": addresses}]}
+
+
+async def run_churn(tmp: Path, backend: Backend, n: int, secs: float, rate: float,
+                    source: str = "endpointslices") -> list[str]:
+    """Churn of one n-address service: its EndpointSlices (one slice of 100 replaced per
+    update) or, `source="endpoints"`, its one Endpoints object (the old-cluster fallback:
+    the whole object again, 100 addresses of it moved)."""
     api = FakeApiServer()
     await api.start()
-    r = RouterProc(tmp, api)
+    extra = "  endpointSource: endpoints" if source == "endpoints" else ""
+    r = RouterProc(tmp, api, extra_namer=extra)
     try:
         await r.ready()
-        for sl in slices_for("big", n, backend.port):
-            api.upsert("endpointslices", sl)
+        if source == "endpoints":
+            api.upsert("endpoints", endpoints_for("big", n, backend.port))
+        else:
+            for sl in slices_for("big", n, backend.port):
+                api.upsert("endpointslices", sl)
         async with aiohttp.ClientSession() as s:
             status, _, body = await get(s, r, "big")
             assert status == 200, (body, r.tail())
@@ -330,10 +361,14 @@ async def run_churn(tmp: Path, backend: Backend, n: int, secs: float, rate: floa
             while time.monotonic() - t1 < secs:
                 gen += 1
                 k = gen % nslices
-                eps = [(addr_of(i, 40 + gen % 2), f"node-{i % 50}")
-                       for i in range(k * SLICE, (k + 1) * SLICE)]
-                api.upsert("endpointslices", endpoint_slice(f"big-{k}", "big", eps,
-                                                            {"http": backend.port}))
+                if source == "endpoints":
+                    api.upsert("endpoints", endpoints_for("big", n, backend.port, moved=k,
+                                                          gen=gen))
+                else:
+                    eps = [(addr_of(i, 40 + gen % 2), f"node-{i % 50}")
+                           for i in range(k * SLICE, (k + 1) * SLICE)]
+                    api.upsert("endpointslices", endpoint_slice(f"big-{k}", "big", eps,
+                                                                {"http": backend.port}))
                 updates += 1
                 await asyncio.sleep(max(0.0, t1 + updates / rate - time.monotonic()))
             await asyncio.sleep(0.5)  # let the last updates apply
@@ -343,9 +378,11 @@ async def run_churn(tmp: Path, backend: Backend, n: int, secs: float, rate: floa
             await asyncio.gather(*tasks)
         per_update_ms = churn_cpu / updates * 1000
         ok = sum(1 for st in statuses if st == 200)
+        what = "one Endpoints object" if source == "endpoints" else "EndpointSlices"
         return [
-            f"  {n} addresses, {updates} updates in {secs:.1f}s ({updates / secs:.1f}/s, "
-            f"1% each): router CPU per update {per_update_ms:.2f} ms (target <= 10 ms)",
+            f"  {n} addresses ({what}), {updates} updates in {secs:.1f}s "
+            f"({updates / secs:.1f}/s, 1% each): router CPU per update {per_update_ms:.2f} ms "
+            "(target <= 10 ms)",
             f"  admin /admin/metrics.json during churn: p50 {pct(adm, 50) * 1000:.1f} ms, "
             f"p99 {pct(adm, 99) * 1000:.1f} ms, max {max(adm) * 1000:.1f} ms over {len(adm)} "
             f"(target p99 < 100 ms); before the churn (same traffic): p50 "
@@ -421,19 +458,26 @@ async def main_async(args: argparse.Namespace) -> int:
             tmp = Path(d)
             sizes = [1, 1000] if args.quick else [1, 1000, 10000]
             services = 200 if args.quick else 1000
-            print("sizes", flush=True)
-            for line in await run_sizes(tmp, backend, sizes, services, 10):
-                print(line, flush=True)
-                lines.append(line)
-            print("churn", flush=True)
-            for line in await run_churn(tmp, backend, 10000, args.churn_secs, 20.0):
-                print(line, flush=True)
-                lines.append(line)
+            print(f"load average {os.getloadavg()[0]:.1f}", flush=True)
+            if "sizes" in args.only:
+                print("sizes", flush=True)
+                for line in await run_sizes(tmp, backend, sizes, services, 10):
+                    print(line, flush=True)
+                    lines.append(line)
+            for source in ("endpointslices", "endpoints"):
+                if ("churn" if source == "endpointslices" else "endpoints") in args.only:
+                    print(f"churn ({source})", flush=True)
+                    for line in await run_churn(tmp, backend, 10000, args.churn_secs, 20.0,
+                                                source):
+                        print(line, flush=True)
+                        lines.append(line)
     finally:
         await backend.close()
-    print("state", flush=True)
-    for line in run_state(10000):
-        print(line, flush=True)
+    if "state" in args.only:
+        print("state", flush=True)
+        for line in run_state(10000):
+            print(line, flush=True)
+    print(f"load average {os.getloadavg()[0]:.1f}", flush=True)
     return 0
 
 
@@ -441,7 +485,11 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="smaller sizes, shorter churn")
     p.add_argument("--churn-secs", type=float, default=10.0)
+    p.add_argument("--only", default="sizes,churn,endpoints,state",
+                   help="comma-separated sections: sizes, churn (EndpointSlices), "
+                        "endpoints (the Endpoints fallback's churn), state")
     args = p.parse_args()
+    args.only = set(args.only.split(","))
     if args.quick:
         args.churn_secs = min(args.churn_secs, 4.0)
     return asyncio.run(main_async(args))

@@ -215,3 +215,63 @@ async def test_a_10000_address_endpoints_object_under_churn_is_applied_in_pieces
             balancer.close()
         await namer.close()
         await hub.close()
+
+
+@pytest.mark.timeout(60)
+async def test_the_collector_is_held_off_while_a_big_object_is_applied(
+    fake_k8s: FakeApiServer, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    """Spread over many loop turns, a big object's short-lived dicts would be promoted and
+    trigger full collections of the heap (pieces.py); the hold spans its decode and its
+    conversion, and the collector is on again once the event is applied."""
+    assert gc.isenabled()
+    during: list[bool] = []
+    note = pieces._note
+
+    def spy(steps: int, chars: int) -> None:
+        during.append(gc.isenabled())
+        note(steps, chars)
+
+    monkeypatch.setattr(pieces, "_note", spy)
+    monkeypatch.setattr("namers.k8s.endpoints._note", spy)
+    hub = make_hub(fake_k8s)
+    namer = K8sNamer(ApiTarget("127.0.0.1", fake_k8s.port), hub=hub, idle_ttl=30,
+                     endpoint_source="endpoints")
+    try:
+        fake_k8s.upsert("endpoints", big_endpoints())
+        act = namer.lookup(Path.read("/default/http/big"))
+        act.observe(lambda _: None)
+        await async_wait_until(lambda: isinstance(act.value, Ok), 30, "big to resolve")
+        addr = act.value.value.value.addr
+        addr.observe(lambda _: None)
+        holds = pieces.gc_hold.holds
+        during.clear()
+        fake_k8s.upsert("endpoints", big_endpoints(1))
+        await async_wait_until(lambda: (_ip(100, 21), 8080) in hostports(addr.value), 30,
+                               "the update")
+        assert pieces.gc_hold.holds > holds  # the watch event's decode took a hold
+        assert len(during) >= 2 * (N // PIECE_STEPS) and not any(during)
+        await async_wait_until(lambda: pieces.gc_hold.depth == 0, 10, "the hold's release")
+        assert gc.isenabled()
+    finally:
+        await namer.close()
+        await hub.close()
+    assert gc.isenabled()
+
+
+async def test_a_hold_never_released_expires_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(pieces, "GC_HOLD_MAX_S", 0.05)
+    assert gc.isenabled()
+    token = pieces.hold_gc()
+    assert not gc.isenabled()
+    await async_wait_until(lambda: gc.isenabled(), 10, "the hold to expire")
+    assert "garbage collector was held off" in caplog.text
+    pieces.release_gc(token)  # late: a no-op, the collector stays on
+    assert gc.isenabled() and pieces.gc_hold.depth == 0
+    nested = [pieces.hold_gc(), pieces.hold_gc()]
+    pieces.release_gc(nested[0])
+    assert not gc.isenabled()
+    pieces.release_gc(nested[1])
+    assert gc.isenabled()

@@ -191,6 +191,7 @@ class ListPage:
     # cluster's storage, sent on every answer of an APF-enabled server. A different
     # value after a reconnect means a different cluster store (restored, recreated).
     identity: str | None = None
+    gc_hold: int | None = None  # a large page: pieces.release_gc(this) once handled
 
 
 def _identity(headers: Any) -> str | None:
@@ -199,9 +200,13 @@ def _identity(headers: Any) -> str | None:
     return f"{fs}/{pl}" if fs or pl else None
 
 
+def is_large(data: bytes) -> bool:
+    return len(data) >= PIECES_BYTES
+
+
 async def decode(line: bytes) -> Any:
     """json.loads; a large line in pieces, so the loop never stalls long for it."""
-    if len(line) >= PIECES_BYTES:
+    if is_large(line):
         return await pieces.run(pieces.loads_pieces(line.decode("utf-8")))
     return json.loads(line)
 
@@ -267,8 +272,10 @@ class K8sApi:
     async def list_page(
         self, kind: str, namespace: str | None, *, field_selector: str | None = None,
         label_selector: str | None = None, limit: int | None = LIST_PAGE,
-        continue_token: str | None = None,
+        continue_token: str | None = None, hold_gc: bool = False,
     ) -> ListPage:
+        """One page. `hold_gc`: a large page keeps the collector off (`pieces.hold_gc`)
+        until the caller releases `ListPage.gc_hold`."""
         path = collection_path(kind, namespace)
         query: list[tuple[str, Any]] = []
         if field_selector:
@@ -291,23 +298,34 @@ class K8sApi:
             raw.release()
         if identity is not None:
             self.identity = identity
-        data = await decode(body)
+        token = pieces.hold_gc() if hold_gc and is_large(body) else None
+        try:
+            data = await decode(body)
+        except BaseException:
+            if token is not None:
+                pieces.release_gc(token)
+            raise
         meta = data.get("metadata") or {}
         return ListPage(str(meta.get("resourceVersion", "")), data.get("items") or [],
-                        meta.get("continue") or None, identity)
+                        meta.get("continue") or None, identity, token)
 
     async def list_all(
         self, kind: str, namespace: str | None, *, field_selector: str | None = None,
         label_selector: str | None = None, page: int | None = None,
     ) -> AsyncIterator[ListPage]:
-        """Every page of a list; the resourceVersion to watch from is the first page's."""
+        """Every page of a list; the resourceVersion to watch from is the first page's.
+        A large page holds the collector off until the caller asks for the next one."""
         page = page or PAGE_OF.get(kind, LIST_PAGE)
         token: str | None = None
         while True:
             p = await self.list_page(kind, namespace, field_selector=field_selector,
                                      label_selector=label_selector, limit=page,
-                                     continue_token=token)
-            yield p
+                                     continue_token=token, hold_gc=True)
+            try:
+                yield p
+            finally:
+                if p.gc_hold is not None:
+                    pieces.release_gc(p.gc_hold)
             token = p.continue_token
             if not token:
                 return
@@ -379,12 +397,19 @@ class K8sApi:
                 for line in lines:
                     if not line.strip():
                         continue
-                    event = await decode(line)
-                    if event.get("type") == "ERROR":
-                        obj = event.get("object") or {}
-                        raise ApiError(int(obj.get("code", 500)), str(obj.get("message", "")),
-                                       url)
-                    yield event
+                    # A large event holds the collector off until its consumer asks for
+                    # the next one (it has applied this one by then).
+                    hold = pieces.hold_gc() if is_large(line) else None
+                    try:
+                        event = await decode(line)
+                        if event.get("type") == "ERROR":
+                            obj = event.get("object") or {}
+                            raise ApiError(int(obj.get("code", 500)),
+                                           str(obj.get("message", "")), url)
+                        yield event
+                    finally:
+                        if hold is not None:
+                            pieces.release_gc(hold)
         finally:
             raw.close()
 
