@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,18 +25,19 @@ import pytest
 
 from router.config import ConfigError, parse
 from router.workers import cpus_available
-from tests.util import free_port, wait_until
+from tests.util import async_wait_until, free_port, port_open, wait_until
 from tests.workers_util import owner_pid
 
 ROUTES = "routers: [{protocol: http, servers: [{port: 4140}]}]\n"
 
 
 class Backend:
-    """A threaded HTTP/1.1 backend; `/slow` answers after `delay` seconds."""
+    """A threaded HTTP/1.1 backend; `/slow` answers once `gate` is set (a test holds
+    requests in flight for as long as it needs, not for a guessed time)."""
 
-    def __init__(self, delay: float = 1.0) -> None:
+    def __init__(self) -> None:
         backend = self
-        self.delay = delay
+        self.gate = threading.Event()
         self.hits = 0
         self.lock = threading.Lock()
 
@@ -48,7 +48,7 @@ class Backend:
                 with backend.lock:
                     backend.hits += 1
                 if self.path.startswith("/slow"):
-                    time.sleep(backend.delay)
+                    backend.gate.wait(30)
                 body = b"ok\n"
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
@@ -64,6 +64,7 @@ class Backend:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
+        self.gate.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -245,7 +246,7 @@ def test_a_killed_worker_is_replaced_and_the_other_keeps_serving(
     threads = [threading.Thread(target=hammer, args=(c,), daemon=True) for c in survivors]
     for t in threads:
         t.start()
-    time.sleep(0.3)
+    wait_until(lambda: all(c.ok > 0 for c in survivors), 10, "the survivors served")
     os.kill(victim, signal.SIGKILL)
 
     def replaced() -> bool:
@@ -278,6 +279,7 @@ def test_sigterm_drains_every_worker(tmp_path: FsPath, backend: Backend,
     text, port, admin = config(tmp_path, backend.port)
     proc = l5d_process(text, log_level="info")
     pids = worker_pids(admin)
+    index = {w["worker"]: w["pid"] for w in get_json(admin, "/workers.json")["workers"]}
     conns = conns_on_every_worker(port, pids)
     results: dict[int, Any] = {}
 
@@ -292,13 +294,16 @@ def test_sigterm_drains_every_worker(tmp_path: FsPath, backend: Backend,
         t.start()
     wait_until(lambda: backend.hits >= 2 * len(conns), 10, "slow requests in flight")
     proc.proc.send_signal(signal.SIGTERM)
+    # Every worker drains with its request still in flight (the backend holds them):
+    wait_until(lambda: all(f"worker {i} [{p}] l5d.worker: draining (grace 10000 ms)"
+                           in proc.log() for i, p in index.items()), 20, "both workers draining")
+    wait_until(lambda: not port_open(port), 10, "the router port closed by both workers")
+    assert results == {} and proc.proc.poll() is None
+    backend.gate.set()
     for t in threads:
         t.join(20)
     assert results == {i: 200 for i in range(len(conns))}  # each worker finished its own
     assert proc.proc.wait(20) == 0
-    log = proc.log()
-    for i in range(2):
-        assert f"worker {i} [" in log and "draining (grace 10000 ms)" in log
     for pid in pids:
         wait_until(lambda pid=pid: not os.path.exists(f"/proc/{pid}"), 5, f"worker {pid} gone")
 
@@ -413,9 +418,8 @@ routers:
         async with aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(force_close=True)) as session:
             asker = asyncio.create_task(keep_asking(session))
-            await asyncio.sleep(0.5)
-            hits_a = a.hits
-            assert hits_a > 0 and b.hits == 0
+            await async_wait_until(lambda: statuses.count(200) >= 10, 20, "answers from a")
+            assert a.hits >= 10 and b.hits == 0
             await sup.replace_workers(cfg("b", 3))
             new_pids = [s.pid for s in sup.slots]
             assert len(new_pids) == 3 and not set(new_pids) & set(old_pids)
@@ -423,7 +427,7 @@ routers:
                 wait_until(lambda pid=pid: not os.path.exists(f"/proc/{pid}"), 10, "old gone")
             b_before = b.hits
             a_after = a.hits
-            await asyncio.sleep(0.5)
+            await async_wait_until(lambda: b.hits >= b_before + 10, 20, "answers from b")
             stop.set()
             await asker
         assert b.hits > b_before and a.hits == a_after  # all new requests follow the new dtab

@@ -16,6 +16,7 @@ import pytest
 
 from tests.test_namerd import DTAB, IN_MEMORY, Env, _put, _spawn, _wait_port
 from tests.util import free_port
+from tests.workers_util import served_by_workers
 
 
 @pytest.fixture
@@ -57,11 +58,7 @@ routers:
 
         for _ in range(30):
             assert await world() == (200, "world-v1")
-        async with s.get(f"http://127.0.0.1:{admin}/admin/metrics.json") as r:
-            m = await r.json()
-        served = [m.get(f"workers/{i}/rt/outgoing/server/0.0.0.0/{port}/requests",
-                        m.get(f"workers/{i}/rt/outgoing/server/127.0.0.1/{port}/requests", 0))
-                  for i in range(2)]
+        served = await served_by_workers(s, admin, port, 2, 30)
         assert sum(served) == 30 and all(n > 0 for n in served), served
         async with s.get(state_url) as r:
             state = await r.json()

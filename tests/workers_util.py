@@ -8,7 +8,10 @@ the worker's open fds.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
+from typing import Any
 
 
 def _inode_of(router_port: int, client_port: int) -> str | None:
@@ -41,3 +44,20 @@ def owner_pid(router_port: int, client_port: int, pids: list[int]) -> int | None
             except OSError:
                 continue
     return None
+
+
+async def served_by_workers(session: Any, admin: int, port: int, workers: int,
+                            total: int) -> list[int]:
+    """Each worker's server request count once they add up to `total` (polled: a worker
+    counts a request when the backend's response has completed, which can come just
+    after the client read its last byte). The counts as last read if they never do."""
+    deadline = time.monotonic() + 10
+    while True:
+        async with session.get(f"http://127.0.0.1:{admin}/admin/metrics.json") as r:
+            m = await r.json()
+        served = [next((m[k] for ip in ("127.0.0.1", "0.0.0.0")
+                        if (k := f"workers/{i}/rt/outgoing/server/{ip}/{port}/requests") in m), 0)
+                  for i in range(workers)]
+        if sum(served) >= total or time.monotonic() > deadline:
+            return served
+        await asyncio.sleep(0.05)
