@@ -88,10 +88,10 @@ def threads_json() -> dict[str, Any]:
         tasks.append({"name": task.get_name(), "coro": getattr(task.get_coro(), "__qualname__",
                                                                repr(task.get_coro())),
                       "done": task.done(), "where": where})
-    frames = sys._current_frames()
+    current = sys._current_frames()
     threads = []
     for t in threading.enumerate():
-        frame = frames.get(t.ident) if t.ident is not None else None
+        frame = current.get(t.ident) if t.ident is not None else None
         stack = traceback.format_stack(frame, limit=8) if frame is not None else []
         threads.append({"name": t.name, "id": t.ident, "daemon": t.daemon,
                         "alive": t.is_alive(), "stack": [s.strip() for s in stack]})

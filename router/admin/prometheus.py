@@ -145,10 +145,10 @@ class RegistryCollector:
                         value = max(0, value - by_exception[key])
                     sample(fam, name, labels, value)
             elif isinstance(metric, Gauge):
-                value = gauge_value(key, metric)
+                reading = gauge_value(key, metric)
                 fam = family(name, "unknown")
-                if fam is not None and value is not None:
-                    sample(fam, name, labels, value)
+                if fam is not None and reading is not None:
+                    sample(fam, name, labels, reading)
             elif isinstance(metric, Histogram):
                 fam = family(name, "summary")
                 if fam is None:

@@ -84,7 +84,7 @@ def prometheus_telemeters(telemetry: Any) -> list[tuple[str, str]]:
 
 
 def _router_info(router: Any) -> dict[str, Any]:
-    dtab = getattr(router, "base_dtab", None)
+    dtab: Any = getattr(router, "base_dtab", None)
     label = getattr(router, "label", "?")
     info: dict[str, Any] = {
         "label": label,
@@ -256,7 +256,7 @@ def build_app(linker: Any) -> web.Application:
             source = getattr(r, "dtab_source", None)  # io.l5d.fs / io.l5d.k8s.configMap
             if r.label == label and source is not None and source.kind == kind and ns == "dtab":
                 return web.json_response(source.state_json())
-            interp = getattr(r, "interpreter", None)
+            interp: Any = getattr(r, "interpreter", None)
             if (r.label == label and getattr(interp, "kind", None) == kind
                     and getattr(getattr(interp, "params", None), "namespace", None) == ns):
                 return web.json_response(interp.state_json())

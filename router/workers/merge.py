@@ -14,7 +14,7 @@ only the merged tree (one router; `sum()` counts each request once).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from router.metrics import Counter, Gauge, Histogram, Key, Metric, Metrics
@@ -119,7 +119,7 @@ class MergedMetrics(Metrics):
                         lasts.setdefault(key, _Last()).add(value["last"], value["lb"])
         for key, total in gauges.items():
             if fresh.get(key) is None:
-                fresh._set(key, Gauge(lambda v=total: v))
+                fresh._set(key, Gauge(_constant(total)))
         for key, last in lasts.items():
             hist = fresh.get(key)
             if isinstance(hist, Histogram):
@@ -134,3 +134,8 @@ class MergedMetrics(Metrics):
         """The admin's minute snapshot: of the supervisor's own histograms (each worker
         snapshots its own on the same interval)."""
         self.local.snapshot_histograms()
+
+
+def _constant(value: float) -> Callable[[], float]:
+    """A gauge's function that reads one merged value."""
+    return lambda: value
