@@ -441,3 +441,61 @@ routers:
         await sup.shutdown(1000)
         a.close()
         b.close()
+
+
+async def test_a_worker_that_cannot_start_in_a_roll_is_not_restarted(tmp_path: FsPath) -> None:
+    """A config roll whose first new worker fails (its port is held by another socket,
+    which `reload_config`'s own check would have refused first) raises StartError, leaves
+    the old workers serving, and does not keep restarting the failed one: it is not one
+    of the supervisor's workers."""
+    import socket
+
+    import aiohttp
+
+    from router.workers.supervisor import StartError, Supervisor
+
+    a = Backend()
+    disco = tmp_path / "disco"
+    disco.mkdir()
+    (disco / "web").write_text(f"127.0.0.1 {a.port}\n")
+    port, admin, held = free_port(), free_port(), free_port()
+
+    def cfg(p: int) -> Any:
+        return parse(f"""
+workers: 2
+admin: {{ip: 127.0.0.1, port: {admin}, shutdownGraceMs: 1000}}
+namers: [{{kind: io.l5d.fs, rootDir: {disco}}}]
+routers:
+- protocol: http
+  label: outgoing
+  dtab: /svc => /#/io.l5d.fs;
+  servers: [{{ip: 127.0.0.1, port: {p}}}]
+""", "roll.yaml")
+
+    sup = Supervisor(cfg(port))
+    await sup.start()
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", held))
+    holder.listen()
+    try:
+        old = [(s.index, s.pid) for s in sup.slots]
+        with pytest.raises(StartError, match=f"{held}.*address already in use"):
+            await sup.replace_workers(cfg(held))
+
+        def serve_tasks() -> list[Any]:
+            return [t for t in sup._tasks if t.get_name().startswith("worker ")]
+
+        # the failed worker's task ends (it would sleep and respawn if it were restarted)
+        await async_wait_until(lambda: len(serve_tasks()) == 2, 20,
+                               "only the two old workers' tasks")
+        assert [(s.index, s.pid) for s in sup.slots] == old
+        assert [w["state"] for w in sup.workers_state()["workers"]] == ["serving"] * 2
+        async with aiohttp.ClientSession() as session:
+            for _ in range(5):
+                async with session.get(f"http://127.0.0.1:{port}/",
+                                       headers={"Host": "web"}) as r:
+                    assert r.status == 200
+    finally:
+        holder.close()
+        await sup.shutdown(1000)
+        a.close()

@@ -367,6 +367,10 @@ class Supervisor:
         try:
             await asyncio.wait_for(asyncio.shield(slot.ready), READY_TIMEOUT_S)
         except TimeoutError:
+            # not left running unready: its exit (seen by _serve) brings the next attempt,
+            # or nothing for a slot that is not one of the current ones
+            with contextlib.suppress(ProcessLookupError):
+                slot.proc.kill()
             raise StartError(f"worker {slot.index} did not start within "
                              f"{READY_TIMEOUT_S:g}s") from None
 
@@ -397,7 +401,7 @@ class Supervisor:
         if slot.ready is not None and not slot.ready.done():
             slot.ready.set_exception(StartError(
                 f"worker {slot.index} exited with {code} before serving"))
-        if self.shutting_down or slot.drained or slot.retired:
+        if not self._current(slot):
             slot.state = "exited"
             return
         slot.state = "restarting"
@@ -407,7 +411,7 @@ class Supervisor:
         log.warning("worker %d (pid %s) exited with %s; restarting in %.1fs", slot.index,
                     slot.pid, code, delay)
         await asyncio.sleep(delay)
-        if self.shutting_down:
+        if not self._current(slot):  # stopped, or a config roll replaced it meanwhile
             slot.state = "exited"
             return
         slot.restarts += 1
@@ -417,6 +421,13 @@ class Supervisor:
         except (StartError, OSError) as e:
             log.error("worker %d could not restart: %s", slot.index, e)
             # its _serve task (started by _spawn) schedules the next attempt
+
+    def _current(self, slot: WorkerSlot) -> bool:
+        """Whether `slot`'s process should be serving: one of the current slots, not
+        drained or retired, the supervisor not stopping. Only such a slot is restarted
+        (a new worker that failed during a config roll is not one: it is left to exit)."""
+        return (not self.shutting_down and not slot.drained and not slot.retired
+                and slot in self.slots)
 
     async def replace_workers(self, config: LinkerConfig) -> None:
         """Roll the workers onto `config`, one at a time. Each new process serves (its
