@@ -17,6 +17,7 @@ import pytest
 
 from bench.k8s_scale import SLICE, Backend, RouterProc, addr_of, get, slices_for
 from tests.fake_apiserver import FakeApiServer, endpoint_slice, fake_k8s  # noqa: F401
+from tests.test_k8s_e2e import Pod, shared_free_ports
 
 
 @pytest.fixture
@@ -137,3 +138,52 @@ async def test_a_10000_address_service_under_churn_keeps_routing_and_the_admin_a
         assert len(admin_times) >= 20 and sorted(admin_times)[len(admin_times) // 2] < 0.5
     finally:
         r.close()
+
+
+@pytest.mark.timeout(120)
+async def test_endpointslice_only_services_route_split_and_draining(
+    fake_k8s: FakeApiServer, tmp_path: Path  # noqa: F811
+) -> None:
+    """No Endpoints objects at all: a service split over three slices gets requests on
+    each slice's pod; a service whose only serving endpoint is terminating drains to
+    it (and never to its starting, not-serving one, where nothing listens); once the
+    terminating one stops serving, requests get the 502 that says why."""
+    ips = ["127.0.3.1", "127.0.3.2", "127.0.3.3", "127.0.3.4"]
+    (port,) = shared_free_ports(1, *ips, "127.0.3.5")
+    pods = [Pod(f"pod-{ip.rsplit('.', 1)[1]}", ip, port) for ip in ips]
+    for p in pods:
+        await p.start()
+    for k, ip in enumerate(ips[:3]):
+        fake_k8s.upsert("endpointslices", endpoint_slice(
+            f"split-{k}", "split", [(ip, f"node-{k}")], {"http": port}))
+    fake_k8s.upsert("endpointslices", endpoint_slice("draining-0", "draining", [
+        {"ip": "127.0.3.4", "node": "n", "ready": False, "serving": True, "terminating": True},
+        {"ip": "127.0.3.5", "node": "n", "ready": False, "serving": False,
+         "terminating": False},
+    ], {"http": port}))
+    r = RouterProc(tmp_path, fake_k8s)
+    try:
+        await r.ready()
+        async with aiohttp.ClientSession() as s:
+            split = [await get(s, r, "split") for _ in range(60)]
+            assert [st for st, _, _ in split] == [200] * 60, split[:3]
+            assert {body.strip() for _, _, body in split} == {"pod-1", "pod-2", "pod-3"}
+            draining = [await get(s, r, "draining") for _ in range(20)]
+            assert [(st, body.strip()) for st, _, body in draining] == [(200, "pod-4")] * 20
+            assert fake_k8s.list_requests and all(k != "endpoints"
+                                                  for k, _, _ in fake_k8s.list_requests)
+            fake_k8s.upsert("endpointslices", endpoint_slice("draining-0", "draining", [
+                {"ip": "127.0.3.4", "node": "n", "ready": False, "serving": False,
+                 "terminating": True}], {"http": port}))
+            deadline = time.monotonic() + 15
+            while True:
+                status, _, body = await get(s, r, "draining")
+                if status != 200:
+                    break
+                assert time.monotonic() < deadline, "still routed after it stopped serving"
+                await asyncio.sleep(0.1)
+            assert status == 502 and "no ready endpoints" in body, (status, body)
+    finally:
+        r.close()
+        for p in pods:
+            await p.close()
