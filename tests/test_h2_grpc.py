@@ -405,6 +405,9 @@ def test_via_on_requests_and_responses_bounds_a_routing_loop(stubs, backend,
         with pytest.raises(grpc.RpcError) as err:
             stub.SayHello(pb2.HelloRequest(name="l"), timeout=TIMEOUT)
         assert "Maximum number of calls (10) has been exceeded" in err.value.details()
+        # the router-made answer says `h2 linkerd` too, and each hop back appends its own
+        via = dict(err.value.trailing_metadata())["via"]
+        assert via == ", ".join(["h2 linkerd"] * 12)
     m = _metrics(proc.admin_port)
     assert m[f"rt/loop/server/127.0.0.1/{loop_port}/requests"] == 12  # the caller's + 11 hops
     assert m[f"rt/loop/server/127.0.0.1/{loop_port}/failures/MaxCallDepthExceeded"] == 1

@@ -19,6 +19,7 @@ GRPC_OK, GRPC_CANCELLED, GRPC_UNKNOWN, GRPC_DEADLINE_EXCEEDED = 0, 1, 2, 4
 GRPC_INTERNAL, GRPC_UNAVAILABLE = 13, 14
 
 Headers = list[tuple[bytes, bytes]]
+VIA = b"h2 linkerd"  # Linkerd's h2 ViaHeaderFilter, on requests and responses (router's too)
 
 
 def grpc_code(err: RouteError) -> int:
@@ -44,7 +45,7 @@ def error_response(err: RouteError, *, grpc: bool, clear_context: bool
     """(headers, body) of the router's answer; for gRPC the headers end the stream."""
     if grpc:
         headers: Headers = [(b":status", b"200"), (b"content-type", b"application/grpc"),
-                            (b"grpc-status", str(grpc_code(err)).encode())]
+                            (b"grpc-status", str(grpc_code(err)).encode()), (b"via", VIA)]
         if not clear_context:
             headers.append((b"grpc-message", grpc_message(err.message)))
             headers.append((b"l5d-err", l5d_err(err.message)))
@@ -53,7 +54,7 @@ def error_response(err: RouteError, *, grpc: bool, clear_context: bool
     text = f"{err.message}\n{err.detail}" if err.detail else err.message
     body = b"" if clear_context else text.encode("utf-8", "replace")[:MAX_ERR_BODY]
     headers = [(b":status", str(err.status).encode()), (b"content-type", b"text/plain"),
-               (b"content-length", str(len(body)).encode())]
+               (b"content-length", str(len(body)).encode()), (b"via", VIA)]
     if not clear_context:
         headers.append((b"l5d-err", l5d_err(err.message)))
         headers.append((b"l5d-success-class", b"0.0"))

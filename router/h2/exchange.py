@@ -33,6 +33,7 @@ from router.client.pool import ConnectFailed, Endpoint
 from router.h2.client import StreamRefused
 from router.h2.errors import (
     GRPC_DEADLINE_EXCEEDED,
+    VIA,
     error_response,
     grpc_code,
     grpc_failure_trailers,
@@ -65,7 +66,6 @@ _CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connecti
                                   b"transfer-encoding", b"upgrade", b"http2-settings"})
 RESPONSE_BUFFER_BYTES = 16383  # Linkerd's retryBufferSize.responseBytes default
 CLASSIFICATION_TIMEOUT_MS = 100  # Linkerd's classificationTimeoutMs default
-VIA = b"h2 linkerd"  # Linkerd's h2 ViaHeaderFilter, appended on requests and responses
 MAX_DEADLINES = 16  # l5d-ctx-deadline values read per request (a client cannot make more)
 MAX_RETRIES = 25
 _REQID_PREFIX = os.urandom(4).hex().encode()
