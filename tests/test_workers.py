@@ -299,6 +299,8 @@ def test_sigterm_drains_every_worker(tmp_path: FsPath, backend: Backend,
                            in proc.log() for i, p in index.items()), 20, "both workers draining")
     wait_until(lambda: not port_open(port), 10, "the router port closed by both workers")
     assert results == {} and proc.proc.poll() is None
+    # the admin stays up until the workers are done, and says what they are doing
+    assert [w["state"] for w in get_json(admin, "/workers.json")["workers"]] == ["draining"] * 2
     backend.gate.set()
     for t in threads:
         t.join(20)
@@ -479,7 +481,8 @@ routers:
     holder.listen()
     try:
         old = [(s.index, s.pid) for s in sup.slots]
-        with pytest.raises(StartError, match=f"{held}.*address already in use"):
+        with pytest.raises(StartError, match=f"router outgoing cannot listen: .*{held}.*"
+                           "address already in use"):
             await sup.replace_workers(cfg(held))
 
         def serve_tasks() -> list[Any]:

@@ -67,12 +67,16 @@ class Worker:
             for r in self.routers:
                 await r.start()  # a watched dtab (io.l5d.fs / io.l5d.k8s.configMap)
                 await r.start_identifiers()  # io.l5d.ingress: its watch, in each worker
-                if r.config.protocol == "h2":
-                    from router.h2 import start_h2_router
+                try:
+                    if r.config.protocol == "h2":
+                        from router.h2 import start_h2_router
 
-                    r.handle = await start_h2_router(r)
-                else:
-                    r.handle = await start_http_router(r)
+                        r.handle = await start_h2_router(r)
+                    else:
+                        r.handle = await start_http_router(r)
+                except OSError as e:  # the supervisor's log and StartError name the router
+                    raise OSError(e.errno, f"router {r.label} cannot listen: "
+                                  f"{e.strerror or e}") from e
         except BaseException:
             await self._close_routers(0.0)
             raise
