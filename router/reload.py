@@ -316,7 +316,8 @@ class _Apply:
 
         # request telemeters (tracing, recent requests, access logs): a change of
         # `telemetry:` builds a new set, and every router is rebuilt to feed it
-        self.telemetry = self.old_telemetry = getattr(self.linker, "telemetry", None)
+        self.telemetry: Any = getattr(self.linker, "telemetry", None)
+        self.old_telemetry: Any = self.telemetry
         if self.telemetry is not None and self.new.telemetry != self.old.telemetry:
             from router.telemetry import Telemetry
 
@@ -475,9 +476,10 @@ class _Apply:
             task.add_done_callback(retire.tasks.discard)
         linker.routers = self.routers
         linker.namers = self.namers
-        if self.retired_namers:
+        retired_namers = self.retired_namers
+        if retired_namers:
             retire.later(lambda: False, min(self.grace_s, 10.0),
-                         lambda n=self.retired_namers: close_namers(n))
+                         lambda: close_namers(retired_namers))
         if self.telemetry is not self.old_telemetry:
             linker.telemetry = self.telemetry
             retire.later(lambda: False, min(self.grace_s, 10.0), self.old_telemetry.aclose)

@@ -64,7 +64,7 @@ def h2_runtime(router: Any) -> Any:
     ALPN h2 for TLS clients, per-service response buffers, one connection per endpoint."""
     from router.http.server import RouterRuntime
 
-    runtime = RouterRuntime(router)
+    runtime: Any = RouterRuntime(router)
     kb = getattr(getattr(router, "config", None), "stream_after_content_length_kb", None)
     if kb is None or int(kb) == 5:  # unset: Linkerd's h2 default, not HTTP/1's
         runtime.retry_buffer_bytes = H2_RETRY_BUFFER_BYTES

@@ -534,10 +534,11 @@ class H2Exchange:
             self.attempt_timer.cancel()
             self.attempt_timer = None
         out.insert(0, (b":status", str(status).encode()))
-        cls = self._classify_head(status, headers if ended else None)
-        if ended:
-            self._finish_response(out, cls, trailers_only=True)
+        if ended:  # Trailers-Only: the whole response, judged as such
+            self._finish_response(out, self._classify_final(status, headers),
+                                  trailers_only=True)
             return
+        cls = self._classify_head(status)
         if cls is not None and cls == RETRYABLE and self._retry(f"status {status}"):
             return
         if cls is not None:
@@ -566,12 +567,11 @@ class H2Exchange:
         if self.svc_stats is not None:
             self.svc_stats.scope.counter("retries", name).value += 1
 
-    def _classify_head(self, status: int, trailers_only: Headers | None) -> int | None:
+    def _classify_head(self, status: int) -> int | None:
+        """The class from the response head alone, or None: the trailers decide (gRPC)."""
         pol = self.policy
         classifier = pol.classifier if pol is not None else None
         early = getattr(classifier, "early", None)
-        if trailers_only is not None:
-            return self._classify_final(status, trailers_only)
         if early is not None:
             return early(self.head.method, status)  # type: ignore[no-any-return]
         if classifier is None:

@@ -11,7 +11,7 @@ request becomes stream 1); under TLS, ALPN offers `h2`. Anything else gets a
 from __future__ import annotations
 
 import asyncio
-import base64
+import binascii
 import logging
 import time
 from typing import Any
@@ -195,7 +195,7 @@ class H2ServerConnection(H2Peer):
                              b"upgrade: h2c\r\n\r\n")
         try:
             self.conn.initiate_upgrade_connection(settings_header=settings.encode("latin-1"))
-        except (h2.exceptions.ProtocolError, ValueError, base64.binascii.Error):
+        except (h2.exceptions.ProtocolError, ValueError, binascii.Error):
             self.abort()
             return b""
         extra = self.limits.connection_window - 65535

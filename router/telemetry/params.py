@@ -6,6 +6,7 @@ file, line and key, as it does for namers and classifiers.
 
 from __future__ import annotations
 
+from builtins import str as Str  # the methods below shadow str, int and bool
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,7 +35,7 @@ class Params:
                              + ", ".join(choices))
         return value
 
-    def int(self, key: str, default: int | None, lo: int, hi: int | None = None) -> Any:
+    def int(self, key: Str, default: int | None, lo: int, hi: int | None = None) -> Any:
         value = self._get(key)
         if value is None:
             return default
@@ -47,7 +48,7 @@ class Params:
                              + (f" to {hi}" if hi is not None else " up"))
         return value
 
-    def rate(self, key: str, default: float | None) -> Any:
+    def rate(self, key: Str, default: float | None) -> Any:
         value = self._get(key)
         if value is None:
             return default
@@ -57,7 +58,7 @@ class Params:
             raise ParamError(key, f"{value} is out of range, expected a number from 0.0 to 1.0")
         return float(value)
 
-    def bool(self, key: str, default: bool) -> bool:
+    def bool(self, key: Str, default: bool) -> bool:
         value = self._get(key)
         if value is None:
             return default

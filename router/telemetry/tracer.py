@@ -210,7 +210,10 @@ class RequestTrace:
         self.start_us = time.time_ns() // 1000 if rec else 0
         self.client_id = self.client_start_us = self.client_end_us = self.attempts = 0
         self.status = 0
-        self.endpoint = self.length = self.error = self.plan = None
+        self.endpoint: Any = None
+        self.length: bytes | None = None
+        self.error: str | None = None
+        self.plan: Any = None
         head = ex.head
         self.method: str = head.method
         self.uri: str = head.target
