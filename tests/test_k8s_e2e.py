@@ -195,6 +195,9 @@ MODES = {
     # manifest, router IPs: in the pods' /24s, or "node IPs" outside them (hostNetwork)
     "subnet": ("l5d.yml", {"node-a": "127.0.1.10", "node-b": "127.0.2.10"}),
     "hostNetwork": ("l5d-hostnetwork.yml", {"node-a": "127.0.5.10", "node-b": "127.0.6.10"}),
+    # an old cluster: no discovery.k8s.io EndpointSlices, so the namer and the daemonset
+    # transformer find Endpoints through API discovery
+    "subnet-endpoints": ("l5d.yml", {"node-a": "127.0.1.10", "node-b": "127.0.2.10"}),
 }
 
 DS = "/%/io.l5d.k8s.daemonset/default/incoming/l5d/#/io.l5d.k8s/default/http/world-v1"
@@ -206,7 +209,10 @@ async def test_request_goes_node_to_node_through_both_routers(
     mode: str, tmp_path: Path, fake_k8s: FakeApiServer  # noqa: F811
 ) -> None:
     manifest, router_ips = MODES[mode]
-    fake_k8s.mirror_endpoints = True  # EndpointSlices too, as a cluster's controllers write
+    old_cluster = mode.endswith("-endpoints")
+    # EndpointSlices too, as a cluster's controllers write; or none at all
+    fake_k8s.mirror_endpoints = not old_cluster
+    fake_k8s.serves_endpointslices = not old_cluster
     (pod_port,) = shared_free_ports(1, "127.0.1.21", "127.0.2.21")
     world_b = Pod("world-b", "127.0.2.21", pod_port)
     world_a = Pod("world-a", "127.0.1.21", pod_port)  # on node A, but not (yet) in the service
@@ -228,13 +234,16 @@ async def test_request_goes_node_to_node_through_both_routers(
                                          _tail(m.nodes["node-b"].log))
                 assert r.headers["x-pod"] == "world-b"
                 # What B's incoming router told the pod: the localnode client id ...
-                here = router_ips["node-b"] if mode == "subnet" else "node-b"
+                here = router_ips["node-b"] if mode.startswith("subnet") else "node-b"
                 assert r.headers["x-seen-l5d-dst-client"] == (
                     f"/%/io.l5d.k8s.localnode/{here}/#/io.l5d.k8s/default/http/world-v1")
                 assert r.headers["x-seen-l5d-dst-service"] == "/svc/world"
                 # ... after two router hops.
                 assert r.headers["x-seen-via"].count("linkerd") == 2
             assert len(world_b.hits) == 1 and world_a.hits == [] and hello_a.hits == []
+            kinds = {k for k, _, _ in fake_k8s.list_requests}
+            assert ("endpointslices" in kinds) != old_cluster, kinds
+            assert ("endpoints" in kinds) == old_cluster, kinds
 
             # The path, from both routers' metrics: A outgoing -> B incoming -> pod.
             a, b = await metrics(s, m, "node-a"), await metrics(s, m, "node-b")
@@ -268,11 +277,21 @@ async def test_request_goes_node_to_node_through_both_routers(
             # One watch per object per process, shared by the namer, all three routers and
             # the outgoing and ingress daemonset transformers.
             # (A watch starts right after its list, so wait for the last one to connect.)
+            def live(svc: str) -> int:
+                if old_cluster:
+                    return fake_k8s.live_watches("endpoints", "default", svc)
+                return fake_k8s.live_slice_watches(svc)
+
+            def watches_asked(svc: str) -> int:
+                if old_cluster:
+                    return sum(1 for w in fake_k8s.watch_requests
+                               if w[0] == "endpoints" and w[2] == svc)
+                return sum(1 for w in fake_k8s.slice_watch_requests if w[1] == svc)
+
             for svc in ("l5d", "world-v1", "hello"):
-                await async_wait_until(
-                    lambda svc=svc: fake_k8s.live_slice_watches(svc) >= 2, 5, svc)
-                assert fake_k8s.live_slice_watches(svc) == 2
-                assert sum(1 for w in fake_k8s.slice_watch_requests if w[1] == svc) == 2
+                await async_wait_until(lambda svc=svc: live(svc) >= 2, 5, svc)
+                assert live(svc) == 2
+                assert watches_asked(svc) == 2
 
             # A service that does not exist: a 502 naming it, and the delegator says why.
             async with s.get(m.url("node-a", "outgoing") + "/",
