@@ -135,7 +135,7 @@ class Half:
                     if item is _END:
                         conn.end_stream(self.sid)
                     else:
-                        conn.send_headers(self.sid, item, end_stream=True)
+                        conn.send_headers(self.sid, item, end_stream=True)  # type: ignore[arg-type]
                     ended = True
                     break
                 window = min(conn.local_flow_control_window(self.sid),
@@ -362,7 +362,8 @@ class H2Peer(asyncio.Protocol):
         if self.closed:
             return
         try:
-            events = self.conn.receive_data(data)
+            # dispatched on type(ev) below: each event's fields are its class's
+            events: list[Any] = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError as e:
             _limited.info((self.label, "protocol", type(e)), "%s: HTTP/2 protocol error from "
                           "%s:%s: %s", self.label, *self.peer_addr, str(e)[:200])
