@@ -108,6 +108,7 @@ class BindingCache:
             max_bytes, max_entries=capacity, on_evict=self._evicted,
             pinned=lambda _k, e: e.waiters > 0)
         self._sweeper: asyncio.Task[None] | None = None
+        self._dropping = False  # an idle sweep or close: not the bound, not logged as it
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -226,8 +227,12 @@ class BindingCache:
         """Drop entries idle for the TTL (their namer subscriptions go with them)."""
         now = time.monotonic() if now is None else now
         ttl = self.idle_ttl_s
-        dropped = self._entries.evict_where(
-            lambda _k, e: now - e.last_used >= ttl and not e.waiters)
+        self._dropping = True
+        try:
+            dropped = self._entries.evict_where(
+                lambda _k, e: now - e.last_used >= ttl and not e.waiters)
+        finally:
+            self._dropping = False
         if dropped:
             log.debug("binding cache: %d idle bindings dropped", dropped)
         return dropped
@@ -236,6 +241,8 @@ class BindingCache:
         """Over capacity or bytes (e.g. a flood of Host values or of dtabs): the least
         recently used entry goes, with its subscriptions; logged once a minute."""
         self._release(entry)
+        if self._dropping:
+            return
         _limited_log.info(("evict", id(self)), "binding cache over its bound of %d names / %d "
                           "bytes: evicting the least recently used", self.capacity,
                           self._entries.max_weight)
@@ -253,6 +260,7 @@ class BindingCache:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        self._dropping = True
         self._entries.clear()  # releases each entry
 
     def bound_ids(self) -> set[str]:

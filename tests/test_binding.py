@@ -147,6 +147,28 @@ async def test_capacity_bounds_memory_under_a_flood_of_names() -> None:
         cache.close()
 
 
+async def test_only_the_bound_is_logged_as_the_bound(caplog: pytest.LogCaptureFixture) -> None:
+    """Idle expiry and close release entries too, but are not 'over its bound' (every
+    worker's drain logged that)."""
+    namer = TableNamer("/io.l5d.fs")
+    interp = Interpreter([(Path.read("/io.l5d.fs"), namer)])
+    caplog.set_level("INFO", logger="router.binding")
+    cache = BindingCache(interp, capacity=5)
+    for i in range(3):
+        await cache.bind(DTAB, Path.read(f"/svc/host-{i}"))
+    assert cache.sweep(now=1e12) == 3
+    for i in range(3):
+        await cache.bind(DTAB, Path.read(f"/svc/host-{i}"))
+    cache.close()
+    assert not namer.activity("/host-0").observed
+    assert "over its bound" not in caplog.text
+    flooded = BindingCache(interp, capacity=5)
+    for i in range(6):
+        await flooded.bind(DTAB, Path.read(f"/svc/host-{i}"))
+    flooded.close()
+    assert caplog.text.count("over its bound of 5 names") == 1
+
+
 async def test_a_name_that_timed_out_still_expires() -> None:
     namer, _, cache = setup(timeout_ms=50, ttl=0.2)
     namer.activity("/web").set(Pending())
