@@ -209,7 +209,9 @@ def test_requests_land_on_both_workers_and_metrics_add_up(
                  if ln.startswith("rt:server:request_latency_ms_count{")
                  and f'server="127.0.0.1/{port}"' in ln)
     assert float(count.rsplit(" ", 1)[1]) == sent
-    assert "workers:" not in prom
+    # no per-worker series (the supervisor's own l5d:workers:* gauges are not those)
+    assert not any(ln.startswith("workers:") for ln in prom.splitlines())
+    assert "workers:0" not in prom and "workers:1" not in prom
     # The admin's other views read the workers too.
     assert "/#/io.l5d.fs/web" in get_json(admin, "/client_state.json")
     servers = get_json(admin, "/server_state.json")

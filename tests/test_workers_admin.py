@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path as FsPath
 from typing import Any
@@ -30,6 +31,7 @@ async def worker_rows(pg: Page) -> list[dict[str, str]]:
         worker: r.dataset.worker, pid: r.querySelector('.pid').textContent,
         state: r.querySelector('.state').textContent,
         restarts: r.querySelector('.restarts').textContent,
+        rss: r.querySelector('.rss').textContent,
         exit: r.querySelector('.exit').textContent}))""")
 
 
@@ -40,10 +42,11 @@ async def test_dashboard_shows_each_worker_and_a_replaced_one(
     text, port, admin = config(tmp_path, backend.port)
     proc = l5d_process(text, log_level="info")
     state = get_json(admin, "/workers.json")
-    assert state["count"] == 2 and state["supervisor"] == {"pid": proc.proc.pid}
+    assert state["count"] == 2 and state["supervisor"]["pid"] == proc.proc.pid
+    assert state["supervisor"]["rssBytes"] > 1 << 20
     for w in state["workers"]:
         assert w["state"] == "serving" and w["restarts"] == 0 and w["lastExit"] is None
-        assert w["uptimeSecs"] >= 0 and w["startedAt"] > 0
+        assert w["uptimeSecs"] >= 0 and w["startedAt"] > 0 and w["rssBytes"] > 1 << 20
     pids = {w["worker"]: w["pid"] for w in state["workers"]}
     assert sorted(pids) == [0, 1]
 
@@ -68,6 +71,14 @@ async def test_dashboard_shows_each_worker_and_a_replaced_one(
     w0 = get_json(admin, "/workers.json")["workers"][0]
     assert w0["restarts"] == 1 and w0["lastExit"] == -signal.SIGKILL
     assert w0["lastExitReason"] == "killed by SIGKILL" and w0["lastExitAt"] > 0
+    # and for alerts: the supervisor's own gauges and counter, in Prometheus too
+    m = get_json(admin, "/admin/metrics.json")
+    assert (m["l5d/workers/count"], m["l5d/workers/serving"], m["l5d/workers/restarts"]) \
+        == (2, 2, 1)
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/admin/metrics/prometheus",
+                                timeout=10) as r:
+        prom = r.read().decode().splitlines()
+    assert "l5d:workers:restarts 1.0" in prom and "l5d:workers:serving 2.0" in prom
 
     async def row_replaced() -> Any:
         rows = await worker_rows(page)
@@ -78,6 +89,7 @@ async def test_dashboard_shows_each_worker_and_a_replaced_one(
     assert r0["restarts"] == "1" and r0["exit"].startswith("killed by SIGKILL")  # type: ignore[index]
     r1 = next(r for r in await worker_rows(page) if r["worker"] == "1")
     assert r1["pid"] == str(pids[1]) and r1["restarts"] == "0" and r1["exit"] == "–"
+    assert r1["rss"].endswith(" MB") and float(r1["rss"].split()[0]) > 1
     await page.screenshot(path=str(tmp_path / "dashboard-workers.png"), full_page=True)
 
 
@@ -96,6 +108,7 @@ async def test_one_worker_says_it_is_one_process(
     assert state["note"].startswith("workers: 1: this process serves every router itself")
     [w] = state["workers"]
     assert w["pid"] == proc.proc.pid and w["state"] == "serving" and w["restarts"] == 0
+    assert w["rssBytes"] > 1 << 20
     await page.goto(f"http://127.0.0.1:{admin}/?interval=200")
     line = await until(lambda: page.text_content("#workers.single"), 15, "the workers line")
     assert line == f"1 worker: this process (pid {proc.proc.pid}) serves every router"

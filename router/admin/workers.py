@@ -4,9 +4,9 @@ Linkerd 1 is one JVM and has no such endpoint; l5d-py's own state endpoints sit 
 top level as Linkerd's do (`/client_state.json`, `/server_state.json`), so this is
 `/workers.json`. Under `workers: N` the supervisor answers with each worker's index,
 pid, state (`starting`, `serving`, `draining`, `restarting`, `exited`), restarts,
-uptime and last exit (`router/workers/supervisor.py: Supervisor.workers_state`). With
-`workers: 1` there is no supervisor: the one process serves every router itself, and
-the answer says so in the same shape, so a reader never has to guess from a 404.
+resident memory, uptime and last exit (`Supervisor.workers_state`). With `workers: 1`
+there is no supervisor: the one process serves every router itself, and the answer
+says so in the same shape, so a reader never has to guess from a 404.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from router.admin import diagnostics
+from router.workers import rss_bytes
 
 ENDPOINT = ("/workers.json", "data-path workers: index, pid, state, restarts, uptime, last exit")
 
@@ -29,6 +30,7 @@ def one_process_state() -> dict[str, Any]:
     started = diagnostics.started_at()
     return {"count": 1, "supervisor": None, "note": ONE_PROCESS,
             "workers": [{"worker": 0, "pid": os.getpid(), "state": "serving", "restarts": 0,
+                         "rssBytes": rss_bytes(os.getpid()),
                          "uptimeSecs": round(time.time() - started, 1),
                          "startedAt": round(started, 3), "lastExit": None,
                          "lastExitReason": None, "lastExitAt": None}]}

@@ -36,3 +36,14 @@ def parse_workers(value: Any) -> int | None:
     if 1 <= value <= MAX_WORKERS:
         return value
     return None
+
+
+def rss_bytes(pid: int | None) -> int | None:
+    """Resident memory of process `pid` (Linux /proc), None when it cannot be read."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None

@@ -36,6 +36,7 @@ from dtab.json_codec import bound_tree_to_json
 from dtab.observable import Failed, Ok, Var
 from dtab.path import Path
 from router.config import LinkerConfig
+from router.workers import rss_bytes
 from router.workers.ipc import Channel, ChannelClosed
 from router.workers.merge import MergedMetrics
 
@@ -226,7 +227,7 @@ class WorkerSlot:
         """One row of `/workers.json`: uptime is the current process's, while it lives."""
         alive = self.state in ("starting", "serving", "draining")
         return {"worker": self.index, "pid": self.pid, "state": self.state,
-                "restarts": self.restarts,
+                "restarts": self.restarts, "rssBytes": rss_bytes(self.pid) if alive else None,
                 "uptimeSecs": round(time.monotonic() - self.started_at, 1) if alive else None,
                 "startedAt": round(self.started_wall, 3) if self.started_wall else None,
                 "lastExit": self.last_exit, "lastExitReason": exit_reason(self.last_exit),
@@ -263,6 +264,11 @@ class Supervisor:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pull_lock = asyncio.Lock()
         self._pulled_at = 0.0
+        # the supervisor's own: for alerts on workers that keep dying (Prometheus too)
+        scope = self.local_metrics.scope("l5d", "workers")
+        scope.gauge(lambda: float(len(self.slots)), "count")
+        scope.gauge(lambda: float(len(self._serving())), "serving")
+        self._restarts = scope.counter("restarts")
 
     # -- bindings shared by the workers
     def follow(self, router: Any, dtab: Dtab, path: Path) -> _Follow:
@@ -415,6 +421,7 @@ class Supervisor:
             slot.state = "exited"
             return
         slot.restarts += 1
+        self._restarts.incr()
         try:
             await self._spawn(slot)
             log.info("worker %d restarted: pid %s", slot.index, slot.pid)
@@ -607,7 +614,8 @@ class Supervisor:
 
     def workers_state(self) -> dict[str, Any]:
         """`/workers.json` (router/admin/workers.py has the one-process shape)."""
-        return {"count": self.count, "supervisor": {"pid": os.getpid()},
+        return {"count": self.count,
+                "supervisor": {"pid": os.getpid(), "rssBytes": rss_bytes(os.getpid())},
                 "workers": [s.state_json() for s in self.slots]}
 
 

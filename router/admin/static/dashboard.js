@@ -168,6 +168,8 @@
     return Math.floor(s / 3600) + " h " + Math.floor(s % 3600 / 60) + " min";
   }
 
+  function mb(bytes) { return bytes === null || bytes === undefined ? "–" : (bytes / 1048576).toFixed(1) + " MB"; }
+
   function renderWorkers(st) {
     if (!st) return;
     if (!st.supervisor) {  // workers: 1
@@ -184,12 +186,14 @@
       return `<tr class="worker state-${esc(w.state)}${w.state === "serving" ? "" : " unhealthy"}" data-worker="${esc(w.worker)}">` +
         `<td>${esc(w.worker)}</td><td class="mono pid">${esc(w.pid === null ? "–" : w.pid)}</td>` +
         `<td class="state">${esc(w.state)}</td><td class="num restarts">${esc(w.restarts)}</td>` +
-        `<td class="num uptime">${duration(w.uptimeSecs)}</td><td class="exit">${exit}</td></tr>`;
+        `<td class="num uptime">${duration(w.uptimeSecs)}</td><td class="num rss">${mb(w.rssBytes)}</td>` +
+        `<td class="exit">${exit}</td></tr>`;
     }).join("");
     workersEl.className = "many";
     workersEl.innerHTML = `<h3>Workers <small>${serving} of ${st.count} serving · supervisor pid ` +
-      `<span class="mono">${esc(st.supervisor.pid)}</span></small></h3><div class="table-wrap"><table class="workers">` +
-      `<thead><tr><th>worker</th><th>pid</th><th>state</th><th class="num">restarts</th><th class="num">uptime</th><th>last exit</th></tr></thead>` +
+      `<span class="mono">${esc(st.supervisor.pid)}</span>, ${mb(st.supervisor.rssBytes)}</small></h3><div class="table-wrap"><table class="workers">` +
+      `<thead><tr><th>worker</th><th>pid</th><th>state</th><th class="num">restarts</th><th class="num">uptime</th>` +
+      `<th class="num">memory</th><th>last exit</th></tr></thead>` +
       `<tbody>${rows}</tbody></table></div>`;
   }
 
