@@ -275,3 +275,53 @@ async def test_a_hold_never_released_expires_with_a_warning(
     assert not gc.isenabled()
     pieces.release_gc(nested[1])
     assert gc.isenabled()
+
+
+@pytest.mark.timeout(60)
+async def test_a_burst_of_big_updates_is_applied_as_its_latest_state(
+    fake_k8s: FakeApiServer,  # noqa: F811
+) -> None:
+    """Updates of one big object faster than they can be applied: the watch reads ahead
+    while it decodes, and an event whose object has a later event already read is not
+    decoded at all (its resourceVersion still counts); the last one is applied."""
+    hub = make_hub(fake_k8s)
+    namer = K8sNamer(ApiTarget("127.0.0.1", fake_k8s.port), hub=hub, idle_ttl=30,
+                     endpoint_source="endpoints")
+    try:
+        fake_k8s.upsert("endpoints", big_endpoints())
+        act = namer.lookup(Path.read("/default/http/big"))
+        act.observe(lambda _: None)
+        await async_wait_until(lambda: isinstance(act.value, Ok), 30, "big to resolve")
+        addr = act.value.value.value.addr
+        addr.observe(lambda _: None)
+        (feed,) = hub.feeds()
+        events, runs = feed.events, pieces.stats.runs
+        burst = 10
+        for gen in range(1, burst + 1):  # written before the stream can carry any of them
+            rv = fake_k8s.upsert("endpoints", big_endpoints(gen))
+        await async_wait_until(lambda: feed.events >= events + burst, 30, "the burst")
+        last = {(_ip(i, 20 + burst % 2), 8080) for i in range(burst * 100, burst * 100 + 100)}
+        await async_wait_until(lambda: last <= hostports(addr.value), 30, "the last update")
+        assert len(addr.value.addresses) == N
+        assert feed.superseded >= 1, feed.superseded
+        # Each applied big event is two runs (its JSON, its conversion); skipped: none.
+        assert pieces.stats.runs - runs == 2 * (burst - feed.superseded)
+        assert feed.resource_version == str(rv)
+    finally:
+        await namer.close()
+        await hub.close()
+
+
+def test_peek_metadata_reads_only_the_head() -> None:
+    ev = {"type": "MODIFIED", "object": {"kind": "Endpoints", "apiVersion": "v1",
+                                         "metadata": {"name": "big", "namespace": "default",
+                                                      "resourceVersion": "7"},
+                                         "subsets": [{"addresses": [{"ip": "x"}] * 10}]}}
+    text = json.dumps(ev)
+    assert pieces.peek_metadata(text) == ev["object"]["metadata"]
+    assert pieces.peek_metadata(text[:text.index('"subsets"')]) == ev["object"]["metadata"]
+    # Not near the start, or not there: no answer (the event is then decoded in full).
+    assert pieces.peek_metadata(json.dumps({"object": {"spec": ["a" * 70000],
+                                                       "metadata": {"name": "x"}}})) is None
+    assert pieces.peek_metadata(json.dumps({"type": "BOOKMARK"})) is None
+    assert pieces.peek_metadata("[1, 2]") is None and pieces.peek_metadata("{oops") is None

@@ -26,6 +26,8 @@ streams split into lines here, large lines decoded off the event loop.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -376,27 +378,23 @@ class K8sApi:
                 self.identity = identity
             if on_open is not None:
                 on_open()
-            # A line's chunks are joined once it is complete (not `buf += chunk`: a
-            # 1 MB event arrives in ~20 chunks, each would copy all before it).
-            pending: list[bytes] = []
-            size = 0
-            async for chunk in raw.content.iter_chunked(READ_CHUNK):
-                if b"\n" not in chunk:
-                    pending.append(chunk)
-                    size += len(chunk)
-                    if size > MAX_EVENT_BYTES:
-                        raise ValueError(f"{url}: a watch event over {MAX_EVENT_BYTES} bytes")
-                    continue
-                first, *lines, rest = chunk.split(b"\n")
-                if pending:
-                    pending.append(first)
-                    first = b"".join(pending)
-                lines.insert(0, first)
-                pending = [rest] if rest else []
-                size = len(rest)
-                for line in lines:
-                    if not line.strip():
-                        continue
+            lines = _Lines()
+            reader = asyncio.get_running_loop().create_task(
+                lines.fill(raw, url), name=f"k8s-watch-read {path}")
+            try:
+                while True:
+                    item = await lines.next()
+                    if item is None:
+                        return
+                    line, later = item
+                    if is_large(line) and later:
+                        meta = _superseded(line, later)
+                        if meta is not None:
+                            # A later event of this object is already here: it carries
+                            # the whole object, so this one is not decoded (latest wins).
+                            yield {"type": "MODIFIED", "object": {"metadata": meta},
+                                   "superseded": True}
+                            continue
                     # A large event holds the collector off until its consumer asks for
                     # the next one (it has applied this one by then).
                     hold = pieces.hold_gc() if is_large(line) else None
@@ -410,6 +408,10 @@ class K8sApi:
                     finally:
                         if hold is not None:
                             pieces.release_gc(hold)
+            finally:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
         finally:
             raw.close()
 
@@ -439,6 +441,90 @@ class K8sApi:
         clients, self._clients = list(self._clients.values()), {}
         for c in clients:
             await c.close()
+
+
+MAX_BUFFERED = 32 * 1024 * 1024  # bytes of lines read ahead of the consumer, at most
+HEAD_BYTES = 64 * 1024  # where a watch line's object metadata is looked for
+
+
+class _Lines:
+    """A watch stream's complete lines, read ahead by a task of their own while the
+    consumer decodes (up to MAX_BUFFERED bytes), so a consumer that falls behind sees
+    what is already here and can skip events a later one supersedes."""
+
+    def __init__(self) -> None:
+        self.queue: collections.deque[bytes] = collections.deque()
+        self.size = 0
+        self.done = False
+        self.error: BaseException | None = None
+        self.wake = asyncio.Event()
+        self.room = asyncio.Event()
+        self.room.set()
+
+    async def fill(self, raw: Any, url: str) -> None:
+        try:
+            # A line's chunks are joined once it is complete (not `buf += chunk`: a
+            # 1 MB event arrives in ~20 chunks, each would copy all before it).
+            pending: list[bytes] = []
+            size = 0
+            async for chunk in raw.content.iter_chunked(READ_CHUNK):
+                if b"\n" not in chunk:
+                    pending.append(chunk)
+                    size += len(chunk)
+                    if size > MAX_EVENT_BYTES:
+                        raise ValueError(f"{url}: a watch event over {MAX_EVENT_BYTES} bytes")
+                    continue
+                first, *lines, rest = chunk.split(b"\n")
+                if pending:
+                    pending.append(first)
+                    first = b"".join(pending)
+                lines.insert(0, first)
+                pending = [rest] if rest else []
+                size = len(rest)
+                for line in lines:
+                    if line.strip():
+                        self.queue.append(line)
+                        self.size += len(line)
+                self.wake.set()
+                while self.size > MAX_BUFFERED:
+                    self.room.clear()
+                    await self.room.wait()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:  # the consumer raises it after the lines before it
+            self.error = e
+        finally:
+            self.done = True
+            self.wake.set()
+
+    async def next(self) -> tuple[bytes, list[bytes]] | None:
+        """The next line and the lines already read after it; None at the stream's end."""
+        while not self.queue:
+            if self.done:
+                if self.error is not None:
+                    raise self.error
+                return None
+            self.wake.clear()
+            await self.wake.wait()
+        line = self.queue.popleft()
+        self.size -= len(line)
+        if self.size <= MAX_BUFFERED:
+            self.room.set()
+        return line, [x for x in self.queue if is_large(x)] if is_large(line) else []
+
+
+def _superseded(line: bytes, later: list[bytes]) -> dict[str, Any] | None:
+    """`line`'s object metadata if one of the `later` lines is the same object (so
+    `line` need not be decoded), else None."""
+    meta = pieces.peek_metadata(line[:HEAD_BYTES].decode("utf-8", "ignore"))
+    if meta is None or not meta.get("name"):
+        return None
+    key = (meta.get("namespace"), meta.get("name"))
+    for other in later:
+        m = pieces.peek_metadata(other[:HEAD_BYTES].decode("utf-8", "ignore"))
+        if m is not None and (m.get("namespace"), m.get("name")) == key:
+            return meta
+    return None
 
 
 def _message(body: bytes) -> str:

@@ -269,3 +269,36 @@ def _key(text: str, i: int) -> tuple[str, int]:
     if text[i:i + 1] != ":":
         raise JSONDecodeError("Expecting ':' delimiter", text, i)
     return key, _ws(text, i + 1).end()
+
+
+def peek_metadata(text: str) -> dict[str, Any] | None:
+    """A watch event's `object.metadata`, read from the start of its text without the
+    rest (the API server writes `type`, then `object` with `kind`, `apiVersion` and
+    `metadata` first). None when it is not there, or not within a small prefix."""
+    try:
+        i = _ws(text, 0).end()
+        if text[i:i + 1] != "{":
+            return None
+        i = _ws(text, i + 1).end()
+        inside = False
+        while text[i:i + 1] == '"':
+            key, i = _key(text, i)
+            if key == "object" and not inside:
+                if text[i:i + 1] != "{":
+                    return None
+                inside = True
+                i = _ws(text, i + 1).end()
+                continue
+            c = text[i:i + 1]
+            got = _c_value(text, i, 1024) if c in ("{", "[") else _scan(text, i)
+            if got is None:
+                return None
+            if inside and key == "metadata":
+                return got[0] if isinstance(got[0], dict) else None
+            i = _ws(text, got[1]).end()
+            if text[i:i + 1] != ",":
+                return None
+            i = _ws(text, i + 1).end()
+    except (ValueError, StopIteration, RecursionError):
+        pass
+    return None
