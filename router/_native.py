@@ -10,9 +10,10 @@ imports each of them from its `.py` source when
 
 - `L5D_PURE_PYTHON=1` is set (the pure-Python reference; `make test` runs the data-path
   tests this way too), or
-- the extension is missing, or its source, `.pxd` or the extension itself differs from what
-  the manifest recorded (an edit after the build, a stale copy): a loud warning names the
-  module and the command that rebuilds it; it is never used silently.
+- any one extension is missing, or its source, `.pxd` or the extension itself differs from
+  what the manifest recorded (an edit after the build, a stale copy): a loud warning names
+  the module and the command that rebuilds it, and all of them load from source (they
+  cimport each other's types); a stale one is never used.
 
 `STATUS` says, per module, what was loaded and why (logged at start by the CLI).
 """
@@ -35,6 +36,9 @@ log = logging.getLogger("router.native")
 # The HTTP/1 hot path. Each has a `.pxd` beside it.
 COMPILED: tuple[str, ...] = (
     "router.client.pool",
+    "router.http.proxy",
+    "router.http.server",
+    "router.stats",
 )
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = Path(__file__).resolve().parent / "_native_build.json"
@@ -94,25 +98,40 @@ def check(module: str, manifest: dict[str, dict[str, str]]) -> tuple[Path | None
 
 
 class _Finder(importlib.abc.MetaPathFinder):
+    """All or nothing: the compiled modules cimport each other's types (proxy's Exchange
+    holds a pool.UpstreamConnection), so one module from source means all from source."""
+
     def __init__(self) -> None:
-        self.manifest: dict[str, dict[str, str]] | None = None
+        self.plan: dict[str, Path | None] | None = None
+
+    def _decide(self) -> dict[str, Path | None]:
+        manifest = _read_manifest()
+        checked = {m: check(m, manifest) for m in COMPILED}
+        bad = {m: why for m, (ext, why) in checked.items() if ext is None}
+        if not bad:
+            STATUS.update({m: "compiled" for m in COMPILED})
+            return {m: ext for m, (ext, _) in checked.items()}
+        for m in COMPILED:
+            STATUS[m] = bad.get(m) or f"source: with {', '.join(sorted(bad))}"
+        if not pure_python():  # not built, or stale: loud, never silent
+            for m, why in sorted(bad.items()):
+                log.warning("%s: not using its compiled module: %s", m, why[len("source: "):])
+            log.warning("running all %d hot modules from source (they are compiled together)",
+                        len(COMPILED))
+        return dict.fromkeys(COMPILED)
 
     def find_spec(self, fullname: str, path: object = None,
                   target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
         if fullname not in COMPILED:
             return None
-        if self.manifest is None:
-            self.manifest = _read_manifest()
-        ext, why = check(fullname, self.manifest)
-        STATUS[fullname] = why
+        if self.plan is None:
+            self.plan = self._decide()
+        ext = self.plan[fullname]
         if ext is not None:
             loader: importlib.abc.Loader = importlib.machinery.ExtensionFileLoader(
                 fullname, str(ext))
             return importlib.util.spec_from_file_location(fullname, ext, loader=loader)
         py, _ = source_paths(fullname)
-        if not pure_python():
-            # not built, or a stale or unrecorded extension beside its source: loud
-            log.warning("%s: not using its compiled module: %s", fullname, why[len("source: "):])
         loader = importlib.machinery.SourceFileLoader(fullname, str(py))
         return importlib.util.spec_from_file_location(fullname, py, loader=loader)
 

@@ -9,3 +9,12 @@ cdef class UpstreamConnection:
     cdef public double born, idle_since
     cpdef _reset_head(self)
     cpdef _fail(self, err)
+    cpdef write(self, data)
+
+cdef class Endpoint:
+    cdef public object address, host, port, hostport, idle, on_connect, idle_s, life_s
+    cdef public object _sweeper, tls, accrual
+    cdef public double weight, cost, stamp, connect_timeout_s
+    cdef public Py_ssize_t pending, open_connections
+    cdef public bint down, removed, dead, probe_open
+    cpdef release(self, UpstreamConnection conn, bint reusable)

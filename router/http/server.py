@@ -311,7 +311,7 @@ class _HeadInfo:
 _NO_INFO = _HeadInfo()
 
 
-class ServerConnection(asyncio.Protocol):
+class ServerConnection:  # an asyncio.Protocol (not a subclass: compiled, server.pxd)
     PAUSE_QUEUE = 1
     PAUSE_BODY = 2
     PAUSE_UPSTREAM = 4

@@ -1,0 +1,36 @@
+# Cython declarations for proxy.py (setup.py; router/_native.py): native classes with
+# C-level attributes and direct calls inside the module. proxy.py stays plain Python,
+# the tested reference.
+
+cimport cython
+from router.client.pool cimport Endpoint, UpstreamConnection
+from router.stats cimport record_all
+
+cdef class Exchange:
+    cdef public object conn, server, head, version, content_length, body_chunks
+    cdef public UpstreamConnection upstream
+    cdef public Endpoint endpoint
+    cdef public object client, balancer, svc_stats, client_stats
+    cdef public object client_svc_stats, task, pending_head, plan, info, total_timer
+    cdef public object attempt_timer, policy, replay, delays, trace
+    cdef public bint keep_alive, request_done, head_sent, chunked_down, close_after
+    cdef public bint discard_body, finished, expect_continue, upstream_paused, requeued, ok
+    cdef public Py_ssize_t body_mode, body_buffered, body_seen, status, retries, requeues
+    cdef public double start
+    cpdef feed_body(self, chunk)
+    cpdef attach(self, UpstreamConnection conn, Endpoint ep, _Plan plan)
+    cpdef on_response_body(self, chunk)
+
+cdef class _Route:
+    cdef public object tree, binding, bound, client, client_svc, suffix, service
+
+cdef class _Plan:
+    cdef public object fwd, name, service, base, local, full, tree, bound, reason, client
+    cdef public object head_bytes, route_key, suffix, deadline
+    cdef public Endpoint ep
+    cdef public _Route route
+
+@cython.locals(ep=Endpoint, conn=UpstreamConnection, plan=_Plan, route=_Route)
+cpdef dispatch(Exchange ex)
+cpdef _Plan _prepare(Exchange ex)
+cpdef bint _choose(Exchange ex, _Plan plan) except -1
