@@ -40,6 +40,7 @@ from router.config import (
 )
 from router.identifiers import Identified, build_identifiers, with_lifecycle
 from router.interpreter import Interpreter, TransformedNamer
+from router.lifecycle import ShutdownOnce
 from router.metrics import Metrics, Scope
 from router.request import RequestHead
 from transformers.base import Transformer
@@ -298,6 +299,28 @@ class Router:
 
 
 
+async def serve_router(router: Router) -> None:
+    """Start `router`'s identifiers, then its servers (`router.handle`): the Linker's and
+    each data-path worker's start. OSError names the router and its ports."""
+    await router.start_identifiers()  # io.l5d.ingress: its watch
+    try:
+        if router.config.protocol == "h2":
+            from router.h2 import start_h2_router
+
+            router.handle = await start_h2_router(router)
+        else:
+            from router.http import start_http_router
+
+            router.handle = await start_http_router(router)
+    except OSError as e:
+        raise OSError(e.errno, f"router {router.label} cannot listen on {_ports(router)}: "
+                      f"{e.strerror or e}") from e
+
+
+def _ports(router: Router) -> str:
+    return ", ".join(f"{s.ip}:{s.port}" for s in router.config.servers)
+
+
 async def close_routers(routers: Sequence[Router], grace_s: float) -> None:
     """Drain every router's servers for up to `grace_s` (all at once), then close each
     router's bindings, transformers and identifiers: the Linker's and each data-path
@@ -313,8 +336,11 @@ async def close_routers(routers: Sequence[Router], grace_s: float) -> None:
         r.close()
         await r.close_identifiers()
 
-class Linker:
-    """The process: metrics, namers, routers, admin. Build (validates), then `start()`."""
+class Linker(ShutdownOnce):
+    """The process: metrics, namers, routers, admin. Build (validates), then `start()`;
+    `shutdown`/`close`/`wait` are router.lifecycle's."""
+
+    _log = log
 
     def __init__(self, config: LinkerConfig, *, validating: bool = False) -> None:
         """`validating` (l5d --validate): a check that only fails on this machine (an fs
@@ -351,8 +377,7 @@ class Linker:
         # run first when the process stops (a reloader's watch and what it is retiring)
         self.stop_hooks: list[Callable[[], Awaitable[None]]] = []
         self._started: list[Any] = []
-        self._stopped = asyncio.Event() if _loop_running() else None
-        self._shutting_down = False
+        self._init_shutdown()
 
     # -- lifecycle
     async def start(self, *, admin: bool = True, serve: bool = True) -> None:
@@ -362,10 +387,6 @@ class Linker:
         On failure (a port in use) everything already started is stopped and
         the error re-raised: a bad start never leaves half a process serving.
         """
-        from router.http import start_http_router
-
-        if self._stopped is None:
-            self._stopped = asyncio.Event()
         try:
             await self.telemetry.start()
             for _prefix, namer in self.namers:
@@ -375,78 +396,37 @@ class Linker:
             for router in self.routers:
                 await router.start()  # a watched dtab: the supervisor binds with it too
             for router in self.routers if serve else ():
-                await router.start_identifiers()
-                try:
-                    if router.config.protocol == "h2":
-                        from router.h2 import start_h2_router
-
-                        router.handle = await start_h2_router(router)
-                    else:
-                        router.handle = await start_http_router(router)
-                except OSError as e:
-                    ports = ", ".join(f"{s.ip}:{s.port}" for s in router.config.servers)
-                    raise OSError(e.errno, f"router {router.label} cannot listen on {ports}: "
-                                  f"{e.strerror or e}") from e
+                await serve_router(router)
                 self._started.append(router.handle)
-                ports = ", ".join(f"{s.ip}:{s.port}" for s in router.config.servers)
-                log.info("router %s serving on %s", router.label, ports)
+                log.info("router %s serving on %s", router.label, _ports(router))
             if admin:
                 from router.admin.server import start_admin
 
                 self.admin = await start_admin(self)
         except BaseException:
-            await self._stop(0.0)
+            await self._stop_once(0)
             raise
 
-    async def wait(self) -> None:
-        """Until `shutdown` finishes."""
-        assert self._stopped is not None, "start() first"
-        await self._stopped.wait()
-
-    async def shutdown(self, grace_ms: int | None = None, *, quiet: bool = False) -> None:
-        """Stop accepting, drain in-flight requests up to `grace_ms`, stop everything (once)."""
-        if self._shutting_down:
-            if self._stopped is not None:
-                await self._stopped.wait()
-            return
-        self._shutting_down = True
-        if grace_ms is None:
-            grace_ms = self.config.admin.shutdown_grace_ms
-        if not quiet:
-            log.info("shutting down (grace %d ms)", grace_ms)
-        await self._stop(grace_ms / 1000.0)
-
-    async def close(self) -> None:
-        """Stop everything at once, no drain: routers, transformers, namers (also unstarted)."""
-        await self.shutdown(0, quiet=True)
-
-    async def _stop(self, grace_s: float) -> None:
-        try:
-            for hook in self.stop_hooks:
+    async def _stop(self, grace_ms: int) -> None:
+        """Stop hooks, the routers (drained for `grace_ms`), remote interpreters, the
+        admin, namers and telemetry (ShutdownOnce runs it once)."""
+        for hook in self.stop_hooks:
+            try:
+                await hook()
+            except Exception:
+                log.exception("a stop hook failed")
+        await close_routers(self.routers, grace_ms / 1000.0)
+        for r in self.routers:
+            aclose = getattr(r.interpreter, "aclose", None)  # remote interpreters' streams
+            if aclose is not None:
                 try:
-                    await hook()
+                    await aclose()
                 except Exception:
-                    log.exception("a stop hook failed")
-            await close_routers(self.routers, grace_s)
-            for r in self.routers:
-                aclose = getattr(r.interpreter, "aclose", None)  # remote interpreters' streams
-                if aclose is not None:
-                    try:
-                        await aclose()
-                    except Exception:
-                        log.exception("closing the interpreter of router %s failed", r.label)
-            if self.admin is not None:
-                try:
-                    await self.admin.close()
-                except Exception:
-                    log.exception("closing the admin server failed")
-                self.admin = None
-            await close_namers(self.namers)
-            self.builtins.close()
-            await self.telemetry.aclose()
-        finally:
-            if self._stopped is not None:
-                self._stopped.set()
+                    log.exception("closing the interpreter of router %s failed", r.label)
+        await self._close_admin()
+        await close_namers(self.namers)
+        self.builtins.close()
+        await self.telemetry.aclose()
 
     # -- introspection for the admin
     def bound_names(self) -> list[str]:
@@ -459,10 +439,3 @@ class Linker:
                 return r
         raise KeyError(label)
 
-
-def _loop_running() -> bool:
-    try:
-        asyncio.get_running_loop()
-        return True
-    except RuntimeError:
-        return False

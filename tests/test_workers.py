@@ -483,8 +483,8 @@ routers:
     holder.listen()
     try:
         old = [(s.index, s.pid) for s in sup.slots]
-        with pytest.raises(StartError, match=f"router outgoing cannot listen: .*{held}.*"
-                           "address already in use"):
+        with pytest.raises(StartError, match=f"router outgoing cannot listen on "
+                           f"127.0.0.1:{held}: .*address already in use"):
             await sup.replace_workers(cfg(held))
 
         def serve_tasks() -> list[Any]:

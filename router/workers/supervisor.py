@@ -36,6 +36,7 @@ from dtab.json_codec import bound_tree_to_json
 from dtab.observable import Failed, Ok, Var
 from dtab.path import Path
 from router.config import LinkerConfig
+from router.lifecycle import ShutdownOnce
 from router.workers import rss_bytes
 from router.workers.ipc import Channel, ChannelClosed
 from router.workers.merge import MergedMetrics
@@ -246,7 +247,11 @@ def exit_reason(code: int | None) -> str | None:
     return f"exit status {code}"
 
 
-class Supervisor:
+class Supervisor(ShutdownOnce):
+    """`shutdown`/`close`/`wait` are router.lifecycle's, as the Linker's."""
+
+    _log = log
+
     def __init__(self, config: LinkerConfig, *, log_level: str = "info") -> None:
         from router.router import Linker
 
@@ -259,8 +264,7 @@ class Supervisor:
         self.slots = [WorkerSlot(i) for i in range(self.count)]
         self.follows: dict[tuple[str, Dtab, Path], _Follow] = {}
         self.admin: Any = None
-        self.stopped = asyncio.Event()
-        self.shutting_down = False
+        self._init_shutdown()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pull_lock = asyncio.Lock()
         self._pulled_at = 0.0
@@ -303,7 +307,7 @@ class Supervisor:
             self._track(asyncio.get_running_loop().create_task(self._refresh_forever(),
                                                                name="metrics refresh"))
         except BaseException as e:
-            await self._stop(0)
+            await self._stop_once(0)
             if isinstance(e, StartError):
                 raise OSError(str(e)) from None
             raise
@@ -493,59 +497,37 @@ class Supervisor:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def wait(self) -> None:
-        await self.stopped.wait()
-
-    async def shutdown(self, grace_ms: int | None = None, *, quiet: bool = False) -> None:
-        """Drain every worker for `grace_ms`, then stop the admin and the namers (once)."""
-        if self.shutting_down:
-            await self.stopped.wait()
-            return
-        self.shutting_down = True
-        if grace_ms is None:
-            grace_ms = self.config.admin.shutdown_grace_ms
-        if not quiet:
-            log.info("shutting down: draining %d workers (grace %d ms)", self.count, grace_ms)
-        await self._stop(grace_ms)
-
-    async def close(self) -> None:
-        await self.shutdown(0, quiet=True)
+    def _shutdown_note(self, grace_ms: int) -> str:
+        return f"shutting down: draining {self.count} workers (grace {grace_ms} ms)"
 
     async def _stop(self, grace_ms: int) -> None:
-        self.shutting_down = True
-        try:
-            for slot in self.slots:
-                if slot.conn is not None and slot.state in ("serving", "starting"):
-                    slot.state = "draining"
-                    slot.conn.channel.send({"op": "drain", "grace_ms": grace_ms})
-            deadline = time.monotonic() + grace_ms / 1000.0 + 5.0
-            for slot in self.slots:
-                proc = slot.proc
-                if proc is None or proc.returncode is not None:
-                    continue
-                try:
-                    await asyncio.wait_for(proc.wait(), max(0.1, deadline - time.monotonic()))
-                except TimeoutError:
-                    log.error("worker %d (pid %s) did not stop in time; killing it",
-                              slot.index, slot.pid)
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
-                    await proc.wait()
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            for f in list(self.follows.values()):
-                f.close()
-            self.follows.clear()
-            if self.admin is not None:
-                try:
-                    await self.admin.close()
-                except Exception:
-                    log.exception("closing the admin server failed")
-                self.admin = None
-            await self.linker.close()
-        finally:
-            self.stopped.set()
+        """Drain every worker for `grace_ms`, then stop the admin and the namers
+        (ShutdownOnce runs it once)."""
+        for slot in self.slots:
+            if slot.conn is not None and slot.state in ("serving", "starting"):
+                slot.state = "draining"
+                slot.conn.channel.send({"op": "drain", "grace_ms": grace_ms})
+        deadline = time.monotonic() + grace_ms / 1000.0 + 5.0
+        for slot in self.slots:
+            proc = slot.proc
+            if proc is None or proc.returncode is not None:
+                continue
+            try:
+                await asyncio.wait_for(proc.wait(), max(0.1, deadline - time.monotonic()))
+            except TimeoutError:
+                log.error("worker %d (pid %s) did not stop in time; killing it",
+                          slot.index, slot.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for f in list(self.follows.values()):
+            f.close()
+        self.follows.clear()
+        await self._close_admin()
+        await self.linker.close()
 
     # -- the admin's view
     async def _ask(self, op: str) -> list[tuple[WorkerSlot, Any]]:

@@ -59,24 +59,16 @@ class Worker:
         self._tasks: list[asyncio.Task[Any]] = []
 
     async def start(self) -> None:
-        from router.http import start_http_router
         from router.metrics import snapshot_interval, snapshot_loop
+        from router.router import serve_router
 
         try:
             await self.telemetry.start()
             for r in self.routers:
                 await r.start()  # a watched dtab (io.l5d.fs / io.l5d.k8s.configMap)
-                await r.start_identifiers()  # io.l5d.ingress: its watch, in each worker
-                try:
-                    if r.config.protocol == "h2":
-                        from router.h2 import start_h2_router
-
-                        r.handle = await start_h2_router(r)
-                    else:
-                        r.handle = await start_http_router(r)
-                except OSError as e:  # the supervisor's log and StartError name the router
-                    raise OSError(e.errno, f"router {r.label} cannot listen: "
-                                  f"{e.strerror or e}") from e
+                # identifiers (an io.l5d.ingress watch in each worker), then its servers;
+                # the OSError names the router for the supervisor's log and StartError
+                await serve_router(r)
         except BaseException:
             await self._close_routers(0.0)
             raise
