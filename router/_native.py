@@ -36,6 +36,9 @@ log = logging.getLogger("router.native")
 # The HTTP/1 hot path. Each has a `.pxd` beside it.
 COMPILED: tuple[str, ...] = (
     "router.client.pool",
+    "router.client.balancer",
+    "router.policy.budget",
+    "router.policy.retries",
     "router.http.proxy",
     "router.http.server",
     "router.stats",

@@ -4,15 +4,19 @@
 
 cimport cython
 from router.client.pool cimport Endpoint, UpstreamConnection
+from router.client.balancer cimport Balancer
+from router.policy.retries cimport ServicePolicy
 from router.stats cimport record_all
 
 cdef class Exchange:
     cdef public object conn, server, head, version, content_length, body_chunks
     cdef public UpstreamConnection upstream
     cdef public Endpoint endpoint
-    cdef public object client, balancer, svc_stats, client_stats
+    cdef public Balancer balancer
+    cdef public ServicePolicy policy
+    cdef public object client, svc_stats, client_stats
     cdef public object client_svc_stats, task, pending_head, plan, info, total_timer
-    cdef public object attempt_timer, policy, replay, delays, trace
+    cdef public object attempt_timer, replay, delays, trace
     cdef public bint keep_alive, request_done, head_sent, chunked_down, close_after
     cdef public bint discard_body, finished, expect_continue, upstream_paused, requeued, ok
     cdef public Py_ssize_t body_mode, body_buffered, body_seen, status, retries, requeues
