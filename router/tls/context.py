@@ -19,11 +19,10 @@ import ssl
 import tempfile
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
+if TYPE_CHECKING:  # imported where a file is read: ~7 MB a process without TLS never needs
+    from cryptography import x509
 
 from router.tls.params import PROTOCOL_VERSIONS, ClientTls, ServerTls, TlsFileError
 
@@ -46,6 +45,8 @@ def _read(path: str, key: str, section: str | None) -> bytes:
 
 
 def read_certs(path: str, key: str, section: str | None = None) -> list[x509.Certificate]:
+    from cryptography import x509
+
     data = _read(path, key, section)
     if b"-----BEGIN CERTIFICATE-----" not in data:
         raise TlsFileError(key, f"{path} holds no PEM certificate "
@@ -57,6 +58,9 @@ def read_certs(path: str, key: str, section: str | None = None) -> list[x509.Cer
 
 
 def read_key(path: str, key: str, section: str | None = None) -> Any:
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
     data = _read(path, key, section)
     if b"ENCRYPTED" in data:
         raise TlsFileError(key, f"{path} is an encrypted private key; l5d-py needs it "
@@ -73,6 +77,8 @@ def read_key(path: str, key: str, section: str | None = None) -> Any:
 
 
 def _public(obj: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return obj.public_key().public_bytes(serialization.Encoding.DER,
                                          serialization.PublicFormat.SubjectPublicKeyInfo)
 
@@ -95,6 +101,8 @@ def _pem_chain(cert_path: str, key_path: str, chain_path: str | None, section: s
                where: str, ckey: str = "certPath", kkey: str = "keyPath",
                chkey: str = "intermediateCertsPath") -> tuple[bytes, bytes, x509.Certificate]:
     """The leaf (+ intermediates) and key as PEM, after checking they belong together."""
+    from cryptography.hazmat.primitives import serialization
+
     certs = read_certs(cert_path, ckey, section)
     pkey = read_key(key_path, kkey, section)
     if _public(certs[0]) != _public(pkey):
@@ -311,6 +319,8 @@ def peer_subject(transport: Any) -> str | None:
         return None
     if not der:
         return None
+    from cryptography import x509
+
     try:
         return subject(x509.load_der_x509_certificate(der))
     except ValueError:
