@@ -24,13 +24,13 @@ import asyncio
 import logging
 import re
 from collections.abc import Iterator
-
-from prometheus_client import generate_latest
-from prometheus_client.core import Metric as PromMetric
-from prometheus_client.registry import CollectorRegistry
+from typing import TYPE_CHECKING
 
 from router.admin.metrics_json import gauge_value
 from router.metrics import Counter, Gauge, Histogram, Key, Metrics
+
+if TYPE_CHECKING:  # imported at the first scrape: 57 modules, ~3 MB until then
+    from prometheus_client.core import Metric as PromMetric
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,8 @@ class RegistryCollector:
         return cached
 
     def collect(self) -> Iterator[PromMetric]:
+        from prometheus_client.core import Metric as PromMetric
+
         families: dict[str, PromMetric] = {}
         seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
 
@@ -176,6 +178,9 @@ class _Frozen:
 
 
 def _format(families: list[PromMetric]) -> bytes:
+    from prometheus_client import generate_latest
+    from prometheus_client.registry import CollectorRegistry
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Frozen(families))
     return generate_latest(registry)

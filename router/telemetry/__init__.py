@@ -11,10 +11,12 @@ params (`parse_params`, ParamError -> file:line in the loader).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from router.telemetry import access_log, recent, tracelog, zipkin
-from router.telemetry.tracer import RouterTelemetry
+
+if TYPE_CHECKING:  # imported by a router that feeds a telemeter: it imports the data path
+    from router.telemetry.tracer import RouterTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,8 @@ class Telemetry:
                 alog.start()
         if not (self.zipkins or self.tracelogs or self.recents or alog is not None):
             return None
+        from router.telemetry.tracer import RouterTelemetry
+
         version = "HTTP/2" if getattr(rcfg, "protocol", "http") == "h2" else "HTTP/1.1"
         return RouterTelemetry(rcfg.label, getattr(rcfg, "trace_propagator", "io.l5d.default"),
                                self.zipkins, self.tracelogs, self.recents, alog, version)
