@@ -222,6 +222,39 @@ def test_requests_land_on_both_workers_and_metrics_add_up(
         c.http.close()
 
 
+def mapped_files(pid: int) -> set[str]:
+    """The files process `pid` has mapped (its shared libraries and extension modules)."""
+    with open(f"/proc/{pid}/maps") as f:
+        return {line.split(maxsplit=5)[5].strip() for line in f if len(line.split()) > 5}
+
+
+def test_each_process_loads_only_what_it_runs(
+    tmp_path: FsPath, backend: Backend, l5d_process: Callable[..., Any]
+) -> None:
+    """Issue 17's memory targets come from what each process imports: a worker (no
+    admin, no TLS here) maps neither aiohttp's nor cryptography's extensions, and the
+    supervisor (which serves no router) neither cryptography nor the compiled data path."""
+    text, port, admin = config(tmp_path, backend.port)
+    proc = l5d_process(text, log_level="info")
+    pids = worker_pids(admin)
+    conns = conns_on_every_worker(port, pids)  # every worker has served and bound
+    m = get_json(admin, "/admin/metrics.json")  # and answered the admin's pulls
+    assert m[f"rt/outgoing/server/127.0.0.1/{port}/requests"] >= len(conns)
+    get_json(admin, "/client_state.json")
+    get_json(admin, "/server_state.json")
+    for pid in pids:
+        libs = mapped_files(pid)
+        assert any("uvloop" in f for f in libs)  # the reading sees extension modules
+        for unused in ("aiohttp", "multidict", "yarl", "cryptography"):
+            assert not [f for f in libs if f"/{unused}/" in f], (unused, pid)
+    libs = mapped_files(proc.proc.pid)
+    assert any("/aiohttp/" in f for f in libs)  # the admin is the supervisor's
+    for unused in ("cryptography", "/router/http/", "/router/client/"):
+        assert not [f for f in libs if unused in f], unused
+    for c in conns:
+        c.http.close()
+
+
 def test_a_killed_worker_is_replaced_and_the_other_keeps_serving(
     tmp_path: FsPath, backend: Backend, l5d_process: Callable[..., Any]
 ) -> None:
