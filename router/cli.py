@@ -117,6 +117,9 @@ async def run(process: Process, reloader: Reloader, *, ready: asyncio.Event | No
     except OSError as e:
         log.error("cannot start: %s", e)
         return EXIT_START
+    from router.workers import release_startup_memory
+
+    log.debug("started; %s bytes of startup memory released", release_startup_memory())
     if watch:
         reloader.watch()
     if ready is not None:

@@ -13,8 +13,13 @@ asked and merged (`merge.py`) so the process reads as one router.
 
 from __future__ import annotations
 
+import ctypes
+import gc
+import logging
 import os
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 MAX_WORKERS = 64
 
@@ -47,3 +52,19 @@ def rss_bytes(pid: int | None) -> int | None:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return None
+
+
+def release_startup_memory() -> int | None:
+    """Once a process has started: collect the garbage of import and config time and give
+    the C heap's free pages back to the OS (glibc's `malloc_trim`; freed memory otherwise
+    stays resident: ~4 MB of a worker's 38). The bytes of RSS it freed, None without glibc."""
+    gc.collect()
+    before = rss_bytes(os.getpid())
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc: its heap keeps what it keeps
+        log.debug("no malloc_trim in this C library; startup memory not released")
+        return None
+    trim(0)
+    after = rss_bytes(os.getpid())
+    return before - after if before is not None and after is not None else None

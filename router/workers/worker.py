@@ -24,6 +24,7 @@ from typing import Any
 
 import uvloop
 
+from router.workers import release_startup_memory
 from router.workers.ipc import Channel, ChannelClosed
 
 log = logging.getLogger("l5d.worker")
@@ -151,6 +152,8 @@ async def run(fd: int) -> int:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, worker.drain, config.admin.shutdown_grace_ms)
     loop.add_signal_handler(signal.SIGINT, lambda: None)
+    freed = release_startup_memory()
+    log.debug("started; %s bytes of startup memory released", freed)
     channel.send({"op": "ready", "pid": os.getpid()})
     serving = loop.create_task(channel.serve({
         "bound": worker.hub.on_bound, "addr": worker.hub.on_addr,
