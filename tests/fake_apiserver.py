@@ -16,7 +16,9 @@ one watch shared by many names and idle watches being stopped.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,12 +140,15 @@ class FakeApiServer:
         await self.come_up()
 
     async def come_up(self) -> None:
+        if hasattr(self, "request_log"):
+            self.request_log.append([round(time.time(), 3), None, "COME UP", ""])
         assert self._runner is not None
         self._site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await self._site.start()
 
     async def go_down(self) -> None:
         """Stop listening and cut every open watch: the API server is unreachable."""
+        self.request_log.append([round(time.time(), 3), None, "GO DOWN", ""])
         self.drop_watches()
         if self._site is not None:
             await self._site.stop()
@@ -458,6 +463,9 @@ class FakeApiServer:
         self.identity = "fs-0000"
         self.too_large_as_error = False
         self.events_sent = 0
+        # The last requests, for a failing test to show: (time, peer port, path, status or
+        # "..." while it runs); and when the server went down and came up.
+        self.request_log: collections.deque[list[Any]] = collections.deque(maxlen=300)
         self.page_requests = 0
         self.peak_connections = 0
         self.peak_watches = 0
@@ -508,7 +516,20 @@ class FakeApiServer:
             self.peak_connections = max(self.peak_connections, self.open_connections())
         self.peak_watches = max(self.peak_watches, len(self._watchers) + (
             1 if request.query.get("watch") == "true" else 0))
-        return await handler(request)
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        entry = [round(time.time(), 3), peer[1] if peer else None, request.path_qs[:200], "..."]
+        self.request_log.append(entry)
+        try:
+            resp = await handler(request)
+            entry[3] = resp.status
+            return resp
+        except BaseException as e:
+            entry[3] = type(e).__name__
+            raise
+
+    def show_requests(self, last: int = 60) -> str:
+        """The last requests and outages, one a line (for assertion messages)."""
+        return "\n".join(" ".join(str(x) for x in e) for e in list(self.request_log)[-last:])
 
     async def _identity_headers(self, request: web.Request, resp: web.StreamResponse) -> None:
         if self.identity_headers:

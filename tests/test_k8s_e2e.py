@@ -358,9 +358,15 @@ async def test_routing_survives_the_api_server_going_away(
             statuses = [await status() for _ in range(20)]
             assert statuses == [200] * 20
             await fake_k8s.come_up()
-            await async_wait_until(
-                lambda: fake_k8s.live_slice_watches("world-v1") >= 2, 15,
-                "both routers to watch again")
+            try:
+                await async_wait_until(
+                    lambda: fake_k8s.live_slice_watches("world-v1") >= 2, 15,
+                    "both routers to watch again")
+            except AssertionError as e:
+                logs = "\n".join(f"--- {n.name}\n{_tail(n.log)}" for n in m.nodes.values())
+                raise AssertionError(f"{e}\n--- API server requests (time, client port, "
+                                     f"path, status)\n{fake_k8s.show_requests()}\n{logs}"
+                                     ) from None
             assert await status() == 200
     finally:
         await world_b.close()
