@@ -12,7 +12,6 @@ from typing import Any
 
 from dtab.errors import ParamError
 from transformers.base import Transformer
-from transformers.k8s import build_daemonset, build_localnode
 from transformers.simple import (
     build_const,
     build_localhost,
@@ -20,6 +19,20 @@ from transformers.simple import (
     build_replace,
     build_specific_host,
 )
+
+
+def build_daemonset(params: dict[str, Any]) -> Any:
+    """transformers.k8s imports the k8s namer (~2 MB): only for a config that uses it."""
+    from transformers.k8s import build_daemonset
+
+    return build_daemonset(params)
+
+
+def build_localnode(params: dict[str, Any]) -> Any:
+    from transformers.k8s import build_localnode
+
+    return build_localnode(params)
+
 
 BUILDERS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "io.l5d.k8s.daemonset": build_daemonset,
