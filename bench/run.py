@@ -42,6 +42,15 @@ PY = sys.executable
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
+def native_status() -> str:
+    """What the routers will run: the compiled hot modules or their sources (router/_native)."""
+    out = subprocess.run(
+        [PY, "-c", "import importlib, router._native as n; "
+         "[importlib.import_module(m) for m in n.COMPILED]; print(n.summary())"],
+        cwd=ROOT, capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -484,7 +493,7 @@ def main() -> int:
             return 2
     launcher = pick_launcher(args.launcher)
     print(f"l5d-py bench: launcher={launcher}, {args.runs} run(s) x {args.duration:g}s per wrk, "
-          f"nginx worker_processes 1, wrk threads {args.threads}", flush=True)
+          f"nginx worker_processes 1, wrk threads {args.threads}; {native_status()}", flush=True)
     runs = []
     for i in range(args.runs):
         res, mem = one_run(args, launcher)

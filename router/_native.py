@@ -145,10 +145,15 @@ def install() -> None:
 
 
 def summary() -> str:
-    """One line for the start-up log: how many hot modules run compiled."""
+    """One line for logs and the bench: how many hot modules run compiled, and why not."""
     compiled = [m for m, s in STATUS.items() if s == "compiled"]
-    others = {m: s for m, s in STATUS.items() if s != "compiled"}
     text = f"{len(compiled)}/{len(COMPILED)} hot modules compiled"
-    if others:
-        text += "; " + "; ".join(f"{m} from {s}" for m, s in sorted(others.items()))
+    reasons: dict[str, list[str]] = {}
+    for m, s in sorted(STATUS.items()):
+        if s != "compiled":
+            reasons.setdefault(s, []).append(m)
+    if reasons:
+        text += "; " + "; ".join(
+            f"{'all' if len(ms) == len(COMPILED) else ', '.join(ms)} from {why}"
+            for why, ms in reasons.items())
     return text
