@@ -35,6 +35,7 @@ log = logging.getLogger("router.native")
 
 # The HTTP/1 hot path. Each has a `.pxd` beside it.
 COMPILED: tuple[str, ...] = (
+    "router.metrics",
     "router.client.pool",
     "router.client.balancer",
     "router.policy.budget",
