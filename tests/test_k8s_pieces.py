@@ -171,6 +171,7 @@ async def test_a_10000_address_endpoints_object_under_churn_is_applied_in_pieces
         act = namer.lookup(Path.read("/default/http/big"))
         act.observe(lambda _: None)
         await async_wait_until(lambda: isinstance(act.value, Ok), 30, "big to resolve")
+        assert isinstance(act.value, Ok)
         tree = act.value.value
         assert isinstance(tree, Leaf)
         addr = tree.value.addr
@@ -242,6 +243,7 @@ async def test_the_collector_is_held_off_while_a_big_object_is_applied(
         act = namer.lookup(Path.read("/default/http/big"))
         act.observe(lambda _: None)
         await async_wait_until(lambda: isinstance(act.value, Ok), 30, "big to resolve")
+        assert isinstance(act.value, Ok)
         addr = act.value.value.value.addr
         addr.observe(lambda _: None)
         holds = pieces.gc_hold.holds
@@ -292,6 +294,7 @@ async def test_a_burst_of_big_updates_is_applied_as_its_latest_state(
         act = namer.lookup(Path.read("/default/http/big"))
         act.observe(lambda _: None)
         await async_wait_until(lambda: isinstance(act.value, Ok), 30, "big to resolve")
+        assert isinstance(act.value, Ok)
         addr = act.value.value.value.addr
         addr.observe(lambda _: None)
         (feed,) = hub.feeds()
@@ -313,7 +316,7 @@ async def test_a_burst_of_big_updates_is_applied_as_its_latest_state(
 
 
 def test_peek_metadata_reads_only_the_head() -> None:
-    ev = {"type": "MODIFIED", "object": {"kind": "Endpoints", "apiVersion": "v1",
+    ev: dict[str, Any] = {"type": "MODIFIED", "object": {"kind": "Endpoints", "apiVersion": "v1",
                                          "metadata": {"name": "big", "namespace": "default",
                                                       "resourceVersion": "7"},
                                          "subsets": [{"addresses": [{"ip": "x"}] * 10}]}}

@@ -34,10 +34,10 @@ import json
 import logging
 import re
 import time
-from collections.abc import Generator
-from json.decoder import JSONDecodeError, scanstring
+from collections.abc import Callable, Generator
+from json.decoder import JSONDecodeError, scanstring  # type: ignore[attr-defined]
 from json.scanner import make_scanner
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -49,8 +49,11 @@ MAX_WINDOW = 16 * 1024  # a value bigger than this is walked, not decoded in one
 FIRST_WINDOW = 256
 GC_HOLD_MAX_S = 10.0
 
-_scan = make_scanner(json.JSONDecoder())  # the C scanner: (value, end) at an index
-_ws = re.compile(r"[ \t\n\r]*").match
+# the C scanner: (value, end) at an index
+_scan: Callable[[str, int], tuple[Any, int]] = make_scanner(
+    json.JSONDecoder())  # type: ignore[arg-type]
+# `*` always matches: never None
+_ws = cast(Callable[[str, int], "re.Match[str]"], re.compile(r"[ \t\n\r]*").match)
 
 
 class Stats:

@@ -549,10 +549,10 @@ class Feed:
             self.hub.limiter.warning((self.hub.api.target, "event", etype),
                                      "k8s: %s: ignoring watch event of type %r", self.show,
                                      etype)
-            return
+            return None
         ch = self._channel_of(obj)
         if ch is None:
-            return  # an object of this scope nobody watches: filtered here
+            return None  # an object of this scope nobody watches: filtered here
         name = meta.get("name", "")
         if etype == "DELETED":
             ch.remove(name, rv)
