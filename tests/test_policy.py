@@ -279,3 +279,32 @@ def test_total_timeout_message_is_finagles() -> None:
     assert total_timeout_message(600) == (
         "exceeded 600.milliseconds to unspecified while waiting for a response for the "
         "request, including retries (if applicable). Remote Info: Not Available")
+
+
+def test_a_removed_endpoint_is_freed_without_the_cycle_collector() -> None:
+    """Endpoint.accrual <-> EndpointAccrual.ep was a reference cycle: under k8s churn every
+    removed endpoint waited for a full collection (100+ ms for 10,000 of them)."""
+    import gc
+
+    from router.client.pool import Endpoint
+
+    fa, _, _ = _accrual(accrual.build("io.l5d.consecutiveFailures", {}, backoff.constant(50)))
+    eps = [Endpoint(Address("127.0.0.1", 1000 + i)) for i in range(3)]
+    for ep in eps:
+        fa.attach(ep)
+    assert all(ep.accrual is not None for ep in eps)
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for ep in eps:
+            ep.close()
+        del ep, eps
+        gc.collect()
+        cyclic = [type(o).__name__ for o in gc.garbage
+                  if type(o).__name__ in ("Endpoint", "EndpointAccrual")]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert cyclic == []

@@ -481,8 +481,12 @@ class Endpoint:
     def close(self) -> None:
         """The endpoint left the address set: close idle connections; busy ones close on release."""
         self.removed = True
-        if self.accrual is not None:
-            self.accrual.close()
+        # Drop the accrual too: its `ep` points back here, and that cycle left every removed
+        # endpoint (with its state) to the cycle collector, whose full collections of
+        # thousands of them stalled the loop for 100+ ms under k8s churn.
+        acc, self.accrual = self.accrual, None
+        if acc is not None:
+            acc.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
