@@ -6,7 +6,10 @@ concurrent callers share one connect. A connection the backend sent GOAWAY on
 takes no new streams (the next caller connects afresh) and closes once its
 streams are done. Streams beyond the backend's MAX_CONCURRENT_STREAMS wait for
 one to finish (bounded; past it the request fails, it is never queued without
-limit).
+limit). A connection lost before the backend sent a byte on it (not even its
+SETTINGS) never took its streams: they go out again within the client's
+requeueBudget (exchange.py). A GOAWAY with an error code is logged, and the
+streams it ends fail naming it.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ import h2.errors
 import h2.events
 import h2.exceptions
 
+from dtab.bounded import LogLimiter
 from router.client.pool import Endpoint
 from router.h2.peer import H2Peer, Half, Headers, Limits
 
 log = logging.getLogger(__name__)
+_limited = LogLimiter(log, 10.0)
 
 MAX_WAITING_STREAMS = 1000  # per connection, beyond the backend's concurrency limit
 
@@ -38,6 +43,10 @@ class H2ClientConnection(H2Peer):
         self.ep = ep
         self.waiters: list[asyncio.Future[None]] = []
         self.born = time.monotonic()
+        # nothing ever came from the backend (not even the SETTINGS an HTTP/2 server sends
+        # first, RFC 9113 §3.4): a connection lost so never took a stream
+        self.heard = False
+        self.goaway: str | None = None  # the backend's GOAWAY, said in a stream's error
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -45,7 +54,15 @@ class H2ClientConnection(H2Peer):
         self.start_h2()
 
     def data_received(self, data: bytes) -> None:
+        self.heard = True
         self.feed(data)
+
+    def lost_detail(self) -> str:
+        """What the backend said before the connection went (for a stream's error)."""
+        if self.goaway is not None:
+            return f" after {self.goaway}"
+        return "" if self.heard else " before the backend sent any HTTP/2 frame"
+
 
     def eof_received(self) -> bool:
         return False
@@ -112,8 +129,15 @@ class H2ClientConnection(H2Peer):
         elif t is h2.events.PushedStreamReceived:
             self.conn.reset_stream(ev.pushed_stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
 
-    def on_goaway(self, code: int, last_stream_id: int | None) -> None:
-        """Streams above `last_stream_id` were never processed: refused (retryable)."""
+    def on_goaway(self, code: int, last_stream_id: int | None, debug: bytes) -> None:
+        """Streams above `last_stream_id` were never processed: refused (retryable). A GOAWAY
+        with an error is logged: the streams it ends fail naming it."""
+        name = code_name(code)
+        self.goaway = (f"GOAWAY {name} (last stream {last_stream_id})"
+                       + (f": {debug[:200].decode('latin-1')!r}" if debug else ""))
+        if code != h2.errors.ErrorCodes.NO_ERROR:
+            _limited.warning((self.label, "goaway", name), "%s: %s sent %s", self.label,
+                             self.ep.hostport, self.goaway)
         last = last_stream_id if last_stream_id is not None else 2**31
         for half in [h for sid, h in self.halves.items() if sid > last]:
             half.closed = True
@@ -121,6 +145,14 @@ class H2ClientConnection(H2Peer):
             half.owner.on_reset(half, h2.errors.ErrorCodes.REFUSED_STREAM)
         if not self.halves and self.transport is not None:
             self.transport.close()
+
+
+def code_name(code: int) -> str:
+    """An HTTP/2 error code's name (RFC 9113 §7), or its number."""
+    try:
+        return h2.errors.ErrorCodes(code).name
+    except ValueError:
+        return f"0x{code:x}"
 
 
 class H2Endpoints:

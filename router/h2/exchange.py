@@ -30,7 +30,7 @@ import h2.errors
 from dtab.addr import AddrBound, AddrFailed, AddrNeg, AddrPending
 from dtab.bounded import LogLimiter
 from router.client.pool import ConnectFailed, Endpoint
-from router.h2.client import StreamRefused
+from router.h2.client import StreamRefused, code_name
 from router.h2.errors import (
     GRPC_DEADLINE_EXCEEDED,
     VIA,
@@ -120,6 +120,7 @@ class H2Exchange:
         self.grpc_status: int | None = None
         self.ok = True
         self.retries = 0
+        self.requeues = 0  # sent again after a connection the backend never spoke on
         self.task: asyncio.Task[None] | None = None
         self.total_timer: asyncio.TimerHandle | None = None
         self.attempt_timer: asyncio.TimerHandle | None = None
@@ -454,7 +455,8 @@ class H2Exchange:
         else:  # the client span's context and the trace id as l5d-reqid
             headers += _header_pairs(trace.client_headers(self))
             trace.attempt(ep)
-        body = self.body if self.replay is None or not self.retries else list(self.replay)
+        body = (self.body if self.replay is None or not (self.retries or self.requeues)
+                else list(self.replay))
         end_now = self.req_ended and not body and self.req_trailers is None
         up = conn.open_stream(self, headers, end_now)
         self.up = up
@@ -686,7 +688,7 @@ class H2Exchange:
         if code == h2.errors.ErrorCodes.REFUSED_STREAM and not self.head_sent and not (
                 self.resp_status) and self._requeue_refused():
             return
-        self._upstream_failed(f"backend reset the stream ({_code_name(code)})", code)
+        self._upstream_failed(f"backend reset the stream ({code_name(code)})", code)
 
     def on_lost(self, half: Half, exc: Exception | None) -> None:
         if half is self.down:
@@ -697,9 +699,13 @@ class H2Exchange:
             self._close_halves()
             return
         if half is self.up and not self.resp_ended:
+            conn: Any = half.peer  # an H2ClientConnection
             ep = self.endpoint.hostport if self.endpoint is not None else "?"
-            self._upstream_failed(f"connection to {ep} closed mid-stream"
-                                  + (f": {exc}" if exc else ""), None)
+            why = (f"connection to {ep} closed mid-stream{conn.lost_detail()}"
+                   + (f": {exc}" if exc else ""))
+            if not conn.heard and self._requeue_unheard(why):
+                return
+            self._upstream_failed(why, None)
 
     # --- outcomes ---------------------------------------------------------------
     def _attempt_timed_out(self, message: str) -> None:
@@ -741,6 +747,23 @@ class H2Exchange:
         self.retries += 1
         if self.retries > MAX_RETRIES:
             return False
+        self.task = asyncio.get_running_loop().create_task(self._redispatch())
+        return True
+
+    def _requeue_unheard(self, why: str) -> bool:
+        """The connection was lost before the backend sent a byte on it, not even the
+        SETTINGS an HTTP/2 server must send first (RFC 9113 §3.4): it never took the stream.
+        Like HTTP/1's requeue of a connection closed before responding, the request goes
+        out again, within the client's requeueBudget, while it can be replayed."""
+        if self.finished or self.head_sent or self.resp_status or (
+                self.replay is None and not (self.req_ended and not self.replay_bytes)):
+            return False
+        if not self.client.requeue.allow(self.requeues):
+            return False
+        self.requeues += 1
+        self._drop_up(failed=True)
+        _limited.info((self.server.label, "requeue"), "%s: requeue %s after %s",
+                      self.server.label, self.head.target[:200], why[:256])
         self.task = asyncio.get_running_loop().create_task(self._redispatch())
         return True
 
@@ -953,8 +976,3 @@ def _header_pairs(block: bytes) -> Headers:
     return out
 
 
-def _code_name(code: int) -> str:
-    try:
-        return h2.errors.ErrorCodes(code).name
-    except ValueError:
-        return str(code)

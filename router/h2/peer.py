@@ -429,7 +429,7 @@ class H2Peer(asyncio.Protocol):
                     self._pump_all()
             elif t is h2.events.ConnectionTerminated:
                 self.going_away = True
-                self.on_goaway(ev.error_code, ev.last_stream_id)
+                self.on_goaway(ev.error_code, ev.last_stream_id, ev.additional_data or b"")
             else:
                 self.on_event(ev)
             if self.closed:
@@ -444,8 +444,8 @@ class H2Peer(asyncio.Protocol):
     def on_event(self, ev: Any) -> None:
         """Subclasses: RequestReceived / ResponseReceived / ..."""
 
-    def on_goaway(self, code: int, last_stream_id: int | None) -> None:
-        """Subclasses: the peer is going away."""
+    def on_goaway(self, code: int, last_stream_id: int | None, debug: bytes) -> None:
+        """Subclasses: the peer is going away (`debug`: its GOAWAY's additional data)."""
 
     def stream_closed(self, half: Half) -> None:
         """Subclasses: a half left `halves`."""

@@ -273,7 +273,7 @@ class H2ServerConnection(H2Peer):
         if counter is not None:
             counter.value += 1
 
-    def on_goaway(self, code: int, last_stream_id: int | None) -> None:
+    def on_goaway(self, code: int, last_stream_id: int | None, debug: bytes) -> None:
         if not self.exchanges and self.transport is not None:
             self.transport.close()
 

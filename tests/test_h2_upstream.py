@@ -1,0 +1,88 @@
+"""Backend connections that fail under an open stream, against a real `l5d` process.
+
+A scripted HTTP/2 backend (tests/h2_scripted.py) acts once the request's HEADERS
+reached it, so the router's stream is open every time: a backend that closes
+before sending a single byte (not even its SETTINGS) never took the stream, and
+the request is requeued (the client's `retries/requeues`); one that spoke first
+may have processed it, so that call fails, naming what the backend said.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.request
+from typing import Any
+
+from tests.h2_scripted import ScriptedH2
+from tests.util import free_port
+
+
+def _config(port: int, admin: int, backend: int) -> str:
+    return f"""
+admin: {{port: {admin}}}
+routers:
+- protocol: h2
+  label: h2
+  dtab: /svc => /$/inet/127.0.0.1/{backend};
+  servers:
+  - port: {port}
+"""
+
+
+def _curl(port: int, *extra: str) -> tuple[str, str]:
+    """(response head, body) of a request through the router."""
+    out = subprocess.run(["curl", "-sS", "--max-time", "20", "--http2-prior-knowledge",
+                          "-H", "Host: x", "-D", "-", *extra, f"http://127.0.0.1:{port}/a"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    head, _, body = out.stdout.partition("\n\n")
+    return head, body
+
+
+def _metrics(admin: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/admin/metrics.json",
+                                timeout=10) as r:
+        return json.loads(r.read())  # type: ignore[no-any-return]
+
+
+def test_a_connection_closed_before_the_backend_spoke_is_requeued(l5d_process) -> None:
+    with ScriptedH2(["silent_close", "silent_close"]) as backend:
+        port, admin = free_port(), free_port()
+        proc = l5d_process(_config(port, admin, backend.port), log_level="info")
+        # twice sent again, the POST body replayed each time
+        head, body = _curl(port, "--data-binary", "payload")
+        assert head.startswith("HTTP/2 200"), head + body
+        assert body == "served by connection 2: payload\n"
+        assert backend.seen == ["silent_close", "silent_close", "serve"]
+        head, body = _curl(port)
+        assert head.startswith("HTTP/2 200") and body == "served by connection 2: \n"
+        client = f"rt/h2/client/$/inet/127.0.0.1/{backend.port}"
+        m = _metrics(admin)
+        assert m[f"{client}/retries/requeues"] == 2
+        assert m[f"{client}/success"] == 2
+        assert "before the backend sent any HTTP/2 frame" in proc.log()
+
+
+def test_a_backend_that_spoke_then_closed_fails_that_call_naming_it(l5d_process) -> None:
+    """It may have processed the request: not sent again (no retry policy here)."""
+    with ScriptedH2(["preface_close", "goaway_error"]) as backend:
+        port, admin = free_port(), free_port()
+        proc = l5d_process(_config(port, admin, backend.port), log_level="info")
+        head, body = _curl(port)
+        assert head.startswith("HTTP/2 502"), head + body
+        # (a FIN or, with our frames unread, a reset: either way after its SETTINGS)
+        assert body.startswith(f"connection to 127.0.0.1:{backend.port} closed mid-stream")
+        assert "before the backend" not in body and "GOAWAY" not in body
+        # a GOAWAY with an error: the failure says what the backend sent, and it is logged
+        head, body = _curl(port)
+        assert head.startswith("HTTP/2 502"), head + body
+        assert "closed mid-stream after GOAWAY PROTOCOL_ERROR (last stream 1): 'bad frame'" \
+            in body, body
+        assert (f"127.0.0.1:{backend.port} sent GOAWAY PROTOCOL_ERROR (last stream 1): "
+                "'bad frame'") in proc.log()
+        head, body = _curl(port)
+        assert head.startswith("HTTP/2 200") and body == "served by connection 2: \n"
+        assert backend.seen == ["preface_close", "goaway_error", "serve"]
+        m = _metrics(admin)
+        assert m.get(f"rt/h2/client/$/inet/127.0.0.1/{backend.port}/retries/requeues", 0) == 0
