@@ -8,6 +8,8 @@ when it happens, whatever the timing:
   the request body (`served by connection 1: <body>`).
 - `"silent_close"`: never writes a byte (not even its SETTINGS), closes.
 - `"preface_close"`: sends its preface (SETTINGS), then closes without answering.
+- `"hold_one"`: its SETTINGS allow one stream at a time; the request is never
+  answered, the connection closes when the test calls `drop()`.
 - `"goaway_error"`: sends its preface, then GOAWAY PROTOCOL_ERROR (last stream 1,
   debug data `bad frame`) and closes.
 
@@ -25,6 +27,7 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import h2.settings
 
 
 class _Proto(asyncio.Protocol):
@@ -40,6 +43,10 @@ class _Proto(asyncio.Protocol):
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        if self.script == "hold_one":
+            self.conn.local_settings = h2.settings.Settings(client=False, initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1})
+            self.backend.holding.append(self)
         self.conn.initiate_connection()
         if self.script != "silent_close":
             transport.write(self.conn.data_to_send())
@@ -65,6 +72,9 @@ class _Proto(asyncio.Protocol):
             if self.script in ("silent_close", "preface_close"):
                 self.transport.close()  # whatever h2 queued is never written
                 return
+            if self.script == "hold_one":
+                self.backend.held += 1
+                return
             if self.script == "goaway_error":
                 self.conn.close_connection(h2.errors.ErrorCodes.PROTOCOL_ERROR,
                                            additional_data=b"bad frame", last_stream_id=1)
@@ -79,6 +89,8 @@ class ScriptedH2:
     def __init__(self, scripts: list[str]) -> None:
         self.scripts = scripts
         self.seen: list[str] = []  # the script each accepted connection followed
+        self.holding: list[_Proto] = []  # "hold_one" connections
+        self.held = 0  # requests they hold
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -92,6 +104,13 @@ class ScriptedH2:
         self._ready.set()
         self._loop.run_forever()
         server.close()
+
+    def drop(self) -> None:
+        """Close the "hold_one" connections (from the test's thread)."""
+        def close() -> None:
+            for p in self.holding:
+                p.transport.close()
+        self._loop.call_soon_threadsafe(close)
 
     def __enter__(self) -> ScriptedH2:
         self._thread.start()

@@ -15,7 +15,7 @@ import urllib.request
 from typing import Any
 
 from tests.h2_scripted import ScriptedH2
-from tests.util import free_port
+from tests.util import free_port, wait_until
 
 
 def _config(port: int, admin: int, backend: int) -> str:
@@ -30,14 +30,21 @@ routers:
 """
 
 
+def _curl_args(port: int, *extra: str) -> list[str]:
+    return ["curl", "-sS", "--max-time", "20", "--http2-prior-knowledge", "-H", "Host: x",
+            "-D", "-", *extra, f"http://127.0.0.1:{port}/a"]
+
+
+def _split(stdout: str) -> tuple[str, str]:
+    head, _, body = stdout.partition("\n\n")
+    return head, body
+
+
 def _curl(port: int, *extra: str) -> tuple[str, str]:
     """(response head, body) of a request through the router."""
-    out = subprocess.run(["curl", "-sS", "--max-time", "20", "--http2-prior-knowledge",
-                          "-H", "Host: x", "-D", "-", *extra, f"http://127.0.0.1:{port}/a"],
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run(_curl_args(port, *extra), capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
-    head, _, body = out.stdout.partition("\n\n")
-    return head, body
+    return _split(out.stdout)
 
 
 def _metrics(admin: int) -> dict[str, Any]:
@@ -86,3 +93,31 @@ def test_a_backend_that_spoke_then_closed_fails_that_call_naming_it(l5d_process)
         assert backend.seen == ["preface_close", "goaway_error", "serve"]
         m = _metrics(admin)
         assert m.get(f"rt/h2/client/$/inet/127.0.0.1/{backend.port}/retries/requeues", 0) == 0
+
+
+def test_a_stream_waiting_for_a_connection_that_is_lost_goes_to_a_new_one(
+        l5d_process) -> None:
+    """The backend allows one stream at a time: the second request waits for it at the
+    router. When the connection goes, the first call fails (the backend had it), the
+    waiting one was never written and is requeued on a new connection."""
+    with ScriptedH2(["hold_one"]) as backend:
+        port, admin = free_port(), free_port()
+        l5d_process(_config(port, admin, backend.port), log_level="info")
+        first = subprocess.Popen(_curl_args(port), stdout=subprocess.PIPE, text=True)
+        wait_until(lambda: backend.held == 1, 20, "the first request at the backend")
+        second = subprocess.Popen(_curl_args(port, "--data-binary", "two"),
+                                  stdout=subprocess.PIPE, text=True)
+        wait_until(lambda: _metrics(admin).get(f"rt/h2/server/127.0.0.1/{port}/h2/streams")
+                   == 2, 20, "the second request waiting at the router")
+        assert backend.held == 1
+        backend.drop()
+        out1, _ = first.communicate(timeout=30)
+        out2, _ = second.communicate(timeout=30)
+        head, body = _split(out1)
+        assert head.startswith("HTTP/2 502") and "closed mid-stream" in body, out1
+        head, body = _split(out2)
+        assert head.startswith("HTTP/2 200"), out2
+        assert body == "served by connection 1: two\n"
+        assert backend.seen == ["hold_one", "serve"]
+        m = _metrics(admin)
+        assert m[f"rt/h2/client/$/inet/127.0.0.1/{backend.port}/retries/requeues"] == 1

@@ -394,6 +394,7 @@ class H2Exchange:
         requeue.budget.deposit()
         tried: set[Endpoint] = set()
         last: Exception | None = None
+        last_ep: Endpoint | None = None
         requeues = 0
         endpoints = self.server.runtime.h2_endpoints
         while True:
@@ -407,12 +408,16 @@ class H2Exchange:
                 if ep is None:
                     break
             tried.add(ep)
+            last_ep = ep
+            conn: Any = None
             try:
                 conn = endpoints.live(ep) or await endpoints.connection(ep)
                 if not conn.has_capacity():
                     await conn.wait_capacity()
             except (ConnectFailed, StreamRefused) as e:
                 last = e
+                if conn is not None and not conn.usable:
+                    tried.discard(ep)  # lost before this stream was written: a new one may
                 if ep.accrual is not None:
                     ep.accrual.failure()
                 _limited.info((self.server.label, "connect", ep.hostport), "%s: %s",
@@ -424,13 +429,16 @@ class H2Exchange:
                 self._attach(conn, ep)
             except StreamRefused as e:
                 last = e
+                if not conn.usable:  # lost or told to go away before the stream opened
+                    tried.discard(ep)
                 continue
             return
         if isinstance(last, ConnectFailed) and last.tls_failure:
             raise RouteError(502, tls_failed_message(
                 last.tls_failure, self.service, self.client.name,
                 [e.hostport for e in balancer.endpoints]), "SslHandshakeException")
-        addr_text = last.endpoint if isinstance(last, ConnectFailed) else "(none)"
+        addr_text = (last.endpoint if isinstance(last, ConnectFailed)
+                     else last_ep.hostport if last_ep is not None else "(none)")
         raise RouteError(502, connection_failed_message(
             addr_text, self.service, self.client.name, [e.hostport for e in balancer.endpoints],
             str(last.error if isinstance(last, ConnectFailed) else last or "")),
