@@ -10,6 +10,8 @@ when it happens, whatever the timing:
 - `"preface_close"`: sends its preface (SETTINGS), then closes without answering.
 - `"hold_one"`: its SETTINGS allow one stream at a time; the request is never
   answered, the connection closes when the test calls `drop()`.
+- `"answer_reset"`: answers each request (`200`, END_STREAM) before the request
+  ended, then RST_STREAM NO_ERROR: stop sending, as RFC 9113 §8.1 allows.
 - `"goaway_error"`: sends its preface, then GOAWAY PROTOCOL_ERROR (last stream 1,
   debug data `bad frame`) and closes.
 
@@ -75,13 +77,17 @@ class _Proto(asyncio.Protocol):
             if self.script == "hold_one":
                 self.backend.held += 1
                 return
+            if self.script == "answer_reset":
+                self.conn.send_headers(ev.stream_id, [(":status", "200")])
+                self.conn.send_data(ev.stream_id, b"early", end_stream=True)
+                self.conn.reset_stream(ev.stream_id, h2.errors.ErrorCodes.NO_ERROR)
             if self.script == "goaway_error":
                 self.conn.close_connection(h2.errors.ErrorCodes.PROTOCOL_ERROR,
                                            additional_data=b"bad frame", last_stream_id=1)
                 self.transport.write(self.conn.data_to_send())
                 self.transport.close()
                 return
-        if self.script == "serve":
+        if self.script in ("serve", "answer_reset"):
             self.transport.write(self.conn.data_to_send())
 
 

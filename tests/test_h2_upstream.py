@@ -14,7 +14,10 @@ import subprocess
 import urllib.request
 from typing import Any
 
+import h2.events
+
 from tests.h2_scripted import ScriptedH2
+from tests.test_h2_limits import RawH2
 from tests.util import free_port, wait_until
 
 
@@ -121,3 +124,33 @@ def test_a_stream_waiting_for_a_connection_that_is_lost_goes_to_a_new_one(
         assert backend.seen == ["hold_one", "serve"]
         m = _metrics(admin)
         assert m[f"rt/h2/client/$/inet/127.0.0.1/{backend.port}/retries/requeues"] == 1
+
+
+def test_a_backend_resetting_streams_it_answered_is_not_a_rapid_reset(l5d_process) -> None:
+    """Rapid reset (CVE-2023-44487) is a client opening and cancelling streams; a backend
+    that ends the streams the router opened (RST_STREAM NO_ERROR after a complete answer)
+    is not one: its connection stays, every call succeeds."""
+    with ScriptedH2(["answer_reset"]) as backend:
+        port, admin = free_port(), free_port()
+        proc = l5d_process(_config(port, admin, backend.port), log_level="info")
+        c = RawH2(port)
+        n = 900  # the router's rapid-reset limit is 200 per second per connection
+        for i in range(n):
+            c.request(f"/{i}", end=False)
+        c.send()
+        statuses: list[str] = []
+        c.sock.settimeout(30)
+        while len(statuses) < n:
+            data = c.sock.recv(65536)
+            if not data:
+                break
+            for e in c.conn.receive_data(data):
+                if isinstance(e, h2.events.ResponseReceived):
+                    statuses.append(dict(e.headers)[":status"])
+                elif isinstance(e, h2.events.DataReceived):
+                    c.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+            c.send()  # acks and window updates
+        c.close()
+        assert statuses.count("200") == n, (statuses.count("200"), proc.log()[-2000:])
+        assert backend.seen == ["answer_reset"]  # one connection all along
+        assert "rapid reset" not in proc.log()

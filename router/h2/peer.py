@@ -405,7 +405,10 @@ class H2Peer(asyncio.Protocol):
                     half.owner.on_trailers(half, ev.headers)
             elif t is h2.events.StreamReset:
                 half = self.halves.get(ev.stream_id)
-                if ev.remote_reset:
+                if ev.remote_reset and not self.conn.config.client_side:
+                    # rapid reset is a client opening and cancelling streams; a backend
+                    # ending the streams we opened (RST_STREAM NO_ERROR after its answer)
+                    # is not one, and closing its connection would fail every call on it
                     now = now or time.monotonic()
                     if self._resets.hit(now) > self.limits.resets_per_s:
                         self.calm_down("too many stream resets (rapid reset)")
