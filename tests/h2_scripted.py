@@ -12,6 +12,7 @@ when it happens, whatever the timing:
   answered, the connection closes when the test calls `drop()`.
 - `"answer_reset"`: answers each request (`200`, END_STREAM) before the request
   ended, then RST_STREAM NO_ERROR: stop sending, as RFC 9113 §8.1 allows.
+- `"refuse"`: RST_STREAM REFUSED_STREAM to every request.
 - `"goaway_error"`: sends its preface, then GOAWAY PROTOCOL_ERROR (last stream 1,
   debug data `bad frame`) and closes.
 
@@ -74,6 +75,10 @@ class _Proto(asyncio.Protocol):
             if self.script in ("silent_close", "preface_close"):
                 self.transport.close()  # whatever h2 queued is never written
                 return
+            if self.script == "refuse":
+                self.conn.reset_stream(ev.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+                self.transport.write(self.conn.data_to_send())
+                continue
             if self.script == "hold_one":
                 self.backend.held += 1
                 return

@@ -154,3 +154,16 @@ def test_a_backend_resetting_streams_it_answered_is_not_a_rapid_reset(l5d_proces
         assert statuses.count("200") == n, (statuses.count("200"), proc.log()[-2000:])
         assert backend.seen == ["answer_reset"]  # one connection all along
         assert "rapid reset" not in proc.log()
+
+
+def test_a_backend_refusing_every_stream_fails_the_call_naming_it(l5d_process) -> None:
+    """REFUSED_STREAM is sent again (nothing was processed), boundedly; the failure then
+    names the endpoint that refused."""
+    with ScriptedH2(["refuse"]) as backend:
+        port, admin = free_port(), free_port()
+        l5d_process(_config(port, admin, backend.port), log_level="info")
+        head, body = _curl(port)
+        assert head.startswith("HTTP/2 502"), head + body
+        assert body == ("backend reset the stream (REFUSED_STREAM) "
+                        f"(endpoint 127.0.0.1:{backend.port})"), body
+        assert backend.seen == ["refuse"]

@@ -749,12 +749,11 @@ class H2Exchange:
     def _requeue_refused(self) -> bool:
         """The backend refused the stream (GOAWAY, REFUSED_STREAM): nothing was processed,
         so it goes out again, to any endpoint, while the request can be replayed."""
-        if self.replay is None and not (self.req_ended and not self.replay_bytes):
-            return False
+        if self.retries >= MAX_RETRIES or (
+                self.replay is None and not (self.req_ended and not self.replay_bytes)):
+            return False  # the failure names the endpoint that refused it
         self._drop_up()
         self.retries += 1
-        if self.retries > MAX_RETRIES:
-            return False
         self.task = asyncio.get_running_loop().create_task(self._redispatch())
         return True
 
