@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.events
+import contextlib
 import gc
 import json
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -218,6 +219,27 @@ async def test_a_10000_address_endpoints_object_under_churn_is_applied_in_pieces
         await hub.close()
 
 
+@contextlib.asynccontextmanager
+async def big_service(fake_k8s: FakeApiServer) -> AsyncIterator[tuple[WatchHub, Any]]:  # noqa: F811
+    """The 10,000-address `big` Endpoints object resolved through a namer on the Endpoints
+    source: its hub and its observed Addr; namer and hub closed on the way out."""
+    hub = make_hub(fake_k8s)
+    namer = K8sNamer(ApiTarget("127.0.0.1", fake_k8s.port), hub=hub, idle_ttl=30,
+                     endpoint_source="endpoints")
+    try:
+        fake_k8s.upsert("endpoints", big_endpoints())
+        act = namer.lookup(Path.read("/default/http/big"))
+        act.observe(lambda _: None)
+        await async_wait_until(lambda: isinstance(act.value, Ok), 30, "big to resolve")
+        assert isinstance(act.value, Ok)
+        addr = act.value.value.value.addr
+        addr.observe(lambda _: None)
+        yield hub, addr
+    finally:
+        await namer.close()
+        await hub.close()
+
+
 @pytest.mark.timeout(60)
 async def test_the_collector_is_held_off_while_a_big_object_is_applied(
     fake_k8s: FakeApiServer, monkeypatch: pytest.MonkeyPatch  # noqa: F811
@@ -235,17 +257,7 @@ async def test_the_collector_is_held_off_while_a_big_object_is_applied(
 
     monkeypatch.setattr(pieces, "_note", spy)
     monkeypatch.setattr("namers.k8s.endpoints._note", spy)
-    hub = make_hub(fake_k8s)
-    namer = K8sNamer(ApiTarget("127.0.0.1", fake_k8s.port), hub=hub, idle_ttl=30,
-                     endpoint_source="endpoints")
-    try:
-        fake_k8s.upsert("endpoints", big_endpoints())
-        act = namer.lookup(Path.read("/default/http/big"))
-        act.observe(lambda _: None)
-        await async_wait_until(lambda: isinstance(act.value, Ok), 30, "big to resolve")
-        assert isinstance(act.value, Ok)
-        addr = act.value.value.value.addr
-        addr.observe(lambda _: None)
+    async with big_service(fake_k8s) as (_hub, addr):
         holds = pieces.gc_hold.holds
         during.clear()
         fake_k8s.upsert("endpoints", big_endpoints(1))
@@ -255,9 +267,6 @@ async def test_the_collector_is_held_off_while_a_big_object_is_applied(
         assert len(during) >= 2 * (N // PIECE_STEPS) and not any(during)
         await async_wait_until(lambda: pieces.gc_hold.depth == 0, 10, "the hold's release")
         assert gc.isenabled()
-    finally:
-        await namer.close()
-        await hub.close()
     assert gc.isenabled()
 
 
@@ -286,17 +295,7 @@ async def test_a_burst_of_big_updates_is_applied_as_its_latest_state(
     """Updates of one big object faster than they can be applied: the watch reads ahead
     while it decodes, and an event whose object has a later event already read is not
     decoded at all (its resourceVersion still counts); the last one is applied."""
-    hub = make_hub(fake_k8s)
-    namer = K8sNamer(ApiTarget("127.0.0.1", fake_k8s.port), hub=hub, idle_ttl=30,
-                     endpoint_source="endpoints")
-    try:
-        fake_k8s.upsert("endpoints", big_endpoints())
-        act = namer.lookup(Path.read("/default/http/big"))
-        act.observe(lambda _: None)
-        await async_wait_until(lambda: isinstance(act.value, Ok), 30, "big to resolve")
-        assert isinstance(act.value, Ok)
-        addr = act.value.value.value.addr
-        addr.observe(lambda _: None)
+    async with big_service(fake_k8s) as (hub, addr):
         (feed,) = hub.feeds()
         events, runs = feed.events, pieces.stats.runs
         burst = 10
@@ -310,9 +309,6 @@ async def test_a_burst_of_big_updates_is_applied_as_its_latest_state(
         # Each applied big event is two runs (its JSON, its conversion); skipped: none.
         assert pieces.stats.runs - runs == 2 * (burst - feed.superseded)
         assert feed.resource_version == str(rv)
-    finally:
-        await namer.close()
-        await hub.close()
 
 
 def test_peek_metadata_reads_only_the_head() -> None:
