@@ -75,3 +75,19 @@ def test_an_expired_client_leaves_the_history_and_the_ring_is_bounded() -> None:
     assert h._series == {}
     assert [s["t"] for s in h.since(1117.0)] == [1118.0, 1119.0, 2000.0]
     assert WINDOW_S == 10
+
+
+def test_steady_traffic_across_a_snapshot_every_second_keeps_its_latency() -> None:
+    """Snapshots as often as samples (the tests' L5D_HISTOGRAM_SNAPSHOT_SECS=1): each new
+    window's buckets equal the last one's at a steady rate, which once read as a merged
+    histogram counting on with nothing added, so the dashboard's p50/p99 stayed blank."""
+    m = Metrics()
+    server = _entity(m, "rt", "web", "server", "127.0.0.1", "4140")
+    h = History(m)
+    t = 1000.0
+    h.sample(t)
+    for i in range(1, 2 * WINDOW_S):
+        _traffic(server, 10, 0, 5.0)
+        last = h.sample(t + i)["routers"]["web"]["total"]
+        assert last["p50"] == 5.0 and last["p99"] == 5.0, (i, last)
+        m.snapshot_histograms()

@@ -79,9 +79,8 @@ async def inked_pixels(page: Page, selector: str) -> int:
 async def test_dashboard_numbers_move_with_traffic(page: Page, l5d: L5d,  # noqa: F811
                                                    backends: Backends,  # noqa: F811
                                                    tmp_path: Path) -> None:
-    # Latency histograms count whole milliseconds: on a quiet machine every request to an
-    # instant backend records 0 ms and p99 reads "0 ms". A backend taking 20 ms makes the
-    # p99 a number the page must show.
+    # A backend taking 20 ms gives the p99 a value the page must show from the window's
+    # buckets (instant backends all land in the first bucket and read "1 ms").
     async def slow(request: web.Request) -> web.Response:
         await asyncio.sleep(0.02)
         return web.Response(text="slow\n")

@@ -88,9 +88,13 @@ class _Series:
         counts = h.counts
         delta = {}
         old = self.counts_ref
-        if old is not None and old is not counts and len(old) == len(counts) and all(
-                c >= b for c, b in zip(counts, self.counts_copy, strict=True)):
-            old = counts  # a new object counting on (a supervisor's merge of its workers')
+        if (old is not None and old is not counts and h.last_counts is not old
+                and len(old) == len(counts)
+                and all(c >= b for c, b in zip(counts, self.counts_copy, strict=True))):
+            # A new object counting on (a supervisor's merge of its workers'). Not a
+            # snapshot: that keeps the list it replaced as `last_counts`, and at a steady
+            # rate its fresh buckets can equal the old ones, which read as no traffic.
+            old = counts
         if old is not None and old is not counts:
             # A snapshot replaced the list: the old one still holds what was added up to
             # the reset, so nothing recorded between two samples is lost.
