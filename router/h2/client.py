@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 _limited = LogLimiter(log, 10.0)
 
 MAX_WAITING_STREAMS = 1000  # per connection, beyond the backend's concurrency limit
+# Streams open at once before the backend's SETTINGS arrive. Until then HTTP/2 sets no
+# limit, but a server that allows 100 (the h2 library's and many servers' default) may
+# close the connection on the 101st (h2: TooManyStreamsError); RFC 9113 §6.5.2 advises
+# no less than 100, and nghttp2 assumes 100 the same way (peer_max_concurrent_streams).
+PRE_SETTINGS_STREAMS = 100
 
 
 class StreamRefused(Exception):
@@ -47,6 +52,7 @@ class H2ClientConnection(H2Peer):
         # first, RFC 9113 §3.4): a connection lost so never took a stream
         self.heard = False
         self.goaway: str | None = None  # the backend's GOAWAY, said in a stream's error
+        self.settings_seen = False  # the backend's first SETTINGS came: its limit holds
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -79,8 +85,22 @@ class H2ClientConnection(H2Peer):
         return not self.closed and not self.going_away and (
             self.transport is not None and not self.transport.is_closing())
 
+    def _stream_limit(self) -> int:
+        limit: int = self.conn.remote_settings.max_concurrent_streams
+        return limit if self.settings_seen else min(limit, PRE_SETTINGS_STREAMS)
+
     def has_capacity(self) -> bool:
-        return self.conn.open_outbound_streams < self.conn.remote_settings.max_concurrent_streams
+        return self.conn.open_outbound_streams < self._stream_limit()
+
+    def on_remote_settings(self) -> None:
+        """The backend's limit is known: streams waiting for the assumed one may go."""
+        self.settings_seen = True
+        free = self._stream_limit() - self.conn.open_outbound_streams
+        while self.waiters and free > 0:
+            w = self.waiters.pop(0)
+            if not w.done():
+                w.set_result(None)
+                free -= 1
 
     async def wait_capacity(self) -> None:
         if len(self.waiters) >= MAX_WAITING_STREAMS:

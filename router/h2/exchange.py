@@ -412,7 +412,9 @@ class H2Exchange:
             conn: Any = None
             try:
                 conn = endpoints.live(ep) or await endpoints.connection(ep)
-                if not conn.has_capacity():
+                # `while`: a woken waiter holds no reservation; a stream arriving meanwhile
+                # may have taken the slot (then h2 refuses the open: TooManyStreamsError)
+                while not conn.has_capacity():
                     await conn.wait_capacity()
             except (ConnectFailed, StreamRefused) as e:
                 last = e

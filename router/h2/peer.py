@@ -430,6 +430,7 @@ class H2Peer(asyncio.Protocol):
                     return
                 if h2.settings.SettingCodes.INITIAL_WINDOW_SIZE in ev.changed_settings:
                     self._pump_all()
+                self.on_remote_settings()
             elif t is h2.events.ConnectionTerminated:
                 self.going_away = True
                 self.on_goaway(ev.error_code, ev.last_stream_id, ev.additional_data or b"")
@@ -449,6 +450,9 @@ class H2Peer(asyncio.Protocol):
 
     def on_goaway(self, code: int, last_stream_id: int | None, debug: bytes) -> None:
         """Subclasses: the peer is going away (`debug`: its GOAWAY's additional data)."""
+
+    def on_remote_settings(self) -> None:
+        """Subclasses: a SETTINGS frame from the peer was applied."""
 
     def stream_closed(self, half: Half) -> None:
         """Subclasses: a half left `halves`."""
