@@ -260,5 +260,5 @@ def test_header_classification_caches_are_bounded_in_bytes():
         server._request_code(b"X-%d-" % i + b"y" * 5000)
         pool._response_code(b"X-%d-" % i + b"z" * 5000)
     assert sum(map(len, server._GOOD_HOSTS)) <= server._GOOD_HOSTS_MAX * 256
-    assert sum(map(len, server._NAME_CODES)) <= server._NAME_CODES_MAX * 64
-    assert sum(map(len, pool._NAME_CODES)) <= pool._NAME_CODES_MAX * 64
+    assert sum(map(len, server.name_codes())) <= server._NAME_CODES_MAX * 64
+    assert sum(map(len, pool.name_codes())) <= pool._NAME_CODES_MAX * 64

@@ -561,6 +561,44 @@ async def test_http10_keep_alive_and_absolute_form_with_port(backend, routers):
     assert backend.connections == 1
 
 
+def _versioned(version: str) -> bytes:
+    return build("GET", f"/echo/{version}", "hello",
+                 [("Connection", "keep-alive")] if version == "1.0" else None, b"", version)
+
+
+@pytest.mark.parametrize("how", ["one read each", "line split", "split before version",
+                                 "leading CRLF", "pipelined", "absolute form"])
+async def test_request_version_however_the_request_line_arrives(backend, routers, how):
+    """The server reads a request's version from the line's bytes when the message starts
+    a read, else asks the parser: every way a line can arrive gives the version sent (a
+    1.0 keep-alive answer says `Connection: keep-alive`, a 1.1 one says nothing)."""
+    _, port = await routers.start(f"/svc/hello => {inet(backend)}")
+    versions = ["1.1", "1.0", "1.1", "1.0", "1.0", "1.1"]
+    async with RawClient(port) as c:
+        if how == "pipelined":
+            c.send(b"".join(_versioned(v) for v in versions))
+            got = [await c.response() for _ in versions]
+        else:
+            got = []
+            for v in versions:
+                req = _versioned(v)
+                if how == "absolute form":
+                    req = req.replace(b"GET /", b"GET http://hello/", 1)
+                if how == "leading CRLF":
+                    req = b"\r\n" + req
+                cut = {"line split": 7, "split before version": req.index(b"HTTP/")}.get(how)
+                if cut is not None:
+                    c.send(req[:cut])
+                    await c.writer.drain()
+                    await asyncio.sleep(0.02)  # two reads at the router
+                    req = req[cut:]
+                c.send(req)
+                got.append(await c.response())
+    for v, r in zip(versions, got, strict=True):
+        assert r.status == 200 and r.json()["target"] == f"/echo/{v}", (v, r.status)
+        assert r.header("connection") == ("keep-alive" if v == "1.0" else None), v
+
+
 async def test_total_and_attempt_timeouts_are_503(backend, routers):
     _, port = await routers.start(f"/svc/hello => {inet(backend)}", total_timeout_ms=200)
     async with RawClient(port) as c:

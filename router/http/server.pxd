@@ -1,8 +1,17 @@
 # Cython declarations for server.py (setup.py; router/_native.py): the downstream
 # connection as a native class. server.py stays plain Python, the tested reference.
 
+cimport cython
 from router.http.proxy cimport Exchange
 from router.stats cimport ServerStats
+
+# The header codes, as C integers: on_header's comparisons are C comparisons, and its
+# cache lookup a PyDict_GetItem (read from Python with name_codes()).
+cdef dict _NAME_CODES, _METHOD_NAMES
+cdef Py_ssize_t _VIA, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _EXPECT, _CTX_DTAB
+cdef Py_ssize_t _USER_DTAB, _DROP, _PLAIN, _L5D, _HOST, _AMBIGUOUS, _CTX_DEADLINE
+
+cpdef Py_ssize_t _request_code(bytes name) except -1
 
 cdef class _HeadInfo:
     cdef public object length, conn_tokens, ctx_dtabs, user_dtabs, deadlines
@@ -13,12 +22,18 @@ cdef class ServerConnection:
     cdef public ServerStats stats
     cdef public object server, transport, parser, peer, queue
     cdef public Exchange current, parsing
-    cdef public object _url, _headers, _info, _timer, _w_head, _w_idle
+    cdef public bytes _url
+    cdef public object _headers, _info, _timer, _w_head, _w_idle, _chunk
     cdef public bint _closed, draining, writing_paused, _broken, _lingering
+    cdef public bint _between, _fresh, _at_start
     cdef public Py_ssize_t _head_bytes, _paused, _hosts, reads, _heads, _w_mark, _w_heads
     cdef public Py_ssize_t _idle_reads
     cdef public double _w_since, _born, _w_tick
     cpdef write(self, data)
+    @cython.locals(code=Py_ssize_t, info=_HeadInfo)
+    cpdef on_header(self, bytes name, bytes value)
+    @cython.locals(chunk=bytes, method=bytes, url=bytes, n=Py_ssize_t)
+    cpdef on_headers_complete(self)
     cpdef writelines(self, parts, Py_ssize_t n)
     cpdef pause_reading(self, Py_ssize_t reason)
     cpdef resume_reading(self, Py_ssize_t reason)

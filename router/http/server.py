@@ -230,6 +230,14 @@ _ALREADY_DROPPED = frozenset(
 # dict lookup instead of lower() + lookup + prefix test. Names come from clients: bounded.
 _NAME_CODES: dict[bytes, int] = {}
 _NAME_CODES_MAX = 512
+# Request methods as str, without a decode per request.
+_METHOD_NAMES: dict[bytes, str] = {m.encode(): m for m in (
+    "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT")}
+
+
+def name_codes() -> dict[bytes, int]:
+    """The raw-name cache (compiled, `_NAME_CODES` is a C-level global, not an attribute)."""
+    return _NAME_CODES
 
 
 def _request_code(name: bytes) -> int:
@@ -320,7 +328,7 @@ class ServerConnection:  # an asyncio.Protocol (not a subclass: compiled, server
                  "_url", "_headers", "_head_bytes", "_info", "_paused", "_closed", "draining",
                  "writing_paused", "_broken", "_hosts", "reads", "_heads", "_timer", "_w_mark",
                  "_w_heads", "_w_since", "_w_head", "_born", "_lingering", "_w_idle", "_w_tick",
-                 "_idle_reads")
+                 "_idle_reads", "_chunk", "_between", "_fresh", "_at_start")
 
     def __init__(self, server: HttpServer) -> None:
         self.server = server
@@ -355,6 +363,15 @@ class ServerConnection:  # an asyncio.Protocol (not a subclass: compiled, server
         self._w_tick = 0.0
         self._idle_reads = 0  # `reads` when the last exchange ended
         self._born = 0.0
+        # Where a request line is, so on_headers_complete can read its version from the
+        # bytes: `_between` while the parser is between messages, `_fresh` while a read
+        # that came between messages has not begun one, `_at_start` when the message being
+        # parsed began at the first byte of `_chunk` (the read being parsed, held only
+        # during feed_data).
+        self._chunk: bytes | None = None
+        self._between = True
+        self._fresh = False
+        self._at_start = False
 
     # --- transport events ------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -394,6 +411,8 @@ class ServerConnection:  # an asyncio.Protocol (not a subclass: compiled, server
         self.reads += 1
         if self._broken:
             return
+        self._chunk = data
+        self._fresh = self._between
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -407,6 +426,8 @@ class ServerConnection:  # an asyncio.Protocol (not a subclass: compiled, server
                 self._bad_request(str(cause), cause.status)
             else:
                 self._bad_request(f"Invalid HTTP request: {e}")
+        finally:
+            self._chunk = None  # an idle connection holds no read buffer
 
     def eof_received(self) -> bool:
         # Half-closed by the client: finish what is in flight, then close.
@@ -473,9 +494,14 @@ class ServerConnection:  # an asyncio.Protocol (not a subclass: compiled, server
     # Each request header is lowercased and classified once, here: framing and hop-by-hop
     # headers are taken out (the proxy re-frames), `l5d-dtab`/`l5d-ctx-dtab` are collected,
     # `Via` hops counted, and with clearContext every `l5d-*` header is dropped on arrival.
-    # There is no on_message_begin (one callback less per request): on_headers_complete
-    # hands the head's state to the exchange and starts the next head afresh; a head that
-    # fails to parse ends the connection, so its leftovers are never read.
+    # on_headers_complete hands the head's state to the exchange and starts the next head
+    # afresh; a head that fails to parse ends the connection, so its leftovers are never
+    # read.
+    def on_message_begin(self) -> None:
+        self._between = False
+        self._at_start = self._fresh
+        self._fresh = False
+
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._head_bytes += len(url)
@@ -486,9 +512,8 @@ class ServerConnection:  # an asyncio.Protocol (not a subclass: compiled, server
         self._head_bytes += len(name) + len(value)
         if self._head_bytes > MAX_HEAD_BYTES:
             raise HeadTooLarge(431, f"Request head longer than {MAX_HEAD_BYTES} bytes")
-        code = _NAME_CODES.get(name)
-        if code is None:
-            code = _request_code(name)
+        known = _NAME_CODES.get(name)
+        code = _request_code(name) if known is None else known
         if code == _PLAIN:
             self._headers.append((name, value))
             return
@@ -502,13 +527,17 @@ class ServerConnection:  # an asyncio.Protocol (not a subclass: compiled, server
             if not self.server.clear_context:
                 self._headers.append((name, value))
             return
+        if code == _CONNECTION and value == b"keep-alive":
+            return  # names nothing that is forwarded (_ALREADY_DROPPED)
         if code == _AMBIGUOUS:
             raise BadHead(400, f"Ambiguous framing header name {name[:64].decode('latin-1')!r}")
         info = self._info
         if info is _NO_INFO:
             info = self._info = _HeadInfo()
         if code == _VIA:
-            info.hops += sum(1 for p in value.split(b",") if p.strip())
+            for hop in value.split(b","):
+                if hop.strip():
+                    info.hops += 1
             self._headers.append((name, value))
         elif code == _CONTENT_LENGTH:
             if info.body_mode == 0:
@@ -541,7 +570,26 @@ class ServerConnection:  # an asyncio.Protocol (not a subclass: compiled, server
         parser = self.parser
         headers = self._headers
         info = self._info
-        version = parser.get_http_version()
+        method = parser.get_method()
+        url = self._url
+        version = None
+        if self._at_start:
+            # The message began at the read's first byte: if the line there is exactly
+            # `<method> <url> HTTP/1.x CRLF`, that is the version llhttp read. The parser's
+            # get_http_version() formats a new string (~2,800 instructions, 3% of a
+            # proxied request); anything else (leading CRLFs, a lenient line) asks it.
+            self._at_start = False
+            chunk = self._chunk
+            n = len(method)
+            if (chunk is not None and chunk.startswith(method) and chunk[n:n + 1] == b" "
+                    and chunk.startswith(url, n + 1)):
+                n += len(url) + 1
+                if chunk.startswith(b" HTTP/1.1\r\n", n):
+                    version = "1.1"
+                elif chunk.startswith(b" HTTP/1.0\r\n", n):
+                    version = "1.0"
+        if version is None:
+            version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             if version == "0.9":  # `GET /a` with no version: llhttp reads it as HTTP/0.9
                 raise BadHead(400, "HTTP/0.9 request lines are not supported")
@@ -550,7 +598,7 @@ class ServerConnection:  # an asyncio.Protocol (not a subclass: compiled, server
             raise BadHead(400, "More than one Host header")
         self._hosts = 0
         self._heads += 1
-        target = self._url.decode("latin-1")
+        target = url.decode("latin-1")
         if target[:1] != "/" and target != "*":
             target = self._absolute_form(target, headers)
             info = self._info  # may have become its own _HeadInfo (bad_target)
@@ -558,8 +606,9 @@ class ServerConnection:  # an asyncio.Protocol (not a subclass: compiled, server
             named = set(info.conn_tokens) - _ALREADY_DROPPED  # e.g. `keep-alive`: gone already
             if named:
                 headers[:] = [(k, v) for k, v in headers if k.lower() not in named]
-        head = RequestHead(parser.get_method().decode("latin-1"), target, version, headers,
-                           self.peer)
+        name = _METHOD_NAMES.get(method)
+        head = RequestHead(method.decode("latin-1") if name is None else name, target, version,
+                           headers, self.peer)
         ex = Exchange(self, head, parser.should_keep_alive() and not self.draining,
                       info.body_mode, info.length, info.expect)
         ex.info = info
@@ -597,6 +646,7 @@ class ServerConnection:  # an asyncio.Protocol (not a subclass: compiled, server
             ex.feed_body(body)
 
     def on_message_complete(self) -> None:
+        self._between = True
         ex = self.parsing
         if ex is not None:
             ex.body_complete()
