@@ -25,7 +25,7 @@ cdef class ServerConnection:
     cdef public bytes _url
     cdef public object _headers, _info, _timer, _w_head, _w_idle, _chunk
     cdef public bint _closed, draining, writing_paused, _broken, _lingering
-    cdef public bint _between, _fresh, _at_start
+    cdef public bint _between, _fresh, _at_start, _clear
     cdef public Py_ssize_t _head_bytes, _paused, _hosts, reads, _heads, _w_mark, _w_heads
     cdef public Py_ssize_t _idle_reads
     cdef public double _w_since, _born, _w_tick

@@ -328,11 +328,12 @@ class ServerConnection:  # an asyncio.Protocol (not a subclass: compiled, server
                  "_url", "_headers", "_head_bytes", "_info", "_paused", "_closed", "draining",
                  "writing_paused", "_broken", "_hosts", "reads", "_heads", "_timer", "_w_mark",
                  "_w_heads", "_w_since", "_w_head", "_born", "_lingering", "_w_idle", "_w_tick",
-                 "_idle_reads", "_chunk", "_between", "_fresh", "_at_start")
+                 "_idle_reads", "_chunk", "_between", "_fresh", "_at_start", "_clear")
 
     def __init__(self, server: HttpServer) -> None:
         self.server = server
         self.stats = server.stats
+        self._clear = server.clear_context  # fixed for a server's life
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.peer: tuple[str, int] = ("", 0)
@@ -524,11 +525,11 @@ class ServerConnection:  # an asyncio.Protocol (not a subclass: compiled, server
             self._headers.append((name, value))
             return
         if code == _L5D:
-            if not self.server.clear_context:
+            if not self._clear:
                 self._headers.append((name, value))
             return
-        if code == _CONNECTION and value == b"keep-alive":
-            return  # names nothing that is forwarded (_ALREADY_DROPPED)
+        if code == _DROP or (code == _CONNECTION and value == b"keep-alive"):
+            return  # hop-by-hop, or set by this router; `keep-alive` names nothing forwarded
         if code == _AMBIGUOUS:
             raise BadHead(400, f"Ambiguous framing header name {name[:64].decode('latin-1')!r}")
         info = self._info
@@ -555,7 +556,7 @@ class ServerConnection:  # an asyncio.Protocol (not a subclass: compiled, server
             info.conn_tokens = tokens if info.conn_tokens is None else info.conn_tokens + tokens
         elif code == _EXPECT:
             info.expect = value.strip().lower() == b"100-continue"
-        elif self.server.clear_context:
+        elif self._clear:
             return  # l5d-* from outside the mesh
         elif code == _CTX_DTAB:
             info.ctx_dtabs += (value,)
@@ -564,7 +565,6 @@ class ServerConnection:  # an asyncio.Protocol (not a subclass: compiled, server
         elif code == _CTX_DEADLINE:
             if len(info.deadlines) < 16:  # a client cannot make the router hold many
                 info.deadlines += (value,)
-        # _DROP: other hop-by-hop headers and the l5d-dst-*/l5d-reqid this router sets
 
     def on_headers_complete(self) -> None:
         parser = self.parser
