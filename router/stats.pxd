@@ -4,7 +4,8 @@ cimport cython
 from router.metrics cimport Counter, Histogram
 
 cdef class RequestStats:
-    cdef public object scope, _status, _causes
+    cdef public object scope, _causes
+    cdef public dict _status
     cdef public Counter requests, success, failures
     cdef public Histogram latency
     cdef public bint with_status
@@ -20,5 +21,5 @@ cdef class ServiceStats(RequestStats):
 cdef class ClientStats(RequestStats):
     cdef public object connect_latency, services, connects
 
-@cython.locals(s=RequestStats, i=Py_ssize_t, h=Histogram)
+@cython.locals(s=RequestStats, i=Py_ssize_t, h=Histogram, code=Counter, klass=Counter)
 cpdef record_all(tuple group, status, double latency_ms, double now, bint ok)

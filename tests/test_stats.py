@@ -134,3 +134,24 @@ async def test_router_flood_of_hosts_keeps_service_stats_bounded_and_live():
         c.close()
         await handle.close(0.5)
         await backend.close()
+
+
+def test_record_all_buckets_a_latency_where_add_would():
+    """record_all finds the bucket without a search up to 99 ms: the same bucket as
+    Histogram.add for every latency, at the integer edges and past the linear part."""
+    from router.metrics import bucket_index
+    from router.stats import RequestStats, record_all
+
+    reg = Metrics()
+    st = RequestStats(reg.scope("s"))
+    ref = reg.scope("r").histogram("h")
+    for ms in (0.0, 1e-9, 0.5, 1.0, 1.000001, 41.3, 98.999, 99.0, 99.0001, 99.5, 100.0,
+               100.5, 1234.5, 3e9):
+        before = list(st.latency.counts)
+        record_all((st,), 200, ms, 0.0, True)
+        ref.add(ms)
+        after = st.latency.counts
+        changed = [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b]
+        assert changed == [bucket_index(ms)], ms
+    assert st.latency.counts == ref.counts
+    assert (st.latency.min, st.latency.max, st.latency.count) == (ref.min, ref.max, ref.count)

@@ -34,6 +34,10 @@ cdef class _Plan:
     cdef public Endpoint ep
     cdef public _Route route
 
+cdef unsigned long long _reqid_counter
+cpdef bytes _reqid()
+cpdef bytes _status_line(status, bytes reason)
+
 @cython.locals(ep=Endpoint, conn=UpstreamConnection, plan=_Plan, route=_Route)
 cpdef dispatch(Exchange ex)
 cpdef _Plan _prepare(Exchange ex)

@@ -67,8 +67,16 @@ def route_weight(key: Any, suffix: bytes) -> int:
         w += sum(64 + len(v) for vs in dtabs for v in vs)
     return w
 _VIA = (b"Via", b"1.1 linkerd")
+_VIA_LINE = b"Via: 1.1 linkerd\r\n"
 _SC_OK = b"l5d-success-class: 1.0\r\n"
 _SC_FAIL = b"l5d-success-class: 0.0\r\n"
+# The response lines this hop adds, by classification and clearContext, pre-joined.
+_SC_VIA_OK = _SC_OK + _VIA_LINE
+_SC_VIA_FAIL = _SC_FAIL + _VIA_LINE
+# Status line per status code, for the reason phrase it was last made with (a backend
+# sends the same one every time); bounded: one per code, short reasons only.
+_STATUS_LINES: dict[int, tuple[bytes, bytes]] = {}
+_STATUS_REASON_MAX = 64
 _rng = random.Random()
 _REQID_PREFIX = os.urandom(4).hex().encode()
 _reqid_counter = 0
@@ -77,7 +85,17 @@ _reqid_counter = 0
 def _reqid() -> bytes:
     global _reqid_counter
     _reqid_counter = (_reqid_counter + 1) & 0xFFFFFFFF
-    return b"%s%08x" % (_REQID_PREFIX, _reqid_counter)
+    return b"l5d-reqid: %s%08x" % (_REQID_PREFIX, _reqid_counter)
+
+
+def _status_line(status: int, reason: bytes) -> bytes:
+    hit = _STATUS_LINES.get(status)
+    if hit is not None and hit[0] == reason:
+        return hit[1]
+    line = b"HTTP/1.1 %d %s\r\n" % (status, reason or b"OK")
+    if len(reason) <= _STATUS_REASON_MAX:
+        _STATUS_LINES[status] = (reason, line)
+    return line
 
 
 class Exchange:
@@ -222,40 +240,56 @@ class Exchange:
         if conn_tokens:
             named = set(conn_tokens)
             out = [(k, v) for k, v in out if k.lower() not in named]
-        if has_l5d and self.server.clear_context:
+        clear = self.server.clear_context
+        if has_l5d and clear:
             out = [(k, v) for k, v in out if k[:4].lower() != L5D_PREFIX]
         else:
             l5d_err = False
-        # The headers this hop sets, already serialised (after the backend's, in this order).
-        sc = b"" if self.server.clear_context else _SC_OK if ok else _SC_FAIL
+        # The status line, the backend's headers, then the ones this hop sets (already
+        # serialised, in this order): one join.
+        parts = [_status_line(status, reason)]
+        for k, v in out:
+            parts.append(k)
+            parts.append(b": ")
+            parts.append(v)
+            parts.append(b"\r\n")
+        if clear:
+            sc, sc_via = b"", _VIA_LINE
+        else:
+            sc, sc_via = (_SC_OK, _SC_VIA_OK) if ok else (_SC_FAIL, _SC_VIA_FAIL)
         if has_body:
+            parts.append(sc_via)
             if l5d_err:
                 self.discard_body = True
-                tail = b"%sVia: 1.1 linkerd\r\nContent-Length: 0\r\n" % sc
+                parts.append(b"Content-Length: 0\r\n")
             elif content_length is not None:
-                tail = b"%sVia: 1.1 linkerd\r\nContent-Length: %s\r\n" % (sc, content_length)
+                parts.append(b"Content-Length: ")
+                parts.append(content_length)
+                parts.append(b"\r\n")
             elif self.version == "1.1":
                 self.chunked_down = True
-                tail = b"%sVia: 1.1 linkerd\r\nTransfer-Encoding: chunked\r\n" % sc
+                parts.append(b"Transfer-Encoding: chunked\r\n")
             else:
                 self.close_after = True
-                tail = b"%sVia: 1.1 linkerd\r\n" % sc
         elif content_length is not None:  # HEAD: the length not sent
-            tail = b"%sContent-Length: %s\r\nVia: 1.1 linkerd\r\n" % (sc, content_length)
+            parts.append(sc)
+            parts.append(b"Content-Length: ")
+            parts.append(content_length)
+            parts.append(b"\r\n" + _VIA_LINE)
         else:
-            tail = b"%sVia: 1.1 linkerd\r\n" % sc
-        if self.close_after or not self.keep_alive or self.conn.draining or not self.request_done:
+            parts.append(sc_via)
+        conn = self.conn
+        if self.close_after or not self.keep_alive or conn.draining or not self.request_done:
             # A response that starts before its request body was all read (the backend
             # answered early) ends the connection: say so, never close a kept-alive one.
-            self.keep_alive = self.keep_alive and not self.conn.draining and self.request_done
-            tail += b"Connection: close\r\n\r\n"
+            self.keep_alive = self.keep_alive and not conn.draining and self.request_done
+            parts.append(b"Connection: close\r\n\r\n")
         elif self.version == "1.0":
-            tail += b"Connection: keep-alive\r\n\r\n"
+            parts.append(b"Connection: keep-alive\r\n\r\n")
         else:
-            tail += b"\r\n"
+            parts.append(b"\r\n")
         # Held back so head and body usually leave in one write (one syscall, one packet).
-        self.pending_head = b"\r\n".join([b"HTTP/1.1 %d %s" % (status, reason or b"OK"),
-                                           *map(b": ".join, out), tail])
+        self.pending_head = b"".join(parts)
         self.head_sent = True
 
     def on_response_body(self, chunk: bytes) -> None:
@@ -873,19 +907,29 @@ def _choose(ex: Exchange, plan: _Plan) -> bool:
         raise _no_route(plan, f"{client.name} has no endpoints")
 
     client.requeue.budget.deposit(ex.start)  # RequeuePolicy.begin, one call less
-    # The caller's headers, then the route's (pre-serialised), request id and framing.
-    suffix = plan.suffix + plan.deadline if plan.deadline else plan.suffix
-    # with telemetry: the client span's trace context, and the trace id as l5d-reqid
-    ids = b"l5d-reqid: " + _reqid() if ex.trace is None else ex.trace.client_headers(plan)
-    if ex.body_mode == 0:
-        tail = b"%s%s\r\n\r\n" % (suffix, ids)
-    elif ex.body_mode == 1:
-        tail = b"%s%s\r\nContent-Length: %s\r\n\r\n" % (suffix, ids, ex.content_length)
-    else:
-        tail = b"%s%s\r\nTransfer-Encoding: chunked\r\n\r\n" % (suffix, ids)
+    # The request line, the caller's headers, the route's (pre-serialised), the deadline,
+    # the request id and the framing: one join.
     head = ex.head
-    plan.head_bytes = b"\r\n".join([f"{head.method} {head.target} HTTP/1.1".encode("latin-1"),
-                                     *map(b": ".join, plan.fwd), tail])
+    parts = [f"{head.method} {head.target} HTTP/1.1\r\n".encode("latin-1")]
+    for k, v in plan.fwd:
+        parts.append(k)
+        parts.append(b": ")
+        parts.append(v)
+        parts.append(b"\r\n")
+    parts.append(plan.suffix)
+    if plan.deadline:
+        parts.append(plan.deadline)
+    # with telemetry: the client span's trace context, and the trace id as l5d-reqid
+    parts.append(_reqid() if ex.trace is None else ex.trace.client_headers(plan))
+    if ex.body_mode == 0:
+        parts.append(b"\r\n\r\n")
+    elif ex.body_mode == 1:
+        parts.append(b"\r\nContent-Length: ")
+        parts.append(ex.content_length)
+        parts.append(b"\r\n\r\n")
+    else:
+        parts.append(b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+    plan.head_bytes = b"".join(parts)
     return True
 
 
