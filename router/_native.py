@@ -43,6 +43,7 @@ COMPILED: tuple[str, ...] = (
     "router.http.proxy",
     "router.http.server",
     "router.stats",
+    "router.identifiers",
 )
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = Path(__file__).resolve().parent / "_native_build.json"

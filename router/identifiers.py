@@ -61,32 +61,44 @@ _NAME_CACHE_BYTES = 1024 * 1024
 _NAME_CACHED_MAX_LEN = 1024  # longer values are named afresh each time, never kept
 
 
-def header_token(prefix: Path, header: str = "Host") -> Identifier:
-    """`/svc/<raw header value>`: not lowercased, port kept (e.g. `/svc/web:8080`)."""
-    absent = f"{header} header is absent"
-    key = header.lower().encode("latin-1")
-    # The default identifier runs on every request, and callers repeat a handful of
-    # Host values: the (immutable) result is remembered per raw value, bounded by bytes.
-    names: WeightedLRU[bytes, Identified] = WeightedLRU(_NAME_CACHE_BYTES,
-                                                        max_entries=_NAME_CACHE_MAX)
+class HeaderToken:
+    """`/svc/<raw header value>`: not lowercased, port kept (e.g. `/svc/web:8080`).
 
-    def identify(head: RequestHead) -> Identified:
+    A class rather than a closure so that it runs compiled (router/_native.py): the
+    default identifier runs on every request."""
+
+    __slots__ = ("prefix", "absent", "key", "names")
+
+    def __init__(self, prefix: Path, header: str = "Host") -> None:
+        self.prefix = prefix
+        self.absent = f"{header} header is absent"
+        self.key = header.lower().encode("latin-1")
+        # Callers repeat a handful of Host values: the (immutable) result is remembered
+        # per raw value, bounded by bytes.
+        self.names: WeightedLRU[bytes, Identified] = WeightedLRU(
+            _NAME_CACHE_BYTES, max_entries=_NAME_CACHE_MAX)
+
+    def __call__(self, head: RequestHead) -> Identified:
+        key = self.key
         for k, v in head.headers:  # the first `header`, as RequestHead.header finds it
             if k.lower() == key:
                 raw = v
                 break
         else:
-            raise IdentificationError(absent)
-        hit = names.get(raw)
+            raise IdentificationError(self.absent)
+        hit = self.names.get(raw)
         if hit is None:
             if not raw:
-                raise IdentificationError(absent)
-            hit = Identified(prefix + Path((raw.decode("latin-1"),)))
+                raise IdentificationError(self.absent)
+            hit = Identified(self.prefix + Path((raw.decode("latin-1"),)))
             if len(raw) <= _NAME_CACHED_MAX_LEN:
-                names.put(raw, hit, 3 * len(raw) + 400)
+                self.names.put(raw, hit, 3 * len(raw) + 400)
         return hit
 
-    return identify
+
+def header_token(prefix: Path, header: str = "Host") -> Identifier:
+    """`/svc/<raw header value>` (HeaderToken)."""
+    return HeaderToken(prefix, header)
 
 
 def method_and_host(prefix: Path, http_uri_in_dst: bool = False) -> Identifier:
