@@ -12,6 +12,9 @@ with the machine's load (the wall/CPU numbers do, on a shared machine).
 `--router l5d` routes with the real `Router` built from `make bench`'s l5d config
 (io.l5d.header.token identifier, binding cache, interpreter) instead of the static
 test double, so the number is what the `l5d-1hop` process pays in Python.
+
+`--mesh` sends what a router in the two-router chain sees instead: a request carrying
+the headers an outgoing l5d adds and a response carrying what an l5d answers with.
 """
 
 from __future__ import annotations
@@ -40,6 +43,15 @@ REQUEST = (b"GET /index.html HTTP/1.1\r\nHost: hello\r\nUser-Agent: curl/8.0\r\n
 RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Tue, 24 Nov 2026 18:00:00 GMT\r\n"
             b"Content-Type: text/plain\r\nContent-Length: 12\r\nConnection: keep-alive\r\n\r\n"
             b"hello world\n")
+# --mesh: what a router in the two-router chain sees. The request carries what an outgoing
+# l5d adds (Via, l5d-dst-*, l5d-reqid) and the response what an l5d answers with
+# (l5d-success-class, Via): the outgoing router sees the latter, the incoming the former.
+MESH_REQUEST = (b"GET /index.html HTTP/1.1\r\nHost: hello\r\nUser-Agent: curl/8.0\r\n"
+                b"Accept: */*\r\nVia: 1.1 linkerd\r\nl5d-dst-service: /svc/hello\r\n"
+                b"l5d-dst-client: /$/inet/127.0.0.1/4141\r\nl5d-reqid: 5a3f9c0e00000001\r\n\r\n")
+MESH_RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Tue, 24 Nov 2026 18:00:00 GMT\r\n"
+                 b"Content-Type: text/plain\r\nl5d-success-class: 1.0\r\nVia: 1.1 linkerd\r\n"
+                 b"Content-Length: 12\r\n\r\nhello world\n")
 
 
 class FakeTransport:
@@ -91,7 +103,8 @@ def make_router(kind: str):  # noqa: ANN201
     return Linker(parse(L5D_CONF.format(policy=policy))).routers[0]
 
 
-async def main(n: int, profile: bool, kind: str) -> None:
+async def main(n: int, profile: bool, kind: str, mesh: bool = False) -> None:
+    request, response = (MESH_REQUEST, MESH_RESPONSE) if mesh else (REQUEST, RESPONSE)
     router = make_router(kind)
     rt = RouterRuntime(router)
     server = HttpServer(rt, router.config.servers[0])
@@ -107,15 +120,15 @@ async def main(n: int, profile: bool, kind: str) -> None:
     down_t = FakeTransport()
     sc.connection_made(down_t)
     for _ in range(1000):  # warm up
-        sc.data_received(REQUEST)
-        up.data_received(RESPONSE)
+        sc.data_received(request)
+        up.data_received(response)
     prof = cProfile.Profile() if profile else None
     if prof:
         prof.enable()
     t0 = time.process_time()
     for _ in range(n):
-        sc.data_received(REQUEST)
-        up.data_received(RESPONSE)
+        sc.data_received(request)
+        up.data_received(response)
     dt = time.process_time() - t0
     if prof:
         prof.disable()
@@ -125,14 +138,14 @@ async def main(n: int, profile: bool, kind: str) -> None:
     print(f"{dt / n * 1e6:.2f} us of Python per proxied request ({n} requests)")
 
 
-def instructions(n: int, kind: str) -> float:
+def instructions(n: int, kind: str, mesh: bool = False) -> float:
     """Instructions per request under callgrind: (Ir(3n) - Ir(n)) / 2n, so start-up,
     imports and warm-up cancel out. PYTHONHASHSEED is fixed so both runs hash alike."""
     counts = []
     for k in (n, 3 * n):
         out = subprocess.run(
             ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-             sys.executable, __file__, str(k), "--router", kind],
+             sys.executable, __file__, str(k), "--router", kind, *(["--mesh"] if mesh else [])],
             env={**os.environ, "PYTHONHASHSEED": "0"}, capture_output=True, text=True,
             check=True)
         m = re.search(r"Collected : (\d+)", out.stderr)
@@ -149,12 +162,16 @@ if __name__ == "__main__":
     ap.add_argument("--profile", action="store_true", help="print a cProfile table")
     ap.add_argument("--router", choices=["static", "l5d", "l5d-policy", "trace-0.001",
                                                    "trace-1.0"], default="static")
+    ap.add_argument("--mesh", action="store_true",
+                    help="l5d-dst-*/l5d-reqid/Via on the request, l5d-success-class/Via on the "
+                         "response: a router in the two-router chain")
     ap.add_argument("--instructions", action="store_true",
                     help="instructions per request under callgrind (N defaults to 2000 here)")
     a = ap.parse_args()
     if a.instructions:
         n = a.n if a.n != 50_000 else 2000
-        print(f"{instructions(n, a.router):,.0f} instructions per proxied request "
-              f"(callgrind, {n} and {3 * n} requests, --router {a.router})")
+        print(f"{instructions(n, a.router, a.mesh):,.0f} instructions per proxied request "
+              f"(callgrind, {n} and {3 * n} requests, --router {a.router}"
+              f"{' --mesh' if a.mesh else ''})")
     else:
-        asyncio.run(main(a.n, a.profile, a.router))
+        asyncio.run(main(a.n, a.profile, a.router, a.mesh))
