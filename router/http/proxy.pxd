@@ -35,8 +35,13 @@ cdef class _Plan:
     cdef public _Route route
 
 cdef unsigned long long _reqid_counter
-cpdef bytes _reqid()
+cdef bytes _REQID_LINE
+cdef tuple _HEX2
+@cython.locals(n="unsigned long long", hex2=tuple)
+cpdef _add_reqid(list parts)
 cpdef bytes _status_line(status, bytes reason)
+@cython.locals(n=Py_ssize_t, retryable=bint, found=bint)
+cpdef tuple _policy_headers(headers)
 
 @cython.locals(ep=Endpoint, conn=UpstreamConnection, plan=_Plan, route=_Route)
 cpdef dispatch(Exchange ex)

@@ -82,10 +82,20 @@ _REQID_PREFIX = os.urandom(4).hex().encode()
 _reqid_counter = 0
 
 
-def _reqid() -> bytes:
+_REQID_LINE = b"l5d-reqid: " + _REQID_PREFIX
+_HEX2 = tuple(b"%02x" % i for i in range(256))
+
+
+def _add_reqid(parts: list[bytes]) -> None:
+    """`l5d-reqid: <prefix><counter>` (16 hex digits) as parts of a join: no formatting."""
     global _reqid_counter
-    _reqid_counter = (_reqid_counter + 1) & 0xFFFFFFFF
-    return b"l5d-reqid: %s%08x" % (_REQID_PREFIX, _reqid_counter)
+    n = _reqid_counter = (_reqid_counter + 1) & 0xFFFFFFFF
+    hex2 = _HEX2
+    parts.append(_REQID_LINE)
+    parts.append(hex2[n >> 24])
+    parts.append(hex2[(n >> 16) & 255])
+    parts.append(hex2[(n >> 8) & 255])
+    parts.append(hex2[n & 255])
 
 
 def _status_line(status: int, reason: bytes) -> bytes:
@@ -584,17 +594,22 @@ class Exchange:
 def _policy_headers(headers: list[tuple[bytes, bytes]]
                     ) -> tuple[list[tuple[bytes, bytes]], bool, bool | None]:
     """A response's `l5d-retryable` and `l5d-success-class` (the next hop's verdict, which
-    this hop honours); the latter is taken out, since this hop sets its own."""
-    retryable, verdict, out = False, None, []
+    this hop honours); the latter is taken out, since this hop sets its own. Names are
+    told apart by length first: most of a response's headers are neither."""
+    retryable, verdict, found = False, None, False
     for k, v in headers:
-        lk = k.lower()
-        if lk == b"l5d-success-class":
-            verdict = success_class(v)
-            continue
-        if lk == b"l5d-retryable" and v.strip().lower() == b"true":
+        n = len(k)
+        if n == 17:
+            if k.lower() == b"l5d-success-class":
+                # what an l5d sends, else Linkerd's reading of any other value
+                verdict = True if v == b"1.0" else False if v == b"0.0" else success_class(v)
+                found = True
+        elif n == 13 and k.lower() == b"l5d-retryable" and v.strip().lower() == b"true":
             retryable = True
-        out.append((k, v))
-    return out, retryable, verdict
+    if found:
+        headers = [(k, v) for k, v in headers
+                   if len(k) != 17 or k.lower() != b"l5d-success-class"]
+    return headers, retryable, verdict
 
 
 def pick_leaf(tree: Any, rng: random.Random = _rng) -> tuple[BoundName | None, str | None]:
@@ -919,8 +934,10 @@ def _choose(ex: Exchange, plan: _Plan) -> bool:
     parts.append(plan.suffix)
     if plan.deadline:
         parts.append(plan.deadline)
-    # with telemetry: the client span's trace context, and the trace id as l5d-reqid
-    parts.append(_reqid() if ex.trace is None else ex.trace.client_headers(plan))
+    if ex.trace is None:
+        _add_reqid(parts)
+    else:  # the client span's trace context, and the trace id as l5d-reqid
+        parts.append(ex.trace.client_headers(plan))
     if ex.body_mode == 0:
         parts.append(b"\r\n\r\n")
     elif ex.body_mode == 1:
