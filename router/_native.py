@@ -44,6 +44,7 @@ COMPILED: tuple[str, ...] = (
     "router.http.server",
     "router.stats",
     "router.identifiers",
+    "router.request",
 )
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = Path(__file__).resolve().parent / "_native_build.json"

@@ -6,16 +6,32 @@ hands us and what we write back out); lookups are by lowercased name.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 
-
-@dataclass(slots=True)
 class RequestHead:
-    method: str
-    target: str  # origin-form after proxy rewrite: "/path?query"
-    version: str  # "1.1" or "1.0"
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    peer: tuple[str, int] = ("", 0)
+    """A plain class, not a dataclass, so that it compiles to a native one
+    (router/request.pxd): the proxy reads its fields on every request."""
+
+    __slots__ = ("method", "target", "version", "headers", "peer")
+
+    def __init__(self, method: str, target: str, version: str,
+                 headers: list[tuple[bytes, bytes]] | None = None,
+                 peer: tuple[str, int] = ("", 0)) -> None:
+        self.method = method
+        self.target = target  # origin-form after proxy rewrite: "/path?query"
+        self.version = version  # "1.1" or "1.0"
+        self.headers: list[tuple[bytes, bytes]] = [] if headers is None else headers
+        self.peer = peer
+
+    def __repr__(self) -> str:
+        return (f"RequestHead(method={self.method!r}, target={self.target!r}, "
+                f"version={self.version!r}, headers={self.headers!r}, peer={self.peer!r})")
+
+    def __eq__(self, other: object) -> bool:  # (so unhashable, as the dataclass was)
+        if type(other) is not type(self):
+            return NotImplemented
+        return ((self.method, self.target, self.version, self.headers, self.peer)
+                == (other.method, other.target, other.version,  # type: ignore[attr-defined]
+                    other.headers, other.peer))  # type: ignore[attr-defined]
 
     def header(self, name: str) -> str | None:
         """The first value of header `name` (case-insensitive), decoded as latin-1."""

@@ -7,9 +7,11 @@ from router.client.pool cimport Endpoint, UpstreamConnection
 from router.client.balancer cimport Balancer
 from router.policy.retries cimport ServicePolicy
 from router.stats cimport record_all
+from router.request cimport RequestHead
 
 cdef class Exchange:
-    cdef public object conn, server, head, version, content_length, body_chunks
+    cdef public object conn, server, version, content_length, body_chunks
+    cdef public RequestHead head
     cdef public UpstreamConnection upstream
     cdef public Endpoint endpoint
     cdef public Balancer balancer
