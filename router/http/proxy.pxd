@@ -6,6 +6,7 @@ cimport cython
 from router.client.pool cimport Endpoint, UpstreamConnection
 from router.client.balancer cimport Balancer
 from router.policy.retries cimport ServicePolicy
+from router.policy.budget cimport RetryBudget
 from router.stats cimport record_all
 from router.request cimport RequestHead
 
@@ -29,6 +30,9 @@ cdef class Exchange:
 
 cdef class _Route:
     cdef public object tree, binding, bound, client, client_svc, suffix, service
+    cdef public object addr, client_stats
+    cdef public Balancer balancer
+    cdef public RetryBudget requeue_budget
 
 cdef class _Plan:
     cdef public object fwd, name, service, base, local, full, tree, bound, reason, client
@@ -47,5 +51,7 @@ cpdef tuple _policy_headers(headers)
 
 @cython.locals(ep=Endpoint, conn=UpstreamConnection, plan=_Plan, route=_Route)
 cpdef dispatch(Exchange ex)
+@cython.locals(pol=ServicePolicy, route=_Route, plan=_Plan)
 cpdef _Plan _prepare(Exchange ex)
+@cython.locals(route=_Route)
 cpdef bint _choose(Exchange ex, _Plan plan) except -1

@@ -683,7 +683,8 @@ class _Route:
     binding cache (when `binding`, the cache's live entry, still holds `tree`), leaf
     picking, the client lookup and the route's header serialisation."""
 
-    __slots__ = ("tree", "binding", "bound", "client", "client_svc", "suffix", "service")
+    __slots__ = ("tree", "binding", "bound", "client", "client_svc", "suffix", "service",
+                 "addr", "balancer", "client_stats", "requeue_budget")
 
     def __init__(self, tree: Any, binding: Any, bound: BoundName, client: Any, client_svc: Any,
                  suffix: bytes, service: tuple[str, Any, Any]) -> None:
@@ -694,6 +695,12 @@ class _Route:
         self.client_svc = client_svc
         self.suffix = suffix
         self.service = service  # (name, ServiceStats, ServicePolicy), as service_for gives
+        # what every request reads of the bound name and the client (fixed once the
+        # client is handed out: router/client/cache.py)
+        self.addr = bound.addr
+        self.balancer = client.balancer
+        self.client_stats = client.stats
+        self.requeue_budget = client.requeue.budget
 
 
 class _Plan:
@@ -864,6 +871,36 @@ def _no_route(plan: _Plan, reason: str | None) -> RouteError:
                       "NoBrokersAvailableException")
 
 
+def _new_route(ex: Exchange, plan: _Plan, tree: Any) -> _Route:
+    """A route decision for `tree`: leaf, client, the route's own headers; remembered for
+    the next requests when the tree is a single leaf (the binding cache's object)."""
+    rt = ex.server.runtime
+    bound, reason = pick_leaf(tree)
+    if bound is None:
+        raise _no_route(plan, reason)
+    plan.reason = reason
+    client = rt.clients.get(bound)
+    client_svc = client.stats.services.get(plan.service)
+    added = [_VIA]
+    if plan.local is not None:
+        added.append((b"l5d-ctx-dtab", plan.local.show.encode("latin-1")))
+    added.append((b"l5d-dst-service", plan.service.encode("latin-1")))
+    added.append((b"l5d-dst-client", client.name_bytes))
+    if len(bound.residual):
+        added.append((b"l5d-dst-residual", bound.residual.show.encode("latin-1")))
+    # the same for every request on this route: serialised once, with the route
+    suffix = b"".join([b"%s: %s\r\n" % h for h in added])
+    binding = None
+    if type(tree) is Leaf:
+        handle = getattr(rt.router.bindings, "handle", None)
+        binding = handle(plan.full, plan.name) if handle is not None else None
+    route = _Route(tree, binding, bound, client, client_svc, suffix,
+                   (plan.service, ex.svc_stats, ex.policy))
+    if type(tree) is Leaf:
+        rt.routes.put(plan.route_key, route, route_weight(plan.route_key, suffix))
+    return route
+
+
 def _choose(ex: Exchange, plan: _Plan) -> bool:
     """Leaf, client, and the backend request head. False while the address is Pending.
 
@@ -871,45 +908,20 @@ def _choose(ex: Exchange, plan: _Plan) -> bool:
     l5d-dst-* headers) is remembered per (name, local dtab) while the binding cache
     hands back the same tree object, so a steady stream of requests skips it.
     """
+    route = plan.route
     if plan.client is None:
-        rt = ex.server.runtime
         tree = plan.tree
-        route = plan.route
-        if route is not None and route.tree is tree:
-            bound, client, client_svc, suffix = (route.bound, route.client, route.client_svc,
-                                                 route.suffix)
-        else:
-            bound, reason = pick_leaf(tree)
-            if bound is None:
-                raise _no_route(plan, reason)
-            plan.reason = reason
-            client = rt.clients.get(bound)
-            client_svc = client.stats.services.get(plan.service)
-            added = [_VIA]
-            if plan.local is not None:
-                added.append((b"l5d-ctx-dtab", plan.local.show.encode("latin-1")))
-            added.append((b"l5d-dst-service", plan.service.encode("latin-1")))
-            added.append((b"l5d-dst-client", client.name_bytes))
-            if len(bound.residual):
-                added.append((b"l5d-dst-residual", bound.residual.show.encode("latin-1")))
-            # the same for every request on this route: serialised once, with the route
-            suffix = b"".join([b"%s: %s\r\n" % h for h in added])
-            if type(tree) is Leaf:
-                handle = getattr(rt.router.bindings, "handle", None)
-                binding = handle(plan.full, plan.name) if handle is not None else None
-                rt.routes.put(plan.route_key, _Route(
-                    tree, binding, bound, client, client_svc, suffix,
-                    (plan.service, ex.svc_stats, ex.policy)),
-                    route_weight(plan.route_key, suffix))
-        plan.bound = bound
-        plan.client = client
-        plan.suffix = suffix
-        ex.client = client
-        ex.client_stats = client.stats
-        ex.client_svc_stats = client_svc
-        ex.balancer = client.balancer
+        if route is None or route.tree is not tree:
+            route = plan.route = _new_route(ex, plan, tree)
+        plan.bound = route.bound
+        plan.client = route.client
+        plan.suffix = route.suffix
+        ex.client = route.client
+        ex.client_stats = route.client_stats
+        ex.client_svc_stats = route.client_svc
+        ex.balancer = route.balancer
     client = plan.client
-    addr = plan.bound.addr.value  # type: ignore[union-attr]
+    addr = route.addr.value  # type: ignore[union-attr]
     if type(addr) is not AddrBound:
         if isinstance(addr, AddrPending):
             return False
@@ -921,7 +933,7 @@ def _choose(ex: Exchange, plan: _Plan) -> bool:
     if not ex.balancer.endpoints:
         raise _no_route(plan, f"{client.name} has no endpoints")
 
-    client.requeue.budget.deposit(ex.start)  # RequeuePolicy.begin, one call less
+    route.requeue_budget.deposit(ex.start)  # RequeuePolicy.begin, one call less
     # The request line, the caller's headers, the route's (pre-serialised), the deadline,
     # the request id and the framing: one join.
     head = ex.head
