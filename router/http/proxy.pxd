@@ -45,6 +45,8 @@ cdef bytes _REQID_LINE
 cdef tuple _HEX2
 @cython.locals(n="unsigned long long", hex2=tuple)
 cpdef _add_reqid(list parts)
+cdef dict _STATUS_LINES
+@cython.locals(hit=tuple)
 cpdef bytes _status_line(status, bytes reason)
 @cython.locals(n=Py_ssize_t, retryable=bint, found=bint)
 cpdef tuple _policy_headers(headers)

@@ -25,6 +25,7 @@ import logging
 import os
 import random
 import time
+from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from dtab.addr import AddrBound, AddrFailed, AddrNeg, AddrPending, BoundName
@@ -143,7 +144,7 @@ class Exchange:
         self.close_after = False
         self.discard_body = False
         self.finished = False
-        self.start = time.monotonic()
+        self.start = monotonic()
         self.svc_stats: RequestStats | None = None
         self.client_stats: RequestStats | None = None
         self.client_svc_stats: RequestStats | None = None
@@ -327,7 +328,7 @@ class Exchange:
         up = self.upstream
         ep = self.endpoint
         self.upstream = None
-        now = time.monotonic()
+        now = monotonic()
         latency = (now - self.start) * 1000.0
         if up is not None and ep is not None:
             if self.upstream_paused:  # a pooled connection must not go back paused
@@ -367,7 +368,7 @@ class Exchange:
         up, ep = self.upstream, self.endpoint
         self.upstream = self.endpoint = None
         if ep is not None:
-            self.balancer.finished(ep, (time.monotonic() - self.start) * 1000.0)
+            self.balancer.finished(ep, (monotonic() - self.start) * 1000.0)
             if ep.accrual is not None:
                 ep.accrual.failure()
         if up is not None:
@@ -417,7 +418,7 @@ class Exchange:
         ep = self.endpoint
         up = self.upstream
         self.upstream = None
-        now = time.monotonic()
+        now = monotonic()
         latency = (now - self.start) * 1000.0
         if ep is not None:
             self.balancer.finished(ep, latency)
@@ -499,7 +500,7 @@ class Exchange:
             self.task.cancel()
         if self.head_sent:
             if not self.pending_head:  # mid-body: only a reset can say so
-                now = time.monotonic()
+                now = monotonic()
                 latency = (now - self.start) * 1000.0
                 up, ep = self.upstream, self.endpoint
                 self.upstream = None
@@ -521,7 +522,7 @@ class Exchange:
             return
         if self.total_timer is not None or self.attempt_timer is not None:
             self._cancel_timers()
-        now = time.monotonic()
+        now = monotonic()
         latency = (now - self.start) * 1000.0
         up, ep = self.upstream, self.endpoint
         if up is not None:  # e.g. the client's own request body turned out malformed
@@ -554,7 +555,7 @@ class Exchange:
             self.task.cancel()
         up, ep = self.upstream, self.endpoint
         self.upstream = None
-        now = time.monotonic()
+        now = monotonic()
         latency = (now - self.start) * 1000.0
         if up is not None:
             up.abort()
