@@ -115,9 +115,9 @@ def one_run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         results: dict[str, dict[str, float]] = {}
         for name, (port, pids) in targets.items():
             h2load(port, args.connections, args.streams, 1, body)  # connect, warm caches
-            t0 = cpu_seconds(pids)
+            t0 = cpu_seconds(pids)[0]
             r = h2load(port, args.connections, args.streams, args.duration, body)
-            r["cpu_us"] = (cpu_seconds(pids) - t0) * 1e6 / max(r["done"], 1)
+            r["cpu_us"] = (cpu_seconds(pids)[0] - t0) * 1e6 / max(r["done"], 1)
             if name.startswith("l5d"):
                 r["rss"] = sum(rss_mb(p)[0] for p in pids)
             results[name] = r

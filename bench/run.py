@@ -334,17 +334,20 @@ class Result:
     errors: int
     requests: int = 0
     cpu_us: float = 0.0  # CPU time of the proxy process(es) per request, in microseconds
+    sys_us: float = 0.0  # the kernel's part of it (system time)
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """user + system CPU time of processes, from /proc (robust to a shared, busy machine)."""
+def cpu_seconds(pids: list[int]) -> tuple[float, float]:
+    """(user + system, system) CPU time of processes, from /proc (robust to a shared, busy
+    machine). The system part is the kernel's: syscalls, loopback TCP, waking the peer."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    total = system = 0.0
     for pid in pids:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
         total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+        system += int(fields[12]) / tick
+    return total, system
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
@@ -456,9 +459,11 @@ def one_run(args: argparse.Namespace, launcher: str) -> tuple[dict, dict]:
             for name, port in targets.items():
                 wrk(port, conns, min(1.0, args.duration), args.threads)  # warm-up
                 pids = [p for pid in measured[name] for p in family(pid)]
-                t0 = cpu_seconds(pids)
+                t0, s0 = cpu_seconds(pids)
                 r = wrk(port, conns, args.duration, args.threads)
-                r.cpu_us = (cpu_seconds(pids) - t0) * 1e6 / max(r.requests, 1)
+                t1, s1 = cpu_seconds(pids)
+                r.cpu_us = (t1 - t0) * 1e6 / max(r.requests, 1)
+                r.sys_us = (s1 - s0) * 1e6 / max(r.requests, 1)
                 results[(name, conns)] = r
         mem = {"l5d-1hop": rss_mb(one_pid), "l5d-2hop": (
             rss_mb(out_pid)[0] + rss_mb(in_pid)[0], rss_mb(out_pid)[1] + rss_mb(in_pid)[1])}
@@ -509,7 +514,7 @@ def main() -> int:
                          "nginx-tls", "l5d-tls", *wide)
              if (n, args.connections[0]) in runs[0][0]]
     hdr = (f"{'target':<11} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
-           f"{'/direct':>8} {'/nginx':>8} {'cpu us/req':>10} {'errors':>6}")
+           f"{'/direct':>8} {'/nginx':>8} {'cpu us/req':>10} {'sys us':>6} {'errors':>6}")
     print()
     print(hdr)
     print("-" * len(hdr))
@@ -521,7 +526,7 @@ def main() -> int:
             errs = sum(r[0][key].errors for r in runs)
             print(f"{name:<11} {conns:>5} {rps:>10.0f} {med(key, 'p50_ms'):>8.2f} "
                   f"{med(key, 'p99_ms'):>8.2f} {rps / d:>8.2f} {rps / n:>8.2f} "
-                  f"{med(key, 'cpu_us'):>10.1f} {errs:>6}")
+                  f"{med(key, 'cpu_us'):>10.1f} {med(key, 'sys_us'):>6.1f} {errs:>6}")
         if ("nginx-2hop", conns) in runs[0][0]:
             print(f"{'':<10} {'':>5} l5d-2hop / nginx-2hop: "
                   f"{med(('l5d-2hop', conns), 'rps') / med(('nginx-2hop', conns), 'rps'):.2f}")
@@ -549,7 +554,8 @@ def main() -> int:
               + ", ".join(f"{x:.1f}" for x in per[1:]) + " MB")
     print("cpu us/req: CPU time the measured process(es) spent per request (direct: the "
           "backend; nginx: the proxy; l5d-2hop, l5d-tls: both routers; nginx-tls: both "
-          "nginx). It does not depend on what else the machine is running, unlike req/s.")
+          "nginx). It does not depend on what else the machine is running, unlike req/s; sys us "
+          "is its kernel part.")
     return 0
 
 
