@@ -10,3 +10,5 @@ cdef class Histogram:
     cdef public Py_ssize_t count
     cdef public double sum, min, max, total_sum
     cpdef add_at(self, Py_ssize_t bucket, double value)
+
+cpdef Py_ssize_t bucket_index(double value) except -1

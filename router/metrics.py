@@ -60,11 +60,16 @@ def _bucket_limits() -> list[float]:
 
 
 _LIMITS = _bucket_limits()
-BUCKET_LIMITS = _LIMITS  # for a caller that finds the bucket in line (router.stats.record_all)
+BUCKET_LIMITS = _LIMITS
 
 
 def bucket_index(value: float) -> int:
-    """The histogram bucket `value` falls in (shared by every Histogram)."""
+    """The histogram bucket `value` falls in (shared by every Histogram). The first 100
+    limits are 0.0, 1.0, ... 99.0, so a value up to 99 (nearly every latency in ms) falls
+    in bucket ceil(value) without a search."""
+    if 0.0 <= value <= 99.0:
+        i = int(value)
+        return i + 1 if i < value else i
     return bisect.bisect_left(_LIMITS, value)
 
 

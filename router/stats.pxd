@@ -1,7 +1,7 @@
 # Cython declarations for stats.py (setup.py; router/_native.py). stats.py stays plain
 # Python, the tested reference.
 cimport cython
-from router.metrics cimport Counter, Histogram
+from router.metrics cimport Counter, Histogram, bucket_index
 
 cdef class RequestStats:
     cdef public object scope, _causes

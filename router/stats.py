@@ -10,10 +10,9 @@ their metrics from the registry.
 from __future__ import annotations
 
 import time
-from bisect import bisect_left
 
 from dtab.bounded import WeightedLRU
-from router.metrics import BUCKET_LIMITS, Counter, Histogram, Scope
+from router.metrics import Counter, Histogram, Scope, bucket_index
 
 
 def scope_name(path_show: str) -> str:
@@ -90,14 +89,7 @@ def record_all(group: tuple[RequestStats, ...], status: int, latency_ms: float,
     `Histogram.add_at`'s work in line (a call per stats object less) costs well under
     half of four `record` calls. `ok` is the service classifier's verdict (router/policy).
     """
-    # metrics.bucket_index: the first 100 limits are 0.0, 1.0, ... 99.0, so a latency up
-    # to 99 ms (nearly all) falls in bucket ceil(latency) without a search.
-    if 0.0 <= latency_ms <= 99.0:
-        i = int(latency_ms)
-        if i < latency_ms:
-            i += 1
-    else:
-        i = bisect_left(BUCKET_LIMITS, latency_ms)
+    i = bucket_index(latency_ms)
     for s in group:
         s.last_used = now
         s.requests.value += 1

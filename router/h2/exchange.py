@@ -48,7 +48,7 @@ from router.http.errors import (
     tls_failed_message,
     unknown_destination_message,
 )
-from router.http.headers import REQUEST_OWNED
+from router.http.headers import REQUEST_OWNED, route_headers
 from router.http.proxy import _wait_addr, pick_leaf
 from router.policy import deadline as deadlines
 from router.policy.classifiers import RETRYABLE, SUCCESS
@@ -364,14 +364,8 @@ class H2Exchange:
             self.balancer = client.balancer
             self.client_stats = client.stats
             self.client_svc_stats = client.stats.services.get(self.service)
-            suffix: Headers = []
-            if self._local is not None:
-                suffix.append((b"l5d-ctx-dtab", self._local.show.encode("latin-1")))
-            suffix.append((b"l5d-dst-service", self.service.encode("latin-1")))
-            suffix.append((b"l5d-dst-client", client.name_bytes))
-            if len(bound.residual):
-                suffix.append((b"l5d-dst-residual", bound.residual.show.encode("latin-1")))
-            self.suffix = suffix
+            self.suffix = route_headers(self._local, self.service, client.name_bytes,
+                                        bound.residual)
         client = self.client
         addr = self._bound.addr.value
         if isinstance(addr, AddrPending):

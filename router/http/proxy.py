@@ -42,7 +42,7 @@ from router.http.errors import (
     tls_failed_message,
     unknown_destination_message,
 )
-from router.http.headers import L5D_PREFIX
+from router.http.headers import L5D_PREFIX, route_headers
 from router.policy import deadline as deadlines
 from router.policy.classifiers import RETRYABLE, SUCCESS, success_class
 from router.stats import record_all
@@ -882,13 +882,7 @@ def _new_route(ex: Exchange, plan: _Plan, tree: Any) -> _Route:
     plan.reason = reason
     client = rt.clients.get(bound)
     client_svc = client.stats.services.get(plan.service)
-    added = [_VIA]
-    if plan.local is not None:
-        added.append((b"l5d-ctx-dtab", plan.local.show.encode("latin-1")))
-    added.append((b"l5d-dst-service", plan.service.encode("latin-1")))
-    added.append((b"l5d-dst-client", client.name_bytes))
-    if len(bound.residual):
-        added.append((b"l5d-dst-residual", bound.residual.show.encode("latin-1")))
+    added = [_VIA, *route_headers(plan.local, plan.service, client.name_bytes, bound.residual)]
     # the same for every request on this route: serialised once, with the route
     suffix = b"".join([b"%s: %s\r\n" % h for h in added])
     binding = None
