@@ -335,6 +335,7 @@ class Result:
     requests: int = 0
     cpu_us: float = 0.0  # CPU time of the proxy process(es) per request, in microseconds
     sys_us: float = 0.0  # the kernel's part of it (system time)
+    rest_us: float = 0.0  # CPU per request of the rest of the path: wrk and the backend
 
 
 def cpu_seconds(pids: list[int]) -> tuple[float, float]:
@@ -361,11 +362,17 @@ def _ms(text: str) -> float:
 
 
 def wrk(port: int, conns: int, duration: float, threads: int) -> Result:
-    out = subprocess.run(
+    """One wrk run; `rest_us` starts as wrk's own CPU per request (from its rusage)."""
+    p = subprocess.Popen(
         ["wrk", "-t", str(min(threads, conns)), "-c", str(conns), "-d",
          f"{max(1, round(duration))}s", "--latency", "-H", "Host: hello", f"http://127.0.0.1:{port}/"],
-        capture_output=True, text=True, check=True,
-    ).stdout
+        stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    out = p.stdout.read()
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        raise subprocess.CalledProcessError(p.returncode, p.args, out)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
@@ -377,7 +384,8 @@ def wrk(port: int, conns: int, duration: float, threads: int) -> Result:
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if m:
         errs += sum(int(x) for x in m.groups())
-    return Result(rps, p50, p99, errs, total)
+    wrk_us = (usage.ru_utime + usage.ru_stime) * 1e6 / max(total, 1)
+    return Result(rps, p50, p99, errs, total, rest_us=wrk_us)
 
 
 def rss_mb(pid: int) -> tuple[float, float]:
@@ -459,11 +467,14 @@ def one_run(args: argparse.Namespace, launcher: str) -> tuple[dict, dict]:
             for name, port in targets.items():
                 wrk(port, conns, min(1.0, args.duration), args.threads)  # warm-up
                 pids = [p for pid in measured[name] for p in family(pid)]
+                rest = [] if name == "direct" else family(be_pid)
                 t0, s0 = cpu_seconds(pids)
+                b0 = cpu_seconds(rest)[0]
                 r = wrk(port, conns, args.duration, args.threads)
                 t1, s1 = cpu_seconds(pids)
                 r.cpu_us = (t1 - t0) * 1e6 / max(r.requests, 1)
                 r.sys_us = (s1 - s0) * 1e6 / max(r.requests, 1)
+                r.rest_us += (cpu_seconds(rest)[0] - b0) * 1e6 / max(r.requests, 1)
                 results[(name, conns)] = r
         mem = {"l5d-1hop": rss_mb(one_pid), "l5d-2hop": (
             rss_mb(out_pid)[0] + rss_mb(in_pid)[0], rss_mb(out_pid)[1] + rss_mb(in_pid)[1])}
@@ -473,6 +484,19 @@ def one_run(args: argparse.Namespace, launcher: str) -> tuple[dict, dict]:
     finally:
         procs.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cpus() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def scaling_bound(med, name: str, conns: int, workers: int) -> float:  # noqa: ANN001
+    """The best wN / w1 the machine allows: with every CPU busy, requests/s is at most CPUs
+    over the whole path's CPU per request (the proxy's, wrk's, the backend's) as measured
+    with one worker, and no more than N times one worker's."""
+    per_request_us = med((name, conns), "cpu_us") + med((name, conns), "rest_us")
+    most = cpus() * 1e6 / per_request_us
+    return min(most / med((name, conns), "rps"), float(workers))
 
 
 def main() -> int:
@@ -533,8 +557,10 @@ def main() -> int:
         for w in (w for w in args.workers if w > 1):
             one = med(("l5d-1hop", conns), "rps")
             print(f"{'':<10} {'':>5} l5d-w{w} / l5d-1hop: "
-                  f"{med((f'l5d-w{w}', conns), 'rps') / one:.2f}, nginx-w{w} / nginx: "
-                  f"{med((f'nginx-w{w}', conns), 'rps') / n:.2f}, l5d-w{w} / nginx-w{w}: "
+                  f"{med((f'l5d-w{w}', conns), 'rps') / one:.2f} "
+                  f"(at most {scaling_bound(med, 'l5d-1hop', conns, w):.2f} here), "
+                  f"nginx-w{w} / nginx: {med((f'nginx-w{w}', conns), 'rps') / n:.2f} "
+                  f"(at most {scaling_bound(med, 'nginx', conns, w):.2f}), l5d-w{w} / nginx-w{w}: "
                   f"{med((f'l5d-w{w}', conns), 'rps') / med((f'nginx-w{w}', conns), 'rps'):.2f}")
         if ("l5d-tls", conns) in runs[0][0]:
             t = med(("l5d-tls", conns), "rps")
@@ -556,6 +582,11 @@ def main() -> int:
           "backend; nginx: the proxy; l5d-2hop, l5d-tls: both routers; nginx-tls: both "
           "nginx). It does not depend on what else the machine is running, unlike req/s; sys us "
           "is its kernel part.")
+    if any(w > 1 for w in args.workers):
+        print(f"at most: the wN / 1-worker ratio if N workers scaled perfectly on this machine's "
+              f"{cpus()} CPUs, which wrk and the backend share: CPUs / (the proxy's CPU + wrk's "
+              f"and the backend's CPU, per request in the 1-worker run), over the 1-worker "
+              f"req/s. Past it the machine, not the proxy, is the limit.")
     return 0
 
 
