@@ -3,10 +3,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
-# The compiled hot modules (router/_native.py: COMPILED; each .py has a .pxd beside it):
-# rebuilt in place whenever a source or declaration changed, so make never runs a stale one.
+# The compiled hot modules (router/_native.py: COMPILED; each .py has a .pxd beside it, but
+# for the classifiers, compiled as they are): rebuilt in place whenever a source or
+# declaration changed, so make never runs a stale one.
 NATIVE_PXD := $(wildcard router/*.pxd router/*/*.pxd)
-NATIVE_SRC := $(NATIVE_PXD) $(NATIVE_PXD:.pxd=.py) setup.py router/_native.py
+NATIVE_SRC := $(NATIVE_PXD) $(NATIVE_PXD:.pxd=.py) router/policy/classifiers.py setup.py \
+              router/_native.py
 BUILT  := $(VENV)/.built-stamp
 # The data-path tests, run a second time on the pure-Python reference (L5D_PURE_PYTHON=1).
 PURE_TESTS := tests/test_http_*.py tests/test_policy*.py tests/test_e2e_router.py \

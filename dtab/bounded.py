@@ -78,6 +78,7 @@ class WeightedLRU(Generic[K, V]):
         self.on_evict = on_evict
 
     def get(self, key: K, default: Any = None) -> Any:
+        # router.request.cache_get is this read for the compiled hot path: keep them alike.
         hit = self._data.get(key)
         if hit is None:
             return default

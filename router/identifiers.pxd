@@ -2,6 +2,8 @@
 # identifier (io.l5d.header.token) as a native class. identifiers.py stays plain Python,
 # the tested reference.
 
+from router.request cimport cache_get
+
 cdef class HeaderToken:
     cdef public object prefix, absent, names
     cdef public bytes key

@@ -17,7 +17,7 @@ from typing import Any
 from dtab.bounded import WeightedLRU
 from dtab.errors import DtabParseError, ParamError
 from dtab.path import Path
-from router.request import RequestHead
+from router.request import RequestHead, cache_get
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +86,7 @@ class HeaderToken:
                 break
         else:
             raise IdentificationError(self.absent)
-        hit = self.names.get(raw)
+        hit = cache_get(self.names, raw)
         if hit is None:
             if not raw:
                 raise IdentificationError(self.absent)

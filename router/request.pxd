@@ -2,5 +2,10 @@
 # native class, so the compiled proxy and identifiers read its fields directly.
 # request.py stays plain Python, the tested reference.
 
+cimport cython
+
+@cython.locals(table=dict, hit=list)
+cpdef object cache_get(object cache, object key)
+
 cdef class RequestHead:
     cdef public object method, target, version, headers, peer

@@ -5,7 +5,7 @@ from router.client.pool cimport Endpoint
 
 cdef class Balancer:
     cdef public object max_effort, rng, endpoints, all, _cum, _by_addr, _addresses
-    cdef public object on_new_endpoint, _addr, _unsubscribe
+    cdef public object on_new_endpoint, _addr, _unsubscribe, state
     cpdef pick(self)
     cpdef started(self, Endpoint ep)
     cpdef finished(self, Endpoint ep, double latency_ms)

@@ -62,6 +62,10 @@ class Balancer:
         self._by_addr: dict[tuple[str, int], Endpoint] = {}
         self._addresses: frozenset[Address] | None = None  # the last set applied
         self.on_new_endpoint: Callable[[Endpoint], None] | None = None
+        # The value of `_addr` as last seen by `_update` (observers run synchronously, so
+        # always its current value): the proxy reads it on every request without calling
+        # the Var's property.
+        self.state: Addr = addr.value
         self._addr = addr
         self._unsubscribe = addr.observe(self._update)
         self._update(addr.value)
@@ -76,6 +80,7 @@ class Balancer:
         self._update(addr.value)
 
     def _update(self, addr: Addr) -> None:
+        self.state = addr
         if isinstance(addr, AddrPending):
             return
         addresses: frozenset[Address] = (

@@ -8,7 +8,7 @@ from router.client.balancer cimport Balancer
 from router.policy.retries cimport ServicePolicy
 from router.policy.budget cimport RetryBudget
 from router.stats cimport record_all
-from router.request cimport RequestHead
+from router.request cimport RequestHead, cache_get
 
 cdef class Exchange:
     cdef public object conn, server, version, content_length, body_chunks
@@ -55,5 +55,5 @@ cpdef tuple _policy_headers(headers)
 cpdef dispatch(Exchange ex)
 @cython.locals(pol=ServicePolicy, route=_Route, plan=_Plan)
 cpdef _Plan _prepare(Exchange ex)
-@cython.locals(route=_Route)
+@cython.locals(route=_Route, bal=Balancer)
 cpdef bint _choose(Exchange ex, _Plan plan) except -1

@@ -45,6 +45,7 @@ from router.http.errors import (
 from router.http.headers import L5D_PREFIX, route_headers
 from router.policy import deadline as deadlines
 from router.policy.classifiers import RETRYABLE, SUCCESS, success_class
+from router.request import cache_get
 from router.stats import record_all
 
 if TYPE_CHECKING:
@@ -816,7 +817,7 @@ def _prepare(ex: Exchange) -> _Plan:
         head.target = ident.target
     plan.route_key = (ident.path.elems, None if local is None else
                       (info.ctx_dtabs, info.user_dtabs))
-    route = plan.route = rt.routes.get(plan.route_key)
+    route = plan.route = cache_get(rt.routes, plan.route_key)
     plan.service, ex.svc_stats, pol = (route.service if route is not None
                                        else rt.service_for(ident.path))
     ex.policy = pol
@@ -916,7 +917,8 @@ def _choose(ex: Exchange, plan: _Plan) -> bool:
         ex.client_svc_stats = route.client_svc
         ex.balancer = route.balancer
     client = plan.client
-    addr = route.addr.value  # type: ignore[union-attr]
+    bal = route.balancer  # type: ignore[union-attr]
+    addr = bal.state if bal._addr is route.addr else route.addr.value  # type: ignore[union-attr]
     if type(addr) is not AddrBound:
         if isinstance(addr, AddrPending):
             return False
