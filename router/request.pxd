@@ -9,3 +9,8 @@ cpdef object cache_get(object cache, object key)
 
 cdef class RequestHead:
     cdef public object method, target, version, headers, peer
+
+cdef class HeadInfo:
+    cdef public object length, conn_tokens, ctx_dtabs, user_dtabs, deadlines
+    cdef public Py_ssize_t hops, body_mode
+    cdef public bint expect, bad_target

@@ -76,3 +76,22 @@ class RequestHead:
     def describe(self) -> str:
         """Linkerd's `Request("GET /", from /ip:port)` form, used in error texts."""
         return f'Request("{self.method} {self.target}", from /{self.peer[0]}:{self.peer[1]})'
+
+
+class HeadInfo:
+    """What the header callbacks learned about one request head (the server fills it in,
+    the proxy routes by it). A native class too (router/request.pxd)."""
+
+    __slots__ = ("hops", "body_mode", "length", "expect", "conn_tokens", "ctx_dtabs",
+                 "user_dtabs", "bad_target", "deadlines")
+
+    def __init__(self) -> None:
+        self.hops = 0
+        self.body_mode = 0  # 0 none, 1 content-length, 2 chunked
+        self.length: bytes | None = None
+        self.expect = False
+        self.conn_tokens: list[bytes] | None = None
+        self.ctx_dtabs: tuple[bytes, ...] = ()  # tuples: no allocation in the common case
+        self.user_dtabs: tuple[bytes, ...] = ()
+        self.bad_target = False
+        self.deadlines: tuple[bytes, ...] = ()  # l5d-ctx-deadline values

@@ -35,10 +35,12 @@ class Sink:
         self.body = b""
         self.done: bool | None = None
         self.error: Exception | None = None
+        self.l5d: tuple | None = None
 
     def on_response_head(self, status, reason, headers, has_body, length, tokens,  # noqa: ANN001
-                         has_l5d, l5d_err) -> None:
+                         has_l5d, l5d_err, success_class, retryable) -> None:
         self.head = (status, headers, length)
+        self.l5d = (has_l5d, l5d_err, success_class, retryable)
 
     def on_response_body(self, chunk: bytes) -> None:
         self.body += chunk
@@ -88,3 +90,24 @@ def test_final_response_after_interim_in_one_read_is_version_checked() -> None:
     comes from the parser."""
     sink = exchange(EARLY + b"HTTP/2.0" + FINAL[8:])  # llhttp takes 2.0; the router does not
     assert sink.head is None and "HTTP version 2.0 in the status line" in str(sink.error)
+
+
+def test_next_hops_verdict_comes_apart_from_the_headers() -> None:
+    """The last `l5d-success-class` is handed over and taken out (this hop sets its own);
+    `l5d-retryable: true` is noted and forwarded; other l5d-* headers are kept."""
+    sink = exchange(b"HTTP/1.1 503 Service Unavailable\r\nL5d-Success-Class: 0.0\r\n"
+                    b"l5d-retryable:  TRUE \r\nl5d-success-class: 0.5\r\nl5d-x: y\r\n"
+                    b"Content-Length: 2\r\n\r\nno")
+    assert sink.error is None
+    assert sink.head == (503, [(b"l5d-retryable", b"TRUE "), (b"l5d-x", b"y")], b"2")
+    assert sink.l5d == (True, False, b"0.5", True)
+
+
+@pytest.mark.parametrize("head, expected", [
+    (b"Server: nginx\r\n", (False, False, None, False)),
+    (b"l5d-retryable: false\r\n", (True, False, None, False)),
+    (b"l5d-err: boom\r\n", (True, True, None, False)),
+])
+def test_l5d_headers_noted(head: bytes, expected: tuple) -> None:
+    sink = exchange(b"HTTP/1.1 200 OK\r\n" + head + b"Content-Length: 2\r\n\r\nok")
+    assert sink.error is None and sink.l5d == expected

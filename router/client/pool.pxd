@@ -7,13 +7,15 @@ cimport cython
 # cache lookup a PyDict_GetItem (read from Python with name_codes()).
 cdef dict _NAME_CODES
 cdef Py_ssize_t _R_LENGTH, _R_CHUNKED, _R_CONNECTION, _R_DROP, _R_PLAIN, _R_L5D, _R_L5D_ERR
+cdef Py_ssize_t _R_SUCCESS_CLASS, _R_RETRYABLE
 
 cpdef Py_ssize_t _response_code(bytes name) except -1
 
 cdef class UpstreamConnection:
     cdef public object endpoint, transport, parser, sink, _headers, _length, _tokens
+    cdef public object _success_class
     cdef public bint closed, _no_body, _until_close, _in_body, _head_done, _connected
-    cdef public bint reused, _received, _chunked, _l5d, _l5d_err, _version_seen
+    cdef public bint reused, _received, _chunked, _l5d, _l5d_err, _version_seen, _retryable
     cdef public Py_ssize_t _head_bytes, reads, fd
     cdef public double born, idle_since
     cpdef _reset_head(self)

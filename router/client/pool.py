@@ -55,10 +55,13 @@ class ResponseSink(Protocol):
     def on_response_head(
         self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], has_body: bool,
         content_length: bytes | None, conn_tokens: list[bytes] | None, has_l5d: bool,
-        l5d_err: bool,
+        l5d_err: bool, success_class: bytes | None, retryable: bool,
     ) -> None:
         """`headers` come without framing and hop-by-hop ones (except those `conn_tokens`
-        name); `content_length` is None for chunked or read-until-close bodies."""
+        name); `content_length` is None for chunked or read-until-close bodies. The next
+        hop's verdict comes apart: `success_class` is the last `l5d-success-class` value
+        (taken out of `headers`: this hop sets its own), `retryable` whether an
+        `l5d-retryable: true` came (left in)."""
 
     def on_response_body(self, chunk: bytes) -> None: ...
 
@@ -75,7 +78,8 @@ class ResponseSink(Protocol):
 # spares a parser callback per response.
 _REASONS: dict[int, bytes] = {int(s): s.phrase.encode() for s in HTTPStatus}
 MAX_RESPONSE_HEAD_BYTES = 64 * 1024  # a backend cannot make the router hold an endless head
-_R_LENGTH, _R_CHUNKED, _R_CONNECTION, _R_DROP, _R_PLAIN, _R_L5D, _R_L5D_ERR = range(7)
+(_R_LENGTH, _R_CHUNKED, _R_CONNECTION, _R_DROP, _R_PLAIN, _R_L5D, _R_L5D_ERR,
+ _R_SUCCESS_CLASS, _R_RETRYABLE) = range(9)
 _RESPONSE_SPECIAL: dict[bytes, int] = {
     b"content-length": _R_LENGTH,
     b"transfer-encoding": _R_CHUNKED,
@@ -84,6 +88,12 @@ _RESPONSE_SPECIAL: dict[bytes, int] = {
     # the client package does not depend on the server side)
     **{h: _R_DROP for h in (b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade",
                             b"proxy-authorization", b"proxy-authenticate")},
+}
+# The `l5d-*` headers read here (any other is _R_L5D).
+_L5D_RESPONSE: dict[bytes, int] = {
+    b"l5d-err": _R_L5D_ERR,
+    b"l5d-success-class": _R_SUCCESS_CLASS,
+    b"l5d-retryable": _R_RETRYABLE,
 }
 # Raw header name (as the backend spelled it) -> its code: one dict lookup per header
 # instead of lower() + lookup + prefix tests. Bounded, since backends choose the names.
@@ -100,7 +110,7 @@ def _response_code(name: bytes) -> int:
     lk = name.lower()
     code = _RESPONSE_SPECIAL.get(lk)
     if code is None:
-        code = _R_L5D_ERR if lk == b"l5d-err" else _R_L5D if lk[:4] == b"l5d-" else _R_PLAIN
+        code = _L5D_RESPONSE.get(lk, _R_L5D) if lk[:4] == b"l5d-" else _R_PLAIN
     if len(_NAME_CODES) < _NAME_CODES_MAX and len(name) <= 64:  # bounded in bytes too
         _NAME_CODES[name] = code
     return code
@@ -112,6 +122,7 @@ class UpstreamConnection:  # an asyncio.Protocol (not a subclass: compiled, pool
     __slots__ = ("endpoint", "transport", "parser", "sink", "closed", "_headers",
                  "_no_body", "_until_close", "_in_body", "_head_done", "_connected", "reused",
                  "_received", "_length", "_chunked", "_tokens", "_l5d", "_l5d_err",
+                 "_success_class", "_retryable",
                  "_head_bytes", "reads", "born", "idle_since", "fd", "_version_seen")
 
     def __init__(self, endpoint: Endpoint) -> None:
@@ -142,6 +153,8 @@ class UpstreamConnection:  # an asyncio.Protocol (not a subclass: compiled, pool
         self._tokens: list[bytes] | None = None
         self._l5d = False
         self._l5d_err = False
+        self._success_class: bytes | None = None
+        self._retryable = False
 
     # --- lifecycle -------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -286,11 +299,16 @@ class UpstreamConnection:  # an asyncio.Protocol (not a subclass: compiled, pool
         code = _response_code(name) if known is None else known
         if code == _R_PLAIN:
             self._headers.append((name, value))
-        elif code == _R_L5D or code == _R_L5D_ERR:
+        elif code == _R_L5D or code == _R_L5D_ERR or code == _R_RETRYABLE:
             self._l5d = True
             if code == _R_L5D_ERR:
                 self._l5d_err = True
+            elif code == _R_RETRYABLE and value.strip().lower() == b"true":
+                self._retryable = True
             self._headers.append((name, value))
+        elif code == _R_SUCCESS_CLASS:
+            self._l5d = True
+            self._success_class = value
         elif code == _R_LENGTH:
             self._length = value.strip()
         elif code == _R_CHUNKED:
@@ -342,7 +360,7 @@ class UpstreamConnection:  # an asyncio.Protocol (not a subclass: compiled, pool
             tokens = [t for t in tokens if t not in _RESPONSE_SPECIAL] or None
         sink.on_response_head(status, _REASONS.get(status, b"Unknown"), self._headers,
                               not no_body, content_length, tokens, self._l5d,
-                              self._l5d_err)
+                              self._l5d_err, self._success_class, self._retryable)
         if no_body and self._no_body and self.sink is sink:
             # A HEAD response: llhttp would wait for the announced body, so finish here
             # and give the next exchange a fresh parser.

@@ -8,7 +8,7 @@ from router.client.balancer cimport Balancer
 from router.policy.retries cimport ServicePolicy
 from router.policy.budget cimport RetryBudget
 from router.stats cimport record_all
-from router.request cimport RequestHead, cache_get
+from router.request cimport HeadInfo, RequestHead, cache_get
 
 cdef class Exchange:
     cdef public object conn, server, version, content_length, body_chunks
@@ -18,7 +18,8 @@ cdef class Exchange:
     cdef public Balancer balancer
     cdef public ServicePolicy policy
     cdef public object client, svc_stats, client_stats
-    cdef public object client_svc_stats, task, pending_head, plan, info, total_timer
+    cdef public object client_svc_stats, task, pending_head, plan, total_timer
+    cdef public HeadInfo info
     cdef public object attempt_timer, replay, delays, trace
     cdef public bint keep_alive, request_done, head_sent, chunked_down, close_after
     cdef public bint discard_body, finished, expect_continue, upstream_paused, requeued, ok
@@ -48,12 +49,11 @@ cpdef _add_reqid(list parts)
 cdef dict _STATUS_LINES
 @cython.locals(hit=tuple)
 cpdef bytes _status_line(status, bytes reason)
-@cython.locals(n=Py_ssize_t, retryable=bint, found=bint)
-cpdef tuple _policy_headers(headers)
+cpdef bint _verdict(bytes value) except -1
 
 @cython.locals(ep=Endpoint, conn=UpstreamConnection, plan=_Plan, route=_Route)
 cpdef dispatch(Exchange ex)
-@cython.locals(pol=ServicePolicy, route=_Route, plan=_Plan)
+@cython.locals(pol=ServicePolicy, route=_Route, plan=_Plan, info=HeadInfo)
 cpdef _Plan _prepare(Exchange ex)
 @cython.locals(route=_Route, bal=Balancer)
 cpdef bint _choose(Exchange ex, _Plan plan) except -1

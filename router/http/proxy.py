@@ -230,7 +230,8 @@ class Exchange:
     # --- response, from the upstream connection -------------------------------
     def on_response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
                          has_body: bool, content_length: bytes | None,
-                         conn_tokens: list[bytes] | None, has_l5d: bool, l5d_err: bool) -> None:
+                         conn_tokens: list[bytes] | None, has_l5d: bool, l5d_err: bool,
+                         success_class: bytes | None, retryable: bool) -> None:
         self.status = status
         if self.trace is not None:
             self.trace.response_head(status, content_length)
@@ -239,14 +240,11 @@ class Exchange:
             self.attempt_timer = None
         ok = True
         if status >= 500 or has_l5d:
-            pol = self.policy
-            retryable, verdict = False, None
-            if has_l5d:
-                headers, retryable, verdict = _policy_headers(headers)
-            cls = pol.classify(self.head.method, status, retryable)
+            cls = self.policy.classify(self.head.method, status, retryable)
             if cls == RETRYABLE and self._retry(f"status {status}"):
                 return
-            ok = cls == SUCCESS if verdict is None else verdict
+            # the next hop's verdict, which this hop honours
+            ok = cls == SUCCESS if success_class is None else _verdict(success_class)
         self.ok = ok
         out = headers
         if conn_tokens:
@@ -593,25 +591,10 @@ class Exchange:
                 cs.last_used = now
 
 
-def _policy_headers(headers: list[tuple[bytes, bytes]]
-                    ) -> tuple[list[tuple[bytes, bytes]], bool, bool | None]:
-    """A response's `l5d-retryable` and `l5d-success-class` (the next hop's verdict, which
-    this hop honours); the latter is taken out, since this hop sets its own. Names are
-    told apart by length first: most of a response's headers are neither."""
-    retryable, verdict, found = False, None, False
-    for k, v in headers:
-        n = len(k)
-        if n == 17:
-            if k.lower() == b"l5d-success-class":
-                # what an l5d sends, else Linkerd's reading of any other value
-                verdict = True if v == b"1.0" else False if v == b"0.0" else success_class(v)
-                found = True
-        elif n == 13 and k.lower() == b"l5d-retryable" and v.strip().lower() == b"true":
-            retryable = True
-    if found:
-        headers = [(k, v) for k, v in headers
-                   if len(k) != 17 or k.lower() != b"l5d-success-class"]
-    return headers, retryable, verdict
+def _verdict(value: bytes) -> bool:
+    """A response's `l5d-success-class`: what an l5d sends, else Linkerd's reading of any
+    other value."""
+    return True if value == b"1.0" else False if value == b"0.0" else success_class(value)
 
 
 def pick_leaf(tree: Any, rng: random.Random = _rng) -> tuple[BoundName | None, str | None]:

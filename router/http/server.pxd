@@ -4,6 +4,7 @@
 cimport cython
 from router.http.proxy cimport Exchange
 from router.stats cimport ServerStats
+from router.request cimport HeadInfo
 
 # The header codes, as C integers: on_header's comparisons are C comparisons, and its
 # cache lookup a PyDict_GetItem (read from Python with name_codes()).
@@ -13,26 +14,22 @@ cdef Py_ssize_t _USER_DTAB, _DROP, _PLAIN, _L5D, _HOST, _AMBIGUOUS, _CTX_DEADLIN
 
 cpdef Py_ssize_t _request_code(bytes name) except -1
 
-cdef class _HeadInfo:
-    cdef public object length, conn_tokens, ctx_dtabs, user_dtabs, deadlines
-    cdef public Py_ssize_t hops, body_mode
-    cdef public bint expect, bad_target
-
 cdef class ServerConnection:
     cdef public ServerStats stats
     cdef public object server, transport, parser, peer, queue
     cdef public Exchange current, parsing
     cdef public bytes _url
-    cdef public object _headers, _info, _timer, _w_head, _w_idle, _chunk
+    cdef public object _headers, _timer, _w_head, _w_idle, _chunk
+    cdef public HeadInfo _info
     cdef public bint _closed, draining, writing_paused, _broken, _lingering
     cdef public bint _between, _fresh, _at_start, _clear
     cdef public Py_ssize_t _head_bytes, _paused, _hosts, reads, _heads, _w_mark, _w_heads
     cdef public Py_ssize_t _idle_reads
     cdef public double _w_since, _born, _w_tick
     cpdef write(self, data)
-    @cython.locals(code=Py_ssize_t, info=_HeadInfo)
+    @cython.locals(code=Py_ssize_t, info=HeadInfo)
     cpdef on_header(self, bytes name, bytes value)
-    @cython.locals(chunk=bytes, method=bytes, url=bytes, n=Py_ssize_t)
+    @cython.locals(chunk=bytes, method=bytes, url=bytes, n=Py_ssize_t, info=HeadInfo)
     cpdef on_headers_complete(self)
     cpdef writelines(self, parts, Py_ssize_t n)
     cpdef pause_reading(self, Py_ssize_t reason)

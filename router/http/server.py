@@ -31,7 +31,7 @@ from router.http.proxy import ROUTE_CACHE_BYTES, ROUTE_CACHE_MAX, Exchange, disp
 from router.identifiers import IdentificationError
 from router.policy.retries import DEFAULT_BUFFER_BYTES, ServicePolicy, compile_service
 from router.policy.shedding import LoadShedder
-from router.request import RequestHead
+from router.request import HeadInfo, RequestHead
 from router.session import DEFAULT_SERVER_SESSION, ServerSession
 from router.stats import ServerStats, ServiceStats, ServiceStatsCache
 
@@ -296,27 +296,9 @@ def _peer_state(fd: int) -> tuple[bool, bool, int]:
     return (bool(ev & select.POLLRDHUP), bool(ev & (select.POLLHUP | select.POLLERR)), queued)
 
 
-class _HeadInfo:
-    """What the header callbacks learned about one request head."""
-
-    __slots__ = ("hops", "body_mode", "length", "expect", "conn_tokens", "ctx_dtabs",
-                 "user_dtabs", "bad_target", "deadlines")
-
-    def __init__(self) -> None:
-        self.hops = 0
-        self.body_mode = 0  # 0 none, 1 content-length, 2 chunked
-        self.length: bytes | None = None
-        self.expect = False
-        self.conn_tokens: list[bytes] | None = None
-        self.ctx_dtabs: tuple[bytes, ...] = ()  # tuples: no allocation in the common case
-        self.user_dtabs: tuple[bytes, ...] = ()
-        self.bad_target = False
-        self.deadlines: tuple[bytes, ...] = ()  # l5d-ctx-deadline values
-
-
-# Most requests carry none of the headers _HeadInfo tracks: they share this one, and
-# on_header makes a request its own _HeadInfo before changing anything (never mutate it).
-_NO_INFO = _HeadInfo()
+# Most requests carry none of the headers HeadInfo tracks: they share this one, and
+# on_header makes a request its own HeadInfo before changing anything (never mutate it).
+_NO_INFO = HeadInfo()
 
 
 class ServerConnection:  # an asyncio.Protocol (not a subclass: compiled, server.pxd)
@@ -534,7 +516,7 @@ class ServerConnection:  # an asyncio.Protocol (not a subclass: compiled, server
             raise BadHead(400, f"Ambiguous framing header name {name[:64].decode('latin-1')!r}")
         info = self._info
         if info is _NO_INFO:
-            info = self._info = _HeadInfo()
+            info = self._info = HeadInfo()
         if code == _VIA:
             for hop in value.split(b","):
                 if hop.strip():
@@ -601,7 +583,7 @@ class ServerConnection:  # an asyncio.Protocol (not a subclass: compiled, server
         target = url.decode("latin-1")
         if target[:1] != "/" and target != "*":
             target = self._absolute_form(target, headers)
-            info = self._info  # may have become its own _HeadInfo (bad_target)
+            info = self._info  # may have become its own HeadInfo (bad_target)
         if info.conn_tokens:
             named = set(info.conn_tokens) - _ALREADY_DROPPED  # e.g. `keep-alive`: gone already
             if named:
@@ -628,7 +610,7 @@ class ServerConnection:  # an asyncio.Protocol (not a subclass: compiled, server
             url = httptools.parse_url(target.encode("latin-1"))
         except httptools.HttpParserInvalidURLError:
             if self._info is _NO_INFO:
-                self._info = _HeadInfo()
+                self._info = HeadInfo()
             self._info.bad_target = True  # refused with 400 before routing
             return target
         if url.host:
