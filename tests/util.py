@@ -9,12 +9,21 @@ import subprocess
 import time
 from collections.abc import Callable
 
+_HANDED_OUT: set[int] = set()
+
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS says is free now (tests never hard-code ports)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port the OS says is free now (tests never hard-code ports), and never one handed
+    out before in this run: the OS may offer a port again once its probe socket closes, and
+    two servers of one config (or two tests' processes) would then ask for the same one."""
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError(f"no port on {host} that this test run has not handed out already")
 
 
 def wait_until(
