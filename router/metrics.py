@@ -60,7 +60,6 @@ def _bucket_limits() -> list[float]:
 
 
 _LIMITS = _bucket_limits()
-BUCKET_LIMITS = _LIMITS
 
 
 def bucket_index(value: float) -> int:

@@ -37,7 +37,6 @@ REQUEST_OWNED: frozenset[bytes] = frozenset(
 )
 
 
-
 def route_headers(local: Any, service: str, client_name: bytes, residual: Any
                   ) -> list[tuple[bytes, bytes]]:
     """What a hop adds to a request it routes (HTTP/1.1 and h2 alike), in Linkerd's order:

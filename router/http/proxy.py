@@ -900,6 +900,8 @@ def _choose(ex: Exchange, plan: _Plan) -> bool:
         ex.client_svc_stats = route.client_svc
         ex.balancer = route.balancer
     client = plan.client
+    # The balancer's copy of the address, unless the client was rebound since this route
+    # was made (the balancer then follows the new binding's Var, this route the old one).
     bal = route.balancer  # type: ignore[union-attr]
     addr = bal.state if bal._addr is route.addr else route.addr.value  # type: ignore[union-attr]
     if type(addr) is not AddrBound:
