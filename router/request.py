@@ -11,6 +11,32 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from dtab.bounded import WeightedLRU
 
+try:  # Cython's pure-Python mode: `compiled` is True only in the built extension
+    import cython  # type: ignore[import-untyped]
+
+    _COMPILED: bool = cython.compiled
+except ImportError:  # installed from a wheel, run as source: no Cython here
+    _COMPILED = False
+
+
+def head_bytes(first: bytes, headers: list[tuple[bytes, bytes]], tail: list[bytes]) -> bytes:
+    """`first`, each header as `name: value\\r\\n`, then the parts of `tail`, as one bytes:
+    how the proxy writes every request and response head.
+
+    Compiled, it sizes the head and copies each part once in C (`_c_head_bytes` in
+    request.pxd), a quarter of what a list of parts and `b"".join` cost (bench/README,
+    session 7); any part that is not exactly bytes takes the join below instead.
+    """
+    if _COMPILED:
+        out = _c_head_bytes(first, headers, tail)  # type: ignore[name-defined]  # noqa: F821
+        if out is not None:
+            return out  # type: ignore[no-any-return]
+    parts = [first]
+    for k, v in headers:
+        parts += (k, b": ", v, b"\r\n")
+    parts += tail
+    return b"".join(parts)
+
 
 def cache_get(cache: WeightedLRU[Any, Any], key: Any) -> Any:
     """`cache.get(key)` for the compiled hot path: the same read as `WeightedLRU.get`

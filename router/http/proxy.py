@@ -45,7 +45,7 @@ from router.http.errors import (
 from router.http.headers import L5D_PREFIX, route_headers
 from router.policy import deadline as deadlines
 from router.policy.classifiers import RETRYABLE, SUCCESS, success_class
-from router.request import cache_get
+from router.request import cache_get, head_bytes
 from router.stats import record_all
 
 if TYPE_CHECKING:
@@ -256,50 +256,45 @@ class Exchange:
         else:
             l5d_err = False
         # The status line, the backend's headers, then the ones this hop sets (already
-        # serialised, in this order): one join.
-        parts = [_status_line(status, reason)]
-        for k, v in out:
-            parts.append(k)
-            parts.append(b": ")
-            parts.append(v)
-            parts.append(b"\r\n")
+        # serialised, in this order): one head_bytes.
+        tail: list[bytes] = []
         if clear:
             sc, sc_via = b"", _VIA_LINE
         else:
             sc, sc_via = (_SC_OK, _SC_VIA_OK) if ok else (_SC_FAIL, _SC_VIA_FAIL)
         if has_body:
-            parts.append(sc_via)
+            tail.append(sc_via)
             if l5d_err:
                 self.discard_body = True
-                parts.append(b"Content-Length: 0\r\n")
+                tail.append(b"Content-Length: 0\r\n")
             elif content_length is not None:
-                parts.append(b"Content-Length: ")
-                parts.append(content_length)
-                parts.append(b"\r\n")
+                tail.append(b"Content-Length: ")
+                tail.append(content_length)
+                tail.append(b"\r\n")
             elif self.version == "1.1":
                 self.chunked_down = True
-                parts.append(b"Transfer-Encoding: chunked\r\n")
+                tail.append(b"Transfer-Encoding: chunked\r\n")
             else:
                 self.close_after = True
         elif content_length is not None:  # HEAD: the length not sent
-            parts.append(sc)
-            parts.append(b"Content-Length: ")
-            parts.append(content_length)
-            parts.append(b"\r\n" + _VIA_LINE)
+            tail.append(sc)
+            tail.append(b"Content-Length: ")
+            tail.append(content_length)
+            tail.append(b"\r\n" + _VIA_LINE)
         else:
-            parts.append(sc_via)
+            tail.append(sc_via)
         conn = self.conn
         if self.close_after or not self.keep_alive or conn.draining or not self.request_done:
             # A response that starts before its request body was all read (the backend
             # answered early) ends the connection: say so, never close a kept-alive one.
             self.keep_alive = self.keep_alive and not conn.draining and self.request_done
-            parts.append(b"Connection: close\r\n\r\n")
+            tail.append(b"Connection: close\r\n\r\n")
         elif self.version == "1.0":
-            parts.append(b"Connection: keep-alive\r\n\r\n")
+            tail.append(b"Connection: keep-alive\r\n\r\n")
         else:
-            parts.append(b"\r\n")
+            tail.append(b"\r\n")
         # Held back so head and body usually leave in one write (one syscall, one packet).
-        self.pending_head = b"".join(parts)
+        self.pending_head = head_bytes(_status_line(status, reason), out, tail)
         self.head_sent = True
 
     def on_response_body(self, chunk: bytes) -> None:
@@ -917,30 +912,25 @@ def _choose(ex: Exchange, plan: _Plan) -> bool:
 
     route.requeue_budget.deposit(ex.start)  # RequeuePolicy.begin, one call less
     # The request line, the caller's headers, the route's (pre-serialised), the deadline,
-    # the request id and the framing: one join.
+    # the request id and the framing: one head_bytes.
     head = ex.head
-    parts = [f"{head.method} {head.target} HTTP/1.1\r\n".encode("latin-1")]
-    for k, v in plan.fwd:
-        parts.append(k)
-        parts.append(b": ")
-        parts.append(v)
-        parts.append(b"\r\n")
-    parts.append(plan.suffix)
+    tail = [plan.suffix]
     if plan.deadline:
-        parts.append(plan.deadline)
+        tail.append(plan.deadline)
     if ex.trace is None:
-        _add_reqid(parts)
+        _add_reqid(tail)
     else:  # the client span's trace context, and the trace id as l5d-reqid
-        parts.append(ex.trace.client_headers(plan))
+        tail.append(ex.trace.client_headers(plan))
     if ex.body_mode == 0:
-        parts.append(b"\r\n\r\n")
+        tail.append(b"\r\n\r\n")
     elif ex.body_mode == 1:
-        parts.append(b"\r\nContent-Length: ")
-        parts.append(ex.content_length)
-        parts.append(b"\r\n\r\n")
+        tail.append(b"\r\nContent-Length: ")
+        tail.append(ex.content_length)
+        tail.append(b"\r\n\r\n")
     else:
-        parts.append(b"\r\nTransfer-Encoding: chunked\r\n\r\n")
-    plan.head_bytes = b"".join(parts)
+        tail.append(b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+    plan.head_bytes = head_bytes(f"{head.method} {head.target} HTTP/1.1\r\n".encode("latin-1"),
+                                 plan.fwd, tail)
     return True
 
 
