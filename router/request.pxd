@@ -63,10 +63,80 @@ cdef extern from *:
     """
     object _c_head_bytes "l5d_c_head_bytes" (object first, object headers, object tail)
 
+cdef extern from *:
+    """
+    /* NameCodes in C: `keys` a list of NAME_CODES_SLOTS (a power of two) names or None,
+       `codes` a bytearray beside it; linear probing over at most 8 slots. */
+    static uint64_t l5d_names_hash(const char *s, Py_ssize_t n, uint64_t seed) {
+        uint64_t h = seed ^ 0xcbf29ce484222325ULL ^ (uint64_t)n;
+        Py_ssize_t i;
+        for (i = 0; i < n; i++) {
+            h ^= (unsigned char)s[i];
+            h *= 0x100000001b3ULL;
+        }
+        return h ^ (h >> 29);
+    }
+    /* The slot holding `name`, or -(1 + the first free slot), or -(1 + size) if neither. */
+    static Py_ssize_t l5d_names_find(PyObject *keys, PyObject *name, uint64_t seed) {
+        Py_ssize_t n = PyBytes_GET_SIZE(name), mask = PyList_GET_SIZE(keys) - 1, p, i;
+        const char *s = PyBytes_AS_STRING(name);
+        uint64_t h = l5d_names_hash(s, n, seed);
+        PyObject *k;
+        for (p = 0; p < 8; p++) {
+            i = (Py_ssize_t)((h + (uint64_t)p) & (uint64_t)mask);
+            k = PyList_GET_ITEM(keys, i);
+            if (k == Py_None) return -(1 + i);
+            if (PyBytes_GET_SIZE(k) == n && memcmp(PyBytes_AS_STRING(k), s, (size_t)n) == 0)
+                return i;
+        }
+        return -(1 + PyList_GET_SIZE(keys));
+    }
+    static int l5d_names_get(PyObject *keys, PyObject *codes, PyObject *name, uint64_t seed) {
+        Py_ssize_t i;
+        if (!PyBytes_CheckExact(name) || PyBytes_GET_SIZE(name) > 64) return -1;
+        i = l5d_names_find(keys, name, seed);
+        return i < 0 ? -1 : (int)(unsigned char)PyByteArray_AS_STRING(codes)[i];
+    }
+    /* 1 when `name` took a new slot, else 0 (known: its code updated; or no room). */
+    static int l5d_names_put(PyObject *keys, PyObject *codes, PyObject *name, int code,
+                             uint64_t seed) {
+        Py_ssize_t i;
+        PyObject *old;
+        if (!PyBytes_CheckExact(name) || PyBytes_GET_SIZE(name) > 64) return 0;
+        i = l5d_names_find(keys, name, seed);
+        if (i >= 0) {
+            PyByteArray_AS_STRING(codes)[i] = (char)code;
+            return 0;
+        }
+        i = -(i + 1);
+        if (i >= PyList_GET_SIZE(keys)) return 0;
+        old = PyList_GET_ITEM(keys, i);
+        Py_INCREF(name);
+        PyList_SET_ITEM(keys, i, name);
+        Py_DECREF(old);
+        PyByteArray_AS_STRING(codes)[i] = (char)code;
+        return 1;
+    }
+    """
+    int _c_names_get "l5d_names_get" (list keys, bytearray codes, object name,
+                                      unsigned long long seed)
+    int _c_names_put "l5d_names_put" (list keys, bytearray codes, object name, int code,
+                                      unsigned long long seed)
+
 cpdef bytes head_bytes(object first, object headers, object tail)
 
 @cython.locals(table=dict, hit=list)
 cpdef object cache_get(object cache, object key)
+
+cdef class NameCodes:
+    cdef public Py_ssize_t limit
+    cdef dict _dict
+    cdef list _keys
+    cdef bytearray _codes
+    cdef Py_ssize_t _used
+    cdef unsigned long long _seed
+    cpdef int get(self, object name) except -2
+    cpdef put(self, object name, int code)
 
 cdef class RequestHead:
     cdef public object method, target, version, headers, peer

@@ -2,10 +2,11 @@
 # C-level attributes. pool.py itself stays plain Python, the tested reference.
 
 cimport cython
+from router.request cimport NameCodes
 
 # The header codes, as C integers: on_header's comparisons are C comparisons, and its
-# cache lookup a PyDict_GetItem (read from Python with name_codes()).
-cdef dict _NAME_CODES
+# cache lookup a C call (read from Python with name_codes()).
+cdef NameCodes _NAME_CODES
 cdef Py_ssize_t _R_LENGTH, _R_CHUNKED, _R_CONNECTION, _R_DROP, _R_PLAIN, _R_L5D, _R_L5D_ERR
 cdef Py_ssize_t _R_SUCCESS_CLASS, _R_RETRYABLE
 

@@ -23,6 +23,7 @@ from typing import Protocol
 import httptools
 
 from dtab.addr import Address
+from router.request import NameCodes
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +96,15 @@ _L5D_RESPONSE: dict[bytes, int] = {
     b"l5d-success-class": _R_SUCCESS_CLASS,
     b"l5d-retryable": _R_RETRYABLE,
 }
-# Raw header name (as the backend spelled it) -> its code: one dict lookup per header
-# instead of lower() + lookup + prefix tests. Bounded, since backends choose the names.
-_NAME_CODES: dict[bytes, int] = {}
+# Raw header name (as the backend spelled it) -> its code: one lookup per header instead
+# of lower() + lookup + prefix tests. Bounded, since backends choose the names.
 _NAME_CODES_MAX = 512
+_NAME_CODES = NameCodes(_NAME_CODES_MAX)
 
 
-def name_codes() -> dict[bytes, int]:
-    """The raw-name cache (compiled, `_NAME_CODES` is a C-level global, not an attribute)."""
-    return _NAME_CODES
+def name_codes() -> list[bytes]:
+    """The names the raw-name cache holds (compiled, `_NAME_CODES` is a C-level global)."""
+    return _NAME_CODES.names()
 
 
 def _response_code(name: bytes) -> int:
@@ -111,8 +112,7 @@ def _response_code(name: bytes) -> int:
     code = _RESPONSE_SPECIAL.get(lk)
     if code is None:
         code = _L5D_RESPONSE.get(lk, _R_L5D) if lk[:4] == b"l5d-" else _R_PLAIN
-    if len(_NAME_CODES) < _NAME_CODES_MAX and len(name) <= 64:  # bounded in bytes too
-        _NAME_CODES[name] = code
+    _NAME_CODES.put(name, code)  # bounded in names and in bytes
     return code
 
 
@@ -295,8 +295,9 @@ class UpstreamConnection:  # an asyncio.Protocol (not a subclass: compiled, pool
     # headers are taken out here (the exchange re-frames for its client), and whether
     # any `l5d-*` / `l5d-err` header is present is noted for clearContext servers.
     def on_header(self, name: bytes, value: bytes) -> None:
-        known = _NAME_CODES.get(name)
-        code = _response_code(name) if known is None else known
+        code = _NAME_CODES.get(name)
+        if code < 0:
+            code = _response_code(name)
         if code == _R_PLAIN:
             self._headers.append((name, value))
         elif code == _R_L5D or code == _R_L5D_ERR or code == _R_RETRYABLE:

@@ -4,11 +4,12 @@
 cimport cython
 from router.http.proxy cimport Exchange
 from router.stats cimport ServerStats
-from router.request cimport HeadInfo
+from router.request cimport HeadInfo, NameCodes
 
 # The header codes, as C integers: on_header's comparisons are C comparisons, and its
-# cache lookup a PyDict_GetItem (read from Python with name_codes()).
-cdef dict _NAME_CODES, _METHOD_NAMES
+# cache lookup a C call (read from Python with name_codes()).
+cdef NameCodes _NAME_CODES
+cdef dict _METHOD_NAMES
 cdef Py_ssize_t _VIA, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _EXPECT, _CTX_DTAB
 cdef Py_ssize_t _USER_DTAB, _DROP, _PLAIN, _L5D, _HOST, _AMBIGUOUS, _CTX_DEADLINE
 

@@ -31,7 +31,7 @@ from router.http.proxy import ROUTE_CACHE_BYTES, ROUTE_CACHE_MAX, Exchange, disp
 from router.identifiers import IdentificationError
 from router.policy.retries import DEFAULT_BUFFER_BYTES, ServicePolicy, compile_service
 from router.policy.shedding import LoadShedder
-from router.request import HeadInfo, RequestHead
+from router.request import HeadInfo, NameCodes, RequestHead
 from router.session import DEFAULT_SERVER_SESSION, ServerSession
 from router.stats import ServerStats, ServiceStats, ServiceStatsCache
 
@@ -227,17 +227,17 @@ _ALREADY_DROPPED = frozenset(
     if c in (_CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _EXPECT, _DROP)
 )
 # Raw header name (as the client spelled it) -> its code, so the common headers cost one
-# dict lookup instead of lower() + lookup + prefix test. Names come from clients: bounded.
-_NAME_CODES: dict[bytes, int] = {}
+# lookup instead of lower() + lookup + prefix test. Names come from clients: bounded.
 _NAME_CODES_MAX = 512
+_NAME_CODES = NameCodes(_NAME_CODES_MAX)
 # Request methods as str, without a decode per request.
 _METHOD_NAMES: dict[bytes, str] = {m.encode(): m for m in (
     "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT")}
 
 
-def name_codes() -> dict[bytes, int]:
-    """The raw-name cache (compiled, `_NAME_CODES` is a C-level global, not an attribute)."""
-    return _NAME_CODES
+def name_codes() -> list[bytes]:
+    """The names the raw-name cache holds (compiled, `_NAME_CODES` is a C-level global)."""
+    return _NAME_CODES.names()
 
 
 def _request_code(name: bytes) -> int:
@@ -249,8 +249,7 @@ def _request_code(name: bytes) -> int:
             # CGI-style servers read `Transfer_Encoding` as Transfer-Encoding: a framing
             # header in disguise, refused rather than forwarded (smuggling)
             code = _AMBIGUOUS
-    if len(_NAME_CODES) < _NAME_CODES_MAX and len(name) <= 64:  # bounded in bytes too
-        _NAME_CODES[name] = code
+    _NAME_CODES.put(name, code)  # bounded in names and in bytes
     return code
 
 
@@ -495,8 +494,9 @@ class ServerConnection:  # an asyncio.Protocol (not a subclass: compiled, server
         self._head_bytes += len(name) + len(value)
         if self._head_bytes > MAX_HEAD_BYTES:
             raise HeadTooLarge(431, f"Request head longer than {MAX_HEAD_BYTES} bytes")
-        known = _NAME_CODES.get(name)
-        code = _request_code(name) if known is None else known
+        code = _NAME_CODES.get(name)
+        if code < 0:
+            code = _request_code(name)
         if code == _PLAIN:
             self._headers.append((name, value))
             return
