@@ -8,7 +8,8 @@ cdef extern from *:
     """
     /* head_bytes in C: one allocation, one copy per part. Py_None (no exception) when a
        header is not a 2-tuple of exact bytes or a tail part is not exact bytes, so that
-       the caller joins instead (and so reports a wrong type); NULL only when the allocation fails. */
+       the caller joins instead (and so reports a wrong type); NULL only when the
+       allocation fails. */
     static PyObject *l5d_c_head_bytes(PyObject *first, PyObject *headers, PyObject *tail) {
         Py_ssize_t n, i, m, nh, nt;
         PyObject *it, *k, *v, *out;
