@@ -66,6 +66,26 @@ def test_budget_lets_percent_can_retry_through_and_no_more() -> None:
     assert b.balance == 0 and not b.try_withdraw()
 
 
+def test_budget_deposits_leave_with_their_slice() -> None:
+    """A slice's deposits leave the window together, ttlSecs after they came, with what
+    was withdrawn from them."""
+    clock = Clock()
+    b = budget.RetryBudget(ttl_s=10, min_retries_per_sec=0, percent_can_retry=0.5, clock=clock)
+    for _ in range(100):
+        b.deposit(clock.t)
+    assert b.balance == 50
+    clock.t += 5
+    for _ in range(40):
+        b.deposit(clock.t)
+    assert b.balance == 70
+    assert sum(b.try_withdraw() for _ in range(10)) == 10
+    assert b.balance == 60
+    clock.t += 5.5  # the first slice has left: its 50 go, the second's 20 - 10 stay
+    assert b.balance == 10
+    clock.t += 5
+    assert b.balance == 0 and not b.try_withdraw()
+
+
 def test_budget_reserve_is_min_retries_per_sec_times_ttl() -> None:
     clock = Clock()
     b = budget.RetryBudget(ttl_s=2, min_retries_per_sec=5, percent_can_retry=0.1, clock=clock)
