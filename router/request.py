@@ -71,10 +71,11 @@ class NameCodes:
         if not 0 <= limit <= NAME_CODES_SLOTS // 2:
             raise ValueError(f"NameCodes holds at most {NAME_CODES_SLOTS // 2} names, not {limit}")
         self.limit = limit
-        self._dict: dict[bytes, int] = {}
-        self._keys: list[bytes | None] = [None] * NAME_CODES_SLOTS
-        self._codes = bytearray(NAME_CODES_SLOTS)
         self._used = 0
+        self._dict: dict[bytes, int] = {}  # from source; compiled, the C table below
+        slots = NAME_CODES_SLOTS if _COMPILED else 0
+        self._keys: list[bytes | None] = [None] * slots
+        self._codes = bytearray(slots)
         self._seed = int.from_bytes(os.urandom(8), "little")
 
     def get(self, name: bytes) -> int:
