@@ -21,6 +21,7 @@ cdef class UpstreamConnection:
     cdef public double born, idle_since
     cpdef _reset_head(self)
     cpdef _fail(self, err)
+    cpdef start(self, sink, bytes head, bint no_body)
     cpdef write(self, data)
     @cython.locals(code=Py_ssize_t)
     cpdef on_header(self, bytes name, bytes value)

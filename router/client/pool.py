@@ -217,7 +217,7 @@ class UpstreamConnection:  # an asyncio.Protocol (not a subclass: compiled, pool
             self.transport.abort()
 
     # --- one exchange ----------------------------------------------------
-    def start(self, sink: ResponseSink, head: bytes, *, no_body: bool) -> None:
+    def start(self, sink: ResponseSink, head: bytes, no_body: bool) -> None:
         """Send a request head; the response goes to `sink`. `no_body` for HEAD requests."""
         self.sink = sink
         if self.parser is None:  # reused across keep-alive responses; reset after HEAD

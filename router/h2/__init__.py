@@ -16,6 +16,7 @@ from typing import Any
 from router.h2.client import H2Endpoints
 from router.h2.params import client_limits
 from router.h2.server import H2Server
+from router.http.server import RouterRuntime
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +60,26 @@ class H2RouterHandle:
         self.runtime.close()
 
 
-def h2_runtime(router: Any) -> Any:
-    """The HTTP/1 routers' RouterRuntime with what h2 adds: its retry buffer default,
-    ALPN h2 for TLS clients, per-service response buffers, one connection per endpoint."""
-    from router.http.server import RouterRuntime
+class H2Runtime(RouterRuntime):
+    """The HTTP/1 routers' RouterRuntime with what h2 adds."""
 
-    runtime: Any = RouterRuntime(router)
+    __slots__ = ("h2_response_buffers", "h2_endpoints")
+
+    def __init__(self, router: Any) -> None:
+        super().__init__(router)
+        # service -> (retryBufferSize.responseBytes, classificationTimeoutMs in s)
+        self.h2_response_buffers: dict[str, Any] = {}
+        self.h2_endpoints = H2Endpoints(router.label, client_limits(router))
+
+
+def h2_runtime(router: Any) -> H2Runtime:
+    """The runtime of an h2 router: its retry buffer default, ALPN h2 for TLS clients,
+    per-service response buffers, one connection per endpoint."""
+    runtime = H2Runtime(router)
     kb = getattr(getattr(router, "config", None), "stream_after_content_length_kb", None)
     if kb is None or int(kb) == 5:  # unset: Linkerd's h2 default, not HTTP/1's
         runtime.retry_buffer_bytes = H2_RETRY_BUFFER_BYTES
     runtime.clients.alpn = ("h2",)
-    # service -> (retryBufferSize.responseBytes, classificationTimeoutMs in s)
-    runtime.h2_response_buffers = {}
-    runtime.h2_endpoints = H2Endpoints(router.label, client_limits(router))
     return runtime
 
 

@@ -9,9 +9,12 @@ from router.policy.retries cimport ServicePolicy
 from router.policy.budget cimport RetryBudget
 from router.stats cimport record_all
 from router.request cimport HeadInfo, RequestHead, cache_get, head_bytes
+from router.http.server cimport HttpServer, RouterRuntime, ServerConnection
 
 cdef class Exchange:
-    cdef public object conn, server, version, content_length, body_chunks
+    cdef public ServerConnection conn
+    cdef public HttpServer server
+    cdef public object version, content_length, body_chunks
     cdef public RequestHead head
     cdef public UpstreamConnection upstream
     cdef public Endpoint endpoint
@@ -28,6 +31,7 @@ cdef class Exchange:
     cpdef feed_body(self, chunk)
     cpdef attach(self, UpstreamConnection conn, Endpoint ep, _Plan plan)
     cpdef on_response_body(self, chunk)
+    cpdef _record(self, Py_ssize_t status, double latency, double now)
 
 cdef class _Route:
     cdef public object tree, binding, bound, client, client_svc, suffix, service
@@ -51,9 +55,10 @@ cdef dict _STATUS_LINES
 cpdef bytes _status_line(status, bytes reason)
 cpdef bint _verdict(bytes value) except -1
 
-@cython.locals(ep=Endpoint, conn=UpstreamConnection, plan=_Plan, route=_Route)
+@cython.locals(ep=Endpoint, conn=UpstreamConnection, plan=_Plan, route=_Route, rt=RouterRuntime)
 cpdef dispatch(Exchange ex)
-@cython.locals(pol=ServicePolicy, route=_Route, plan=_Plan, info=HeadInfo)
+@cython.locals(pol=ServicePolicy, route=_Route, plan=_Plan, info=HeadInfo, srv=HttpServer,
+               rt=RouterRuntime, head=RequestHead)
 cpdef _Plan _prepare(Exchange ex)
 @cython.locals(route=_Route, bal=Balancer)
 cpdef bint _choose(Exchange ex, _Plan plan) except -1

@@ -126,9 +126,9 @@ class Exchange:
     def __init__(self, conn: ServerConnection, head: Any, keep_alive: bool, body_mode: int,
                  content_length: bytes | None, expect_continue: bool) -> None:
         self.conn = conn
-        self.server: HttpServer = conn.server
+        self.server: HttpServer = self.conn.server  # read through the typed attribute
         self.head = head
-        self.version = head.version
+        self.version = self.head.version
         self.keep_alive = keep_alive
         self.body_mode = body_mode  # 0 none, 1 content-length, 2 chunked
         self.content_length = content_length
@@ -203,7 +203,7 @@ class Exchange:
         self.balancer.started(ep)
         if self.trace is not None:
             self.trace.attempt(ep)
-        conn.start(self, plan.head_bytes, no_body=self.head.method == "HEAD")
+        conn.start(self, plan.head_bytes, self.head.method == "HEAD")
         timeout_s = self.client.attempt_timeout_s
         if timeout_s is not None:
             if self.attempt_timer is not None:
@@ -566,7 +566,7 @@ class Exchange:
         if s is not None and c is not None and cs is not None:
             record_all((srv, s, c, cs), status, latency, now, self.ok)  # the steady state
         else:
-            record_all(tuple(x for x in (srv, s, c) if x is not None), status, latency, now,
+            record_all(tuple([x for x in (srv, s, c) if x is not None]), status, latency, now,
                        self.ok)
 
     def _record_failure(self, cause: str, latency: float, status: int | None, now: float) -> None:

@@ -15,9 +15,25 @@ cdef Py_ssize_t _USER_DTAB, _DROP, _PLAIN, _L5D, _HOST, _AMBIGUOUS, _CTX_DEADLIN
 
 cpdef Py_ssize_t _request_code(bytes name) except -1
 
+# What the proxy reads per request of its server and runtime, as C attributes (the
+# runtime is swapped on reload, so it is read per request, not copied per connection).
+cdef class RouterRuntime:
+    cdef public object router, clients, services, identification_error, _sweeper, routes
+    cdef public object _names, max_dtab_bytes, cached_bind, telemetry, retry_buffer_bytes
+    cdef public double binding_timeout_s, idle_s
+
+cdef class HttpServer:
+    cdef public RouterRuntime runtime
+    cdef public ServerStats stats
+    cdef public object label, ip, port, shedder, session, tick_s, timeouts, connections
+    cdef public object aserver, tls
+    cdef public bint clear_context
+    cdef public Py_ssize_t max_call_depth
+
 cdef class ServerConnection:
     cdef public ServerStats stats
-    cdef public object server, transport, parser, peer, queue
+    cdef public HttpServer server
+    cdef public object transport, parser, peer, queue
     cdef public Exchange current, parsing
     cdef public bytes _url
     cdef public object _headers, _timer, _w_head, _w_idle, _chunk

@@ -46,6 +46,11 @@ NAME_CACHE_BYTES = 4 * 1024 * 1024  # service names -> stats, bounded by bytes
 class RouterRuntime:
     """What every server of one router shares: the router, its clients and service stats."""
 
+    # fixed attributes (compiled, server.pxd: the proxy reads them as C fields)
+    __slots__ = ("router", "clients", "services", "retry_buffer_bytes", "binding_timeout_s",
+                 "identification_error", "_sweeper", "idle_s", "routes", "_names",
+                 "max_dtab_bytes", "cached_bind", "telemetry")
+
     def __init__(self, router: Any) -> None:
         self.router = router
         cfg = getattr(router, "config", None)
@@ -120,6 +125,9 @@ def _idle_ttl(cfg: Any) -> float:
 
 class HttpServer:
     """One `servers:` entry: a listening socket and its connections."""
+
+    __slots__ = ("runtime", "label", "ip", "port", "clear_context", "max_call_depth", "shedder",
+                 "session", "tick_s", "timeouts", "stats", "connections", "aserver", "tls")
 
     def __init__(self, runtime: RouterRuntime, server_cfg: Any) -> None:
         router = runtime.router
