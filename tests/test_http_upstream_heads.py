@@ -85,6 +85,27 @@ def test_status_line_version(version: bytes, ok: bool) -> None:
         assert sink.head is None and "HTTP version" in str(sink.error)
 
 
+@pytest.mark.parametrize("cut", [1, 4, 5, 7, 8, 9])
+@pytest.mark.parametrize("version, ok", [(b"1.1", True), (b"1.0", True), (b"2.0", False)])
+def test_status_line_cut_before_its_version(cut: int, version: bytes, ok: bool) -> None:
+    """A first read too short to show the version: the parser's version decides."""
+    data = b"HTTP/" + version + FINAL[8:]
+    sink = exchange(data[:cut], data[cut:])
+    if ok:
+        assert sink.error is None and sink.head is not None and sink.body == b"ok"
+    else:
+        assert sink.head is None and "HTTP version" in str(sink.error)
+
+
+@pytest.mark.parametrize("line", [b"RTSP/1.0 200 OK", b"ICE/1.0 200 OK", b"HTTP1.1 200 OK",
+                                  b"http/1.1 200 OK"])
+@pytest.mark.parametrize("cut", [None, 1, 3])
+def test_a_status_line_not_http_fails(line: bytes, cut: int | None) -> None:
+    data = line + b"\r\nContent-Length: 2\r\n\r\nok"
+    sink = exchange(data) if cut is None else exchange(data[:cut], data[cut:])
+    assert sink.head is None and sink.error is not None
+
+
 def test_final_response_after_interim_in_one_read_is_version_checked() -> None:
     """The version read from the first bytes is the interim response's: the final one's
     comes from the parser."""

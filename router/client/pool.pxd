@@ -23,6 +23,7 @@ cdef class UpstreamConnection:
     cpdef _fail(self, err)
     cpdef start(self, sink, bytes head, bint no_body)
     cpdef write(self, data)
+    cpdef data_received(self, bytes data)
     @cython.locals(code=Py_ssize_t)
     cpdef on_header(self, bytes name, bytes value)
 
