@@ -6,4 +6,4 @@ from router.request cimport cache_get
 
 cdef class HeaderToken:
     cdef public object prefix, absent, names
-    cdef public bytes key
+    cdef public bytes key, spelled

@@ -67,12 +67,13 @@ class HeaderToken:
     A class rather than a closure so that it runs compiled (router/_native.py): the
     default identifier runs on every request."""
 
-    __slots__ = ("prefix", "absent", "key", "names")
+    __slots__ = ("prefix", "absent", "key", "spelled", "names")
 
     def __init__(self, prefix: Path, header: str = "Host") -> None:
         self.prefix = prefix
         self.absent = f"{header} header is absent"
         self.key = header.lower().encode("latin-1")
+        self.spelled = header.encode("latin-1")  # as clients mostly send it: no lower()
         # Callers repeat a handful of Host values: the (immutable) result is remembered
         # per raw value, bounded by bytes.
         self.names: WeightedLRU[bytes, Identified] = WeightedLRU(
@@ -80,8 +81,9 @@ class HeaderToken:
 
     def __call__(self, head: RequestHead) -> Identified:
         key = self.key
+        spelled = self.spelled
         for k, v in head.headers:  # the first `header`, as RequestHead.header finds it
-            if k.lower() == key:
+            if k == spelled or k.lower() == key:
                 raw = v
                 break
         else:

@@ -10,13 +10,14 @@ cdef extern from *:
        header is not a 2-tuple of exact bytes or a tail part is not exact bytes, so that
        the caller joins instead (and so reports a wrong type); NULL only when the
        allocation fails. */
-    static PyObject *l5d_c_head_bytes(PyObject *first, PyObject *headers, PyObject *tail) {
-        Py_ssize_t n, i, m, nh, nt;
+    static PyObject *l5d_head_parts(const char **pre, const Py_ssize_t *prelen, int npre,
+                                    PyObject *headers, PyObject *tail) {
+        Py_ssize_t n = 0, i, m, nh, nt;
         PyObject *it, *k, *v, *out;
         char *p;
-        if (!PyBytes_CheckExact(first) || !PyList_CheckExact(headers)
-                || !PyList_CheckExact(tail)) Py_RETURN_NONE;
-        n = PyBytes_GET_SIZE(first);
+        int j;
+        if (!PyList_CheckExact(headers) || !PyList_CheckExact(tail)) Py_RETURN_NONE;
+        for (j = 0; j < npre; j++) n += prelen[j];
         nh = PyList_GET_SIZE(headers);
         nt = PyList_GET_SIZE(tail);
         for (i = 0; i < nh; i++) {
@@ -35,9 +36,10 @@ cdef extern from *:
         out = PyBytes_FromStringAndSize(NULL, n);
         if (out == NULL) return NULL;
         p = PyBytes_AS_STRING(out);
-        m = PyBytes_GET_SIZE(first);
-        memcpy(p, PyBytes_AS_STRING(first), m);
-        p += m;
+        for (j = 0; j < npre; j++) {
+            memcpy(p, pre[j], prelen[j]);
+            p += prelen[j];
+        }
         for (i = 0; i < nh; i++) {
             it = PyList_GET_ITEM(headers, i);
             k = PyTuple_GET_ITEM(it, 0);
@@ -61,8 +63,37 @@ cdef extern from *:
         }
         return out;
     }
+    static PyObject *l5d_c_head_bytes(PyObject *first, PyObject *headers, PyObject *tail) {
+        const char *pre[1];
+        Py_ssize_t prelen[1];
+        if (!PyBytes_CheckExact(first)) Py_RETURN_NONE;
+        pre[0] = PyBytes_AS_STRING(first);
+        prelen[0] = PyBytes_GET_SIZE(first);
+        return l5d_head_parts(pre, prelen, 1, headers, tail);
+    }
+    /* The request line `<method> <target> HTTP/1.1\\r\\n` from two str, encoded as
+       latin-1 by copying: Py_None unless both are exact str of one-byte (latin-1) kind. */
+    static PyObject *l5d_c_request_head_bytes(PyObject *method, PyObject *target,
+                                              PyObject *headers, PyObject *tail) {
+        const char *pre[4];
+        Py_ssize_t prelen[4];
+        if (!PyUnicode_CheckExact(method) || !PyUnicode_CheckExact(target)
+                || PyUnicode_KIND(method) != PyUnicode_1BYTE_KIND
+                || PyUnicode_KIND(target) != PyUnicode_1BYTE_KIND) Py_RETURN_NONE;
+        pre[0] = (const char *)PyUnicode_1BYTE_DATA(method);
+        prelen[0] = PyUnicode_GET_LENGTH(method);
+        pre[1] = " ";
+        prelen[1] = 1;
+        pre[2] = (const char *)PyUnicode_1BYTE_DATA(target);
+        prelen[2] = PyUnicode_GET_LENGTH(target);
+        pre[3] = " HTTP/1.1\\r\\n";
+        prelen[3] = 11;
+        return l5d_head_parts(pre, prelen, 4, headers, tail);
+    }
     """
     object _c_head_bytes "l5d_c_head_bytes" (object first, object headers, object tail)
+    object _c_request_head_bytes "l5d_c_request_head_bytes" (object method, object target,
+                                                              object headers, object tail)
 
 cdef extern from *:
     """
@@ -125,6 +156,7 @@ cdef extern from *:
                                       unsigned long long seed)
 
 cpdef bytes head_bytes(object first, object headers, object tail)
+cpdef bytes request_head_bytes(object method, object target, object headers, object tail)
 
 @cython.locals(table=dict, hit=list)
 cpdef object cache_get(object cache, object key)

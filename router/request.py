@@ -40,6 +40,18 @@ def head_bytes(first: bytes, headers: list[tuple[bytes, bytes]], tail: list[byte
     return b"".join(parts)
 
 
+def request_head_bytes(method: str, target: str, headers: list[tuple[bytes, bytes]],
+                       tail: list[bytes]) -> bytes:
+    """`head_bytes` with the request line `<method> <target> HTTP/1.1\r\n` first, encoded
+    as latin-1. Compiled, the two str are copied in with the rest (`_c_request_head_bytes`):
+    no f-string, no encode; a str beyond latin-1 takes the encode (and its error) below."""
+    if _COMPILED:
+        out = _c_request_head_bytes(method, target, headers, tail)  # type: ignore[name-defined]  # noqa: F821
+        if out is not None:
+            return out  # type: ignore[no-any-return]
+    return head_bytes(f"{method} {target} HTTP/1.1\r\n".encode("latin-1"), headers, tail)
+
+
 def cache_get(cache: WeightedLRU[Any, Any], key: Any) -> Any:
     """`cache.get(key)` for the compiled hot path: the same read as `WeightedLRU.get`
     (look up, mark referenced), done on its table in C instead of a Python call."""

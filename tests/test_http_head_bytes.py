@@ -1,5 +1,6 @@
-"""`router.request.head_bytes`, which writes every request and response head: compiled, a
-C copy (router/request.pxd); from source (L5D_PURE_PYTHON=1), the join it must equal."""
+"""`router.request.head_bytes` and `request_head_bytes`, which write every request and
+response head: compiled, a C copy (router/request.pxd); from source (L5D_PURE_PYTHON=1), the
+join and the latin-1 encode they must equal."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import random
 import pytest
 
 from router import _native, request
-from router.request import head_bytes
+from router.request import head_bytes, request_head_bytes
 
 
 def joined(first: bytes, headers: list[tuple[bytes, bytes]], tail: list[bytes]) -> bytes:
@@ -92,3 +93,54 @@ def test_a_wrong_type_is_a_type_error(bad: tuple) -> None:
     """As the join reports it: never a crash, never a head with a hole in it."""
     with pytest.raises((TypeError, ValueError)):
         head_bytes(*bad)
+
+
+def reference_request_head(method: str, target: str, headers: list[tuple[bytes, bytes]],
+                           tail: list[bytes]) -> bytes:
+    return joined(f"{method} {target} HTTP/1.1\r\n".encode("latin-1"), headers, tail)
+
+
+def test_a_request_line_from_method_and_target() -> None:
+    got = request_head_bytes("GET", "/a?b", [(b"Host", b"web")], [b"\r\n"])
+    assert got == b"GET /a?b HTTP/1.1\r\nHost: web\r\n\r\n"
+
+
+@pytest.mark.parametrize("target", ["/", "*", "", "/caf\xe9?q=\xff", "/" + "x" * 5000,
+                                    "/\x00\x7f\x80"])
+def test_request_lines_are_latin_1(target: str) -> None:
+    """Targets come from `url.decode("latin-1")`: every byte 0-255 comes back as it was."""
+    headers = [(b"Accept", b"*/*")]
+    assert (request_head_bytes("OPTIONS", target, headers, [b"\r\n"])
+            == reference_request_head("OPTIONS", target, headers, [b"\r\n"]))
+
+
+def test_a_target_beyond_latin_1_fails_as_the_encode_does() -> None:
+    """An identifier's rewritten target with a character latin-1 cannot hold: the same
+    UnicodeEncodeError as the encode, never bytes of another encoding."""
+    with pytest.raises(UnicodeEncodeError):
+        request_head_bytes("GET", "/\u20ac", [], [b"\r\n"])
+    with pytest.raises(UnicodeEncodeError):
+        request_head_bytes("G\u0101T", "/", [], [b"\r\n"])
+
+
+class StrSubclass(str):
+    pass
+
+
+def test_str_subclasses_take_the_encode() -> None:
+    got = request_head_bytes(StrSubclass("GET"), StrSubclass("/x"), [], [b"\r\n"])
+    assert got == b"GET /x HTTP/1.1\r\n\r\n"
+
+
+def test_random_request_heads_match_the_reference() -> None:
+    rng = random.Random(11)
+    for _ in range(200):
+        method = rng.choice(["GET", "POST", "PROPFIND", "M" * rng.randrange(1, 40)])
+        target = "".join(chr(rng.randrange(256)) for _ in range(rng.choice((0, 1, 30, 900))))
+        headers = [(bytes(rng.randrange(256) for _ in range(rng.randrange(20))),
+                    bytes(rng.randrange(256) for _ in range(rng.randrange(60))))
+                   for _ in range(rng.randrange(10))]
+        tail = [bytes(rng.randrange(256) for _ in range(rng.randrange(30)))
+                for _ in range(rng.randrange(5))]
+        assert (request_head_bytes(method, target, headers, tail)
+                == reference_request_head(method, target, headers, tail))

@@ -46,6 +46,22 @@ def test_header_token_keeps_case_and_port() -> None:
     assert reason(custom, head()) == "X-Svc header is absent"
 
 
+@pytest.mark.parametrize("spelled", [b"Host", b"host", b"HOST", b"hOsT"])
+def test_header_token_finds_the_header_however_it_is_spelled(spelled: bytes) -> None:
+    """The configured spelling is compared first (what clients mostly send), any other
+    by its lowercase; the first such header wins."""
+    i = ident("io.l5d.header.token")
+    h = RequestHead("GET", "/", "1.1", [(b"Accept", b"*/*"), (spelled, b"a"), (b"Host", b"b")])
+    assert i(h).path == Path.read("/svc/a")
+
+
+@pytest.mark.parametrize("spelled", [b"X-Svc", b"x-svc", b"X-SVC"])
+def test_header_token_custom_header_however_it_is_spelled(spelled: bytes) -> None:
+    custom = ident("io.l5d.header.token", header="X-Svc")
+    h = RequestHead("GET", "/", "1.1", [(b"Host", b"web"), (spelled, b"c"), (b"X-Svc", b"d")])
+    assert custom(h).path == Path.read("/svc/c")
+
+
 def test_method_and_host() -> None:
     i = ident("io.l5d.methodAndHost", Path.read("/http"))
     assert i(head("/a/b?x=1", host="World:80")).path == Path.read("/http/1.1/GET/world:80")

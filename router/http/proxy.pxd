@@ -8,7 +8,7 @@ from router.client.balancer cimport Balancer
 from router.policy.retries cimport ServicePolicy
 from router.policy.budget cimport RetryBudget
 from router.stats cimport record_all
-from router.request cimport HeadInfo, RequestHead, cache_get, head_bytes
+from router.request cimport HeadInfo, RequestHead, cache_get, head_bytes, request_head_bytes
 from router.http.server cimport HttpServer, RouterRuntime, ServerConnection
 
 cdef class Exchange:

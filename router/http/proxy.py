@@ -45,7 +45,7 @@ from router.http.errors import (
 from router.http.headers import L5D_PREFIX, route_headers
 from router.policy import deadline as deadlines
 from router.policy.classifiers import RETRYABLE, SUCCESS, success_class
-from router.request import cache_get, head_bytes
+from router.request import cache_get, head_bytes, request_head_bytes
 from router.stats import record_all
 
 if TYPE_CHECKING:
@@ -785,7 +785,7 @@ def _prepare(ex: Exchange) -> _Plan:
     plan.local = local
 
     try:
-        ident = router.identify(head)
+        ident = rt.identify(head)
     except rt.identification_error as e:
         reason = getattr(e, "reason", None) or str(e)
         raise RouteError(400, unknown_destination_message(head.describe(), reason),
@@ -929,8 +929,7 @@ def _choose(ex: Exchange, plan: _Plan) -> bool:
         tail.append(b"\r\n\r\n")
     else:
         tail.append(b"\r\nTransfer-Encoding: chunked\r\n\r\n")
-    plan.head_bytes = head_bytes(f"{head.method} {head.target} HTTP/1.1\r\n".encode("latin-1"),
-                                 plan.fwd, tail)
+    plan.head_bytes = request_head_bytes(head.method, head.target, plan.fwd, tail)
     return True
 
 

@@ -20,6 +20,7 @@ cpdef Py_ssize_t _request_code(bytes name) except -1
 cdef class RouterRuntime:
     cdef public object router, clients, services, identification_error, _sweeper, routes
     cdef public object _names, max_dtab_bytes, cached_bind, telemetry, retry_buffer_bytes
+    cdef public object identify
     cdef public double binding_timeout_s, idle_s
 
 cdef class HttpServer:

@@ -49,10 +49,11 @@ class RouterRuntime:
     # fixed attributes (compiled, server.pxd: the proxy reads them as C fields)
     __slots__ = ("router", "clients", "services", "retry_buffer_bytes", "binding_timeout_s",
                  "identification_error", "_sweeper", "idle_s", "routes", "_names",
-                 "max_dtab_bytes", "cached_bind", "telemetry")
+                 "max_dtab_bytes", "cached_bind", "telemetry", "identify")
 
     def __init__(self, router: Any) -> None:
         self.router = router
+        self.identify = router.identify  # the router's identifier chain, fixed for its life
         cfg = getattr(router, "config", None)
         idle_s = _idle_ttl(cfg)
         self.clients = ClientCache(router.metrics, getattr(router, "client_config", None), idle_s)
@@ -493,7 +494,7 @@ class ServerConnection:  # an asyncio.Protocol (not a subclass: compiled, server
         self._fresh = False
 
     def on_url(self, url: bytes) -> None:
-        self._url += url
+        self._url = self._url + url if self._url else url  # usually one piece: no copy
         self._head_bytes += len(url)
         if self._head_bytes > MAX_HEAD_BYTES:
             raise HeadTooLarge(414, f"Request line longer than {MAX_HEAD_BYTES} bytes")
@@ -571,7 +572,7 @@ class ServerConnection:  # an asyncio.Protocol (not a subclass: compiled, server
             self._at_start = False
             chunk = self._chunk
             n = len(method)
-            if (chunk is not None and chunk.startswith(method) and chunk[n:n + 1] == b" "
+            if (chunk is not None and chunk.startswith(method) and chunk.startswith(b" ", n)
                     and chunk.startswith(url, n + 1)):
                 n += len(url) + 1
                 if chunk.startswith(b" HTTP/1.1\r\n", n):
