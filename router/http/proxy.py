@@ -790,14 +790,14 @@ def _prepare(ex: Exchange) -> _Plan:
         reason = getattr(e, "reason", None) or str(e)
         raise RouteError(400, unknown_destination_message(head.describe(), reason),
                          "UnknownDestination") from e
-    plan.name = ident.path
-    if ident.target is not None:
-        head.target = ident.target
-    plan.route_key = (ident.path.elems, None if local is None else
-                      (info.ctx_dtabs, info.user_dtabs))
+    plan.name = name = ident.path
+    target = ident.target
+    if target is not None:
+        head.target = target
+    plan.route_key = (name.elems, None if local is None else (info.ctx_dtabs, info.user_dtabs))
     route = plan.route = cache_get(rt.routes, plan.route_key)
     plan.service, ex.svc_stats, pol = (route.service if route is not None
-                                       else rt.service_for(ident.path))
+                                       else rt.service_for(name))
     ex.policy = pol
     pol.begin(ex.start)  # the retry budget (every service has one, as in Linkerd)
     if ex.replay is not None and int(ex.content_length or 0) > pol.buffer_limit:
